@@ -1,0 +1,324 @@
+"""The recipe: one YAML file that says everything about one student, as typed dataclasses.
+
+    from edgestill.recipe import load_recipe
+    recipe = load_recipe("recipes/default.yaml", ["distill.steps=50"])
+
+Loading checks every key and value before any work starts: an unknown key, a wrong type, a
+value outside its allowed set, a missing file or a bad teacher source raises `UserError` with
+one line naming the file, the key and what is allowed. `key=value` overrides use dotted keys
+and YAML values (`export.precisions=[fp32]`). Print a resolved recipe with
+`python -m edgestill.recipe RECIPE [key=value ...]`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+
+from edgestill.errors import UserError, cli_main
+
+BUNDLED_TEACHERS = ("smollm2-135m-instruct",)
+PRECISIONS = ("fp32", "int8", "int4")
+
+
+@dataclass
+class Example:
+    input: str
+    output: str
+
+
+@dataclass
+class Task:
+    instruction: str
+    seed_examples: list[Example]
+    inputs: Optional[str] = None  # the user's own inputs (.jsonl with "input", .csv with "input", .txt one per line)
+    n_train: int = 200
+    n_eval: int = 24
+    eval_labels: Optional[str] = None  # labelled eval data (.jsonl with "input", "output")
+    rationale: bool = False
+    topics: list[str] = field(default_factory=list)  # optional topic hints that widen generated inputs
+    max_input_tokens: int = 160
+    max_output_tokens: int = 48
+
+
+@dataclass
+class Teacher:
+    source: str = "smollm2-135m-instruct"  # bundled name, a local HF folder or a .gguf file
+    load_in: Literal["fp32", "bf16"] = "fp32"
+    batch_size: int = 16
+
+
+@dataclass
+class Student:
+    init: Literal["teacher-layers", "random"] = "teacher-layers"
+    layers: list[int] = field(default_factory=lambda: [0, 6, 12, 18, 24, 29])
+    hidden_size: Optional[int] = None  # width pruning: not implemented yet, must be null
+    trim_vocab: bool = False  # vocabulary trimming: not implemented yet, must be false
+
+
+@dataclass
+class Loss:
+    kind: Literal["forward_kl"] = "forward_kl"
+    temperature: float = 2.0
+    alpha: float = 0.5  # weight of the hard-target CE; (1 - alpha) goes to the soft-target KL
+    top_k: int = 64
+    hidden_states: float = 0.0
+
+
+@dataclass
+class Distill:
+    loss: Loss = field(default_factory=Loss)
+    steps: int = 200
+    batch_size: int = 8
+    lr: float = 2.0e-4
+    warmup_steps: int = 20
+    weight_decay: float = 0.0
+    checkpoint_every: int = 50
+    seed: int = 0
+
+
+@dataclass
+class Export:
+    precisions: list[Literal["fp32", "int8", "int4"]] = field(default_factory=lambda: ["fp32", "int8"])
+
+
+@dataclass
+class Bench:
+    targets: list[str] = field(default_factory=lambda: ["local"])
+    threads: int = 2
+    prompt_tokens: int = 64
+    gen_tokens: int = 32
+    repetitions: int = 5
+    quality_examples: Optional[int] = None  # eval examples scored per bundle; null = all
+
+
+@dataclass
+class Recipe:
+    name: str
+    task: Task
+    teacher: Teacher = field(default_factory=Teacher)
+    student: Student = field(default_factory=Student)
+    distill: Distill = field(default_factory=Distill)
+    export: Export = field(default_factory=Export)
+    bench: Bench = field(default_factory=Bench)
+    path: Optional[str] = field(default=None, metadata={"internal": True})
+
+    def build_dir(self, root: str | os.PathLike = "build") -> Path:
+        """The folder this recipe's run writes: `build/<name>/`."""
+        return Path(root) / self.name
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d.pop("path")
+        return d
+
+
+# ---------------------------------------------------------------- generic typed loading
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is list:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping with keys " + ", ".join(_public_fields(tp))
+    return {str: "a string", int: "an integer", float: "a number", bool: "true/false",
+            type(None): "null"}.get(tp, str(tp))
+
+
+def _public_fields(cls) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls) if not f.metadata.get("internal")]
+
+
+def _convert(value: Any, tp: Any, key: str, where: str) -> Any:
+    """Check/convert `value` against type `tp`; raise UserError naming `where` and `key`."""
+    def bad() -> UserError:
+        return UserError(f"{where}: {key}: expected {_type_name(tp)}, got {value!r}")
+
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            try:
+                return _convert(value, arg, key, where)
+            except UserError:
+                continue
+        raise bad()
+    if origin is Literal:
+        if value in typing.get_args(tp):
+            return value
+        raise bad()
+    if origin is list:
+        if not isinstance(value, list):
+            raise bad()
+        (item,) = typing.get_args(tp)
+        return [_convert(v, item, f"{key}[{i}]", where) for i, v in enumerate(value)]
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise bad()
+        return _build(tp, value, key, where)
+    if tp is type(None):
+        if value is None:
+            return None
+        raise bad()
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if tp in (str, bool) and isinstance(value, tp):
+        return value
+    raise bad()
+
+
+def _build(cls, data: dict, prefix: str, where: str):
+    hints = typing.get_type_hints(cls)
+    allowed = _public_fields(cls)
+    kwargs = {}
+    for k, v in data.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        if k not in allowed:
+            raise UserError(f"{where}: unknown key '{key}'; allowed here: {', '.join(allowed)}")
+        kwargs[k] = _convert(v, hints[k], key, where)
+    for f in dataclasses.fields(cls):
+        if f.name not in kwargs and f.default is dataclasses.MISSING \
+                and f.default_factory is dataclasses.MISSING:
+            key = f"{prefix}.{f.name}" if prefix else f.name
+            raise UserError(f"{where}: missing key '{key}' ({_type_name(hints[f.name])})")
+    return cls(**kwargs)
+
+
+# ---------------------------------------------------------------- overrides and checks
+
+
+def apply_override(data: dict, item: str) -> None:
+    """Apply one `dotted.key=value` override (value parsed as YAML) to the raw recipe dict."""
+    if "=" not in item:
+        raise UserError(f"override '{item}': expected key=value, e.g. distill.steps=50")
+    key, raw = item.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    node = data
+    parts = key.strip().split(".")
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise UserError(f"override '{item}': '{p}' is not a section")
+    node[parts[-1]] = value
+
+
+def _check(recipe: Recipe, where: str, base: Path) -> None:
+    """Checks that types alone cannot express: ranges, files, teacher source."""
+    t = recipe.task
+    if not 1 <= len(t.seed_examples) <= 8:
+        raise UserError(f"{where}: task.seed_examples: give 1-8 examples (3-5 recommended), got {len(t.seed_examples)}")
+    for key in ("n_train", "n_eval", "max_input_tokens", "max_output_tokens"):
+        if getattr(t, key) < 1:
+            raise UserError(f"{where}: task.{key}: must be >= 1")
+    for key in ("inputs", "eval_labels"):
+        value = getattr(t, key)
+        if value is not None:
+            path = _resolve(value, base)
+            if not path.is_file():
+                raise UserError(f"{where}: task.{key}: file not found: {path}")
+            setattr(t, key, str(path))
+    recipe.teacher.source = _check_teacher(recipe.teacher.source, where, base)
+    _check_student(recipe.student, where)
+    d = recipe.distill
+    if d.steps < 1 or d.batch_size < 1 or d.lr <= 0 or d.checkpoint_every < 1:
+        raise UserError(f"{where}: distill: steps, batch_size, checkpoint_every must be >= 1 and lr > 0")
+    if not 0.0 <= d.loss.alpha <= 1.0 or d.loss.temperature <= 0 or d.loss.top_k < 1:
+        raise UserError(f"{where}: distill.loss: alpha in [0, 1], temperature > 0, top_k >= 1")
+    if d.loss.hidden_states != 0.0:
+        raise UserError(f"{where}: distill.loss.hidden_states: hidden-state loss is not implemented yet; use 0.0")
+    if not recipe.export.precisions:
+        raise UserError(f"{where}: export.precisions: give at least one of {', '.join(PRECISIONS)}")
+    for target in recipe.bench.targets:
+        if target != "local":
+            raise UserError(f"{where}: bench.targets: '{target}' is not supported yet; allowed: local")
+
+
+def _check_student(s: Student, where: str) -> None:
+    if s.init == "teacher-layers" and not s.layers:
+        raise UserError(f"{where}: student.layers: list the teacher layers to keep, e.g. [0, 6, 12]")
+    if len(set(s.layers)) != len(s.layers) or any(i < 0 for i in s.layers):
+        raise UserError(f"{where}: student.layers: layer indices must be distinct and >= 0")
+    if s.hidden_size is not None:
+        raise UserError(f"{where}: student.hidden_size: width pruning is not implemented yet; use null")
+    if s.trim_vocab:
+        raise UserError(f"{where}: student.trim_vocab: vocabulary trimming is not implemented yet; use false")
+
+
+def _resolve(value: str, base: Path) -> Path:
+    path = Path(os.path.expanduser(value))
+    if path.is_absolute() or path.exists():
+        return path
+    return (base / path) if (base / path).exists() else path
+
+
+def _check_teacher(source: str, where: str, base: Path) -> str:
+    if source in BUNDLED_TEACHERS:
+        return source
+    path = _resolve(source, base)
+    if path.is_file() and path.suffix == ".gguf":
+        return str(path)
+    if path.is_dir() and (path / "config.json").is_file():
+        return str(path)
+    raise UserError(
+        f"{where}: teacher.source: '{source}' is not a bundled teacher ({', '.join(BUNDLED_TEACHERS)}), "
+        "a local Hugging Face folder with config.json, or a .gguf file")
+
+
+def load_recipe(path: str | os.PathLike, overrides: list[str] = ()) -> Recipe:
+    """Load, override and validate a recipe; raise `UserError` (one line) on any problem."""
+    path = Path(path)
+    where = str(path)
+    if not path.is_file():
+        raise UserError(f"recipe not found: {path}; see recipes/ for examples")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark else ""
+        raise UserError(f"{where}:{line}: not valid YAML ({getattr(err, 'problem', err)})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{where}: expected a mapping with keys {', '.join(_public_fields(Recipe))}")
+    for item in overrides:
+        apply_override(data, item)
+    recipe = _build(Recipe, data, "", where)
+    if not recipe.name or "/" in recipe.name or recipe.name.startswith("."):
+        raise UserError(f"{where}: name: use a plain folder name like 'review-sentiment'")
+    _check(recipe, where, path.parent)
+    recipe.path = str(path)
+    return recipe
+
+
+def split_args(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Split a stage's argv into (`key=value` overrides, the other arguments)."""
+    overrides = [a for a in argv if "=" in a and not a.startswith("-")]
+    return overrides, [a for a in argv if a not in overrides]
+
+
+def _main(argv: list[str]) -> int:
+    overrides, rest = split_args(argv)
+    if len(rest) != 1:
+        raise UserError("usage: python -m edgestill.recipe RECIPE [key=value ...]")
+    recipe = load_recipe(rest[0], overrides)
+    yaml.safe_dump(recipe.to_dict(), sys.stdout, sort_keys=False, allow_unicode=True)
+    return 0
+
+
+if __name__ == "__main__":
+    cli_main(_main)
