@@ -227,6 +227,8 @@ def _check(recipe: Recipe, where: str, base: Path) -> None:
     for key in ("n_train", "n_eval", "max_input_tokens", "max_output_tokens"):
         if getattr(t, key) < 1:
             raise UserError(f"{where}: task.{key}: must be >= 1")
+    if t.rationale:
+        raise UserError(f"{where}: task.rationale: distilling step-by-step is not implemented yet; use false")
     for key in ("inputs", "eval_labels"):
         value = getattr(t, key)
         if value is not None:

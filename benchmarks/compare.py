@@ -1,0 +1,66 @@
+"""Compare two benchmark runs: a Markdown table of each model's figures in A and B and the change.
+
+    python -m benchmarks compare old/report.json new/report.json
+
+Models are matched by name; a model in only one run is listed with "–" on the other side.
+Timings only compare fairly when both machine lines (printed first) are the same.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from benchmarks.machine import one_line
+from benchmarks.markdown import cell, number, table
+from edgestill.errors import UserError
+
+METRICS = ("decode_tok_s_p50", "decode_ms_p90", "ttft_ms_p50", "load_s", "peak_rss_mb", "file_bytes",
+           "rouge_l_vs_teacher")
+
+
+def load(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path} not found; run `python -m benchmarks RECIPE` to write a report.json")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise UserError(f"{path}: not valid JSON ({err})") from None
+
+
+def value(model: dict | None, metric: str):
+    if model is None:
+        return None
+    return model.get(metric, (model.get("quality") or {}).get(metric))
+
+
+def change(a, b) -> str:
+    """Relative change from a to b as `+12.3%`; "–" when not computable."""
+    if not isinstance(a, (int, float)) or not isinstance(b, (int, float)) or a == 0:
+        return "–"
+    return f"{(b - a) / abs(a) * 100:+.1f}%"
+
+
+def compare(a: dict, b: dict) -> str:
+    """The Markdown comparison of reports `a` and `b`."""
+    models_a = {m["name"]: m for m in a["models"]}
+    models_b = {m["name"]: m for m in b["models"]}
+    names = list(models_a) + [n for n in models_b if n not in models_a]
+    rows = []
+    for name in names:
+        for metric in METRICS:
+            va, vb = value(models_a.get(name), metric), value(models_b.get(name), metric)
+            if va is None and vb is None:
+                continue
+            rows.append([name, metric, number(va, 3), number(vb, 3), change(va, vb)])
+    lines = [f"**A:** {cell(one_line(a['machine']))}", "", f"**B:** {cell(one_line(b['machine']))}", "",
+             *table(["model", "metric", "A", "B", "change"], rows)]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2:
+        raise UserError("usage: python -m benchmarks compare A/report.json B/report.json")
+    print(compare(load(argv[0]), load(argv[1])), end="")
+    return 0

@@ -1,0 +1,108 @@
+"""The machine a benchmark ran on: CPU model, cores, OS, RAM, Python, onnxruntime, tool and git versions.
+
+    python -m benchmarks.machine      # prints the dict as JSON
+
+Every report carries this dict, so two runs can only be compared knowing where each ran.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+from importlib import metadata
+from pathlib import Path
+
+import edgestill
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def cpu_model() -> str:
+    """The CPU's marketing name from /proc/cpuinfo (Linux), else what `platform` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.split(":")[0].strip() in ("model name", "Hardware", "Model"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def ram_gb() -> float | None:
+    """Total physical memory in GiB."""
+    try:
+        import psutil
+
+        return round(psutil.virtual_memory().total / (1 << 30), 1)
+    except ImportError:
+        return None
+
+
+def physical_cores() -> int | None:
+    try:
+        import psutil
+
+        return psutil.cpu_count(logical=False)
+    except ImportError:
+        return None
+
+
+def package_version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def git_commit() -> str | None:
+    """HEAD of the checkout the tool runs from, with `-dirty` for uncommitted changes; None outside git."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                              timeout=10)
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return head.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def load_average() -> float | None:
+    """The 1-minute load average when the run started (None where the OS has none)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
+
+
+def machine_info() -> dict:
+    """Everything about this machine and software that a timing depends on."""
+    return {
+        "cpu": cpu_model(),
+        "arch": platform.machine(),
+        "cores_logical": os.cpu_count(),
+        "cores_physical": physical_cores(),
+        "ram_gb": ram_gb(),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "onnxruntime": package_version("onnxruntime"),
+        "tool_version": edgestill.__version__,
+        "git_commit": git_commit(),
+        "load_avg_1m": load_average(),  # other work on the machine skews every timing
+    }
+
+
+def one_line(machine: dict) -> str:
+    """A short human line: `Intel Xeon ..., 2 cores, 24 GiB, Linux ..., onnxruntime 1.31.1`."""
+    commit = (machine.get("git_commit") or "no git")[:12]
+    return (f"{machine.get('cpu')} ({machine.get('arch')}), {machine.get('cores_logical')} cores, "
+            f"{machine.get('ram_gb')} GiB RAM, {machine.get('os')}, Python {machine.get('python')}, "
+            f"onnxruntime {machine.get('onnxruntime')}, edgestill {machine.get('tool_version')} ({commit}), "
+            f"load average {machine.get('load_avg_1m')} at start")
+
+
+if __name__ == "__main__":
+    print(json.dumps(machine_info(), indent=2))

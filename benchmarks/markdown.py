@@ -1,0 +1,110 @@
+"""Markdown printer of a report dict (`benchmarks.report.build_report`): machine line, one table row
+per model, student-vs-teacher ratios, and a few eval examples with every model's answer.
+
+    python -m benchmarks.markdown build/default/report/report.json   # re-print report.md
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from benchmarks.machine import one_line
+
+COLUMNS = ("model", "role", "precision", "params", "size MB", "peak RSS MB", "load s", "TTFT ms p50",
+           "decode tok/s p50", "decode ms p50 / p90", "ROUGE-L vs teacher", "vs label", "other quality")
+SHOWN = ("rouge_l_vs_teacher", "rouge_l_vs_label")
+
+
+def cell(text) -> str:
+    """A value made safe for one Markdown table cell (no pipes, no newlines)."""
+    return str(text).replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+
+
+def number(value, digits: int = 1) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def params_text(params: int | None) -> str:
+    if not params:
+        return "–"
+    return f"{params / 1e6:.1f}M" if params >= 1e5 else f"{params / 1e3:.1f}K"
+
+
+def quality_text(quality: dict) -> str:
+    """`rouge_l_vs_teacher 0.61, top1_agreement_vs_fp32 0.95` (numbers to 3 places)."""
+    parts = [f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in quality.items()]
+    return ", ".join(parts) or "–"
+
+
+def model_row(m: dict) -> list[str]:
+    quality = m.get("quality") or {}
+    size_mb = m["file_bytes"] / 1e6 if m.get("file_bytes") is not None else None
+    return [m["name"], m["role"], number(m.get("precision")), params_text(m.get("params")), number(size_mb),
+            number(m.get("peak_rss_mb")), number(m.get("load_s"), 2), number(m.get("ttft_ms_p50")),
+            number(m.get("decode_tok_s_p50")),
+            f"{number(m.get('decode_ms_p50'), 2)} / {number(m.get('decode_ms_p90'), 2)}",
+            number(quality.get("rouge_l_vs_teacher"), 3), number(quality.get("rouge_l_vs_label"), 3),
+            quality_text({k: v for k, v in quality.items() if k not in SHOWN})]
+
+
+def table(header: list[str] | tuple, rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
+
+
+def times(r: float | None, better: str, worse: str) -> str:
+    """`2.50x smaller`, or `1.25x larger` when the ratio is below 1."""
+    if r is None:
+        return f"– {better}"
+    return f"{r:.2f}x {better}" if r >= 1 else f"{1 / r:.2f}x {worse}"
+
+
+def ratio_lines(ratios: dict) -> list[str]:
+    out = []
+    for name, r in ratios.items():
+        parts = [times(r["size_x_smaller"], "smaller files", "larger files"),
+                 times(r["params_x_fewer"], "fewer params", "more params"),
+                 times(r["decode_x_faster"], "faster decode", "slower decode"),
+                 times(r["ttft_x_faster"], "faster first token", "slower first token"),
+                 times(r["peak_rss_x_smaller"], "smaller peak RSS", "larger peak RSS")]
+        out.append(f"- **{name}** vs {r['teacher']}: " + ", ".join(parts))
+    return out
+
+
+def example_lines(examples: list[dict]) -> list[str]:
+    out = []
+    for i, ex in enumerate(examples, 1):
+        rows = [["teacher (reference, from data/teacher.jsonl)", ex["teacher"]]]
+        if ex.get("label") is not None:
+            rows.append(["label", ex["label"]])
+        rows += [[name, text or "(empty)"] for name, text in ex["outputs"].items()]
+        out += [f"### Example {i} (id {ex['id']})", "", "> " + cell(ex["input"]), "",
+                *table(["model", "answer"], rows), ""]
+    return out
+
+
+def settings_line(s: dict) -> str:
+    return ", ".join(f"{k} {v}" for k, v in s.items())
+
+
+def render(report: dict) -> str:
+    """The whole report.md text."""
+    lines = [f"# Benchmark: {report['settings'].get('recipe', '')}", "",
+             f"**Machine:** {one_line(report['machine'])}", "",
+             f"**Settings:** {settings_line(report['settings'])}", "",
+             *table(COLUMNS, [model_row(m) for m in report["models"]]), ""]
+    if report.get("ratios"):
+        lines += ["## Student vs teacher (same run, same machine)", "", *ratio_lines(report["ratios"]), ""]
+    if report.get("examples"):
+        lines += ["## Examples (greedy, eval split)", "", *example_lines(report["examples"])]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+if __name__ == "__main__":
+    print(render(json.loads(Path(sys.argv[1]).read_text(encoding="utf-8"))), end="")

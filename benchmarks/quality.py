@@ -1,0 +1,71 @@
+"""Quality of one bundle on the recipe's eval inputs: how close its greedy answers are to the teacher's.
+
+For every record of `build/<name>/data/teacher.jsonl` with `split == "eval"` (the first
+`bench.quality_examples` when set), the bundle greedily answers the same user message the
+teacher saw (`instruction + "\\n\\n" + input`, in the bundle's own chat template) with
+`task.max_output_tokens` new tokens. Scores, means over the examples:
+
+- `rouge_l_vs_teacher`: ROUGE-L F1 against the teacher's `output`;
+- `rouge_l_vs_label`: against the record's `label` (ground truth), when records carry one.
+
+Figures from the bundle manifest's `quality` dict (e.g. `top1_agreement_vs_fp32` from export)
+are carried into the same dict. The per-example answers are kept for the report.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from edgestill.errors import UserError
+from edgestill.files import read_jsonl
+from edgestill.metrics import mean_rouge_l
+
+
+def eval_records(data_dir: str | Path, limit: int | None = None) -> list[dict]:
+    """The eval split of `data_dir/teacher.jsonl`, in file order, at most `limit` records."""
+    path = Path(data_dir) / "teacher.jsonl"
+    if not path.is_file():
+        raise UserError(f"{path} not found; run `python -m distill RECIPE` first")
+    records = [r for r in read_jsonl(path) if r.get("split") == "eval"]
+    if not records:
+        raise UserError(f"{path} has no records with split == 'eval'; run `python -m distill RECIPE` again")
+    return records[:limit] if limit else records
+
+
+def score(outputs: list[str], records: list[dict]) -> dict:
+    """Mean ROUGE-L F1 of `outputs` vs each record's teacher `output` (and `label` where all have one)."""
+    result = {"rouge_l_vs_teacher": round(mean_rouge_l(outputs, [r["output"] for r in records]), 4)}
+    if all(r.get("label") is not None for r in records):
+        result["rouge_l_vs_label"] = round(mean_rouge_l(outputs, [r["label"] for r in records]), 4)
+    return result
+
+
+def generate_outputs(bundle_dir: str | Path, records: list[dict], max_new_tokens: int,
+                     threads: int, progress=None) -> list[str]:
+    """Greedy answers of the bundle to each record's input (the runtime adds instruction and template)."""
+    from runtime import Bundle, Generator
+
+    gen = Generator(Bundle.open(bundle_dir), threads=threads)
+    outputs = []
+    for record in records:
+        outputs.append(gen.generate(record["input"], max_new_tokens=max_new_tokens, temperature=0.0).strip())
+        if progress is not None:
+            progress.update(1)
+    return outputs
+
+
+def carried_figures(bundle_dir: str | Path) -> dict:
+    """The bundle manifest's `quality` figures (from export), to show beside the measured ones."""
+    manifest = json.loads((Path(bundle_dir) / "manifest.json").read_text(encoding="utf-8"))
+    return dict(manifest.get("quality") or {})
+
+
+def bundle_quality(bundle_dir: str | Path, records: list[dict], max_new_tokens: int, threads: int,
+                   progress=None) -> tuple[dict, list[dict]]:
+    """(quality dict, per-example rows {id, input, teacher, label, output}) for one bundle."""
+    outputs = generate_outputs(bundle_dir, records, max_new_tokens, threads, progress)
+    quality = {**carried_figures(bundle_dir), **score(outputs, records)}
+    rows = [{"id": r.get("id", i), "input": r["input"], "teacher": r["output"], "label": r.get("label"),
+             "output": out} for i, (r, out) in enumerate(zip(records, outputs))]
+    return quality, rows

@@ -1,0 +1,48 @@
+"""Evaluation of the trained student on the held-out split, against the teacher (and labels).
+
+Greedy answers from the PyTorch student, scored with ROUGE-L F1 against the teacher's answers
+(`rouge_l_vs_teacher`) and, when the eval records carry labels, against them
+(`rouge_l_vs_label`, `teacher_rouge_l_vs_label`). `exact_match_vs_teacher` counts answers
+identical to the teacher's.
+"""
+
+from __future__ import annotations
+
+from tqdm import tqdm
+
+from edgestill.metrics import mean_rouge_l
+from distill.prompts import chat_prompt, user_message
+
+
+def greedy_answers(model, tokenizer, texts: list[str], instruction: str, max_new_tokens: int,
+                   batch_size: int = 16) -> list[str]:
+    """Greedy answers of `model` to `texts` with its own chat template."""
+    import torch
+
+    tokenizer.padding_side = "left"
+    out = []
+    for start in tqdm(range(0, len(texts), batch_size), desc="student answers eval", unit="batch"):
+        prompts = [chat_prompt(tokenizer, user_message(instruction, t)) for t in texts[start:start + batch_size]]
+        enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        with torch.inference_mode():
+            gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+        out += [s.strip() for s in tokenizer.batch_decode(gen[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)]
+    return out
+
+
+def evaluate(model, tokenizer, eval_records: list[dict], instruction: str, max_new_tokens: int) -> dict:
+    """Quality figures of the student on `eval_records` (teacher records, split == "eval")."""
+    predictions = greedy_answers(model, tokenizer, [r["input"] for r in eval_records], instruction, max_new_tokens)
+    teacher = [r["output"] for r in eval_records]
+    quality = {"n_eval": len(eval_records),
+               "rouge_l_vs_teacher": round(mean_rouge_l(predictions, teacher), 4),
+               "exact_match_vs_teacher": round(sum(p == t for p, t in zip(predictions, teacher)) / len(teacher), 4)}
+    labelled = [(p, r) for p, r in zip(predictions, eval_records) if "label" in r]
+    if labelled:
+        quality["rouge_l_vs_label"] = round(mean_rouge_l([p for p, _ in labelled], [r["label"] for _, r in labelled]), 4)
+        quality["teacher_rouge_l_vs_label"] = round(
+            mean_rouge_l([r["output"] for _, r in labelled], [r["label"] for _, r in labelled]), 4)
+    examples = [{"input": r["input"], "teacher": r["output"], "student": p}
+                for p, r in zip(predictions[:5], eval_records[:5])]
+    return {"quality": quality, "examples": examples}

@@ -1,0 +1,186 @@
+"""Training and eval inputs: the user's own file, or teacher-written via few-shot prompting.
+
+Writes `data/inputs.jsonl` ({"id", "split", "input", "source"[, "label"]}), appended and fsynced
+record by record, so a killed run resumes with what it had. Generated texts are cleaned (no
+"Here is..." preambles, no cut-off last sentence), filtered (too short, too long, degenerate)
+and deduplicated against each other and the seeds by word 3-gram Jaccard overlap.
+
+The first `n_eval` accepted inputs form the held-out eval split (or the `eval_labels` file when
+given); training never sees them.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import random
+import re
+from pathlib import Path
+
+from tqdm import tqdm
+
+from edgestill.errors import UserError
+from edgestill.files import JsonlAppender, read_jsonl
+from edgestill.metrics import words
+from edgestill.recipe import Recipe
+from distill.prompts import chat_prompt, input_generation_prompt
+
+log = logging.getLogger(__name__)
+
+NEAR_DUPLICATE_JACCARD = 0.5
+MIN_WORDS = 12
+# The teacher sometimes talks about the request instead of answering it; such texts are dropped.
+_META = re.compile(r"\b(example|task|summar\w*|rewrit\w*|rephras\w*|this text|new text|paragraph)\b", re.I)
+_PREAMBLE = re.compile(r"^(sure|here|certainly|okay|of course|example|new text|text)\b[^\n]*:\s*", re.I)
+
+
+def clean_generated(text: str) -> str:
+    """First real paragraph of a generated text, without preamble or a cut-off last sentence."""
+    text = text.strip()
+    for _ in range(2):
+        text = _PREAMBLE.sub("", text).strip()
+    paragraph = next((p.strip() for p in re.split(r"\n\s*\n", text) if p.strip()), "")
+    paragraph = " ".join(paragraph.split()).strip("\"' ")
+    end = max(paragraph.rfind(c) for c in ".!?")
+    return paragraph[: end + 1] if end > 0 else ""
+
+
+def shingles(text: str, n: int = 3) -> set[tuple[str, ...]]:
+    """Word n-grams of a text (the whole word list when shorter than n)."""
+    w = words(text)
+    return {tuple(w[i:i + n]) for i in range(max(1, len(w) - n + 1))}
+
+
+def jaccard(a: set, b: set) -> float:
+    return len(a & b) / len(a | b) if a and b else 0.0
+
+
+class Deduper:
+    """Rejects exact and near duplicates (word 3-gram Jaccard >= threshold) of what it has seen."""
+
+    def __init__(self, texts: list[str] = (), threshold: float = NEAR_DUPLICATE_JACCARD):
+        self.threshold = threshold
+        self.seen = [shingles(t) for t in texts]
+
+    def add(self, text: str) -> bool:
+        """Remember `text` and return True when it is new enough; False for a duplicate."""
+        s = shingles(text)
+        if any(jaccard(s, other) >= self.threshold for other in self.seen):
+            return False
+        self.seen.append(s)
+        return True
+
+
+def acceptable(text: str, tokenizer, max_tokens: int) -> bool:
+    """Not empty, not too short or long, not degenerate (one word repeated), not about the request."""
+    w = words(text)
+    if len(w) < MIN_WORDS or _META.search(text) or len(tokenizer(text)["input_ids"]) > max_tokens:
+        return False
+    return len(set(w)) / len(w) >= 0.4
+
+
+def read_user_inputs(path: str) -> list[dict]:
+    """Records {"input"[, "output"]} from a .jsonl (key "input"), .csv (column "input") or .txt file."""
+    p = Path(path)
+    if p.suffix == ".jsonl":
+        rows = read_jsonl(p)
+    elif p.suffix == ".csv":
+        with open(p, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+    elif p.suffix == ".txt":
+        rows = [{"input": line.strip()} for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+    else:
+        raise UserError(f"{p}: use a .jsonl, .csv or .txt file of inputs")
+    for i, row in enumerate(rows):
+        if not isinstance(row.get("input"), str) or not row["input"].strip():
+            raise UserError(f"{p}: record {i + 1} has no non-empty 'input' field")
+    return rows
+
+
+def prepare_inputs(recipe: Recipe, data_dir: Path, model, tokenizer) -> list[dict]:
+    """Make sure `inputs.jsonl` holds n_eval eval and n_train train inputs; return all records."""
+    path = data_dir / "inputs.jsonl"
+    task = recipe.task
+    records = read_jsonl(path)
+    with JsonlAppender(path) as out:
+        if task.eval_labels and not any(r["split"] == "eval" for r in records):
+            for row in read_user_inputs(task.eval_labels)[: task.n_eval]:
+                records.append(_append(out, records, "eval", row["input"], "labels", row.get("output")))
+        if task.inputs:
+            _take_user_inputs(recipe, records, out)
+        _generate_inputs(recipe, records, out, model, tokenizer)
+    return records
+
+
+def _append(out: JsonlAppender, records: list[dict], split: str, text: str, source: str,
+            label: str | None = None) -> dict:
+    rec = {"id": len(records), "split": split, "input": text, "source": source}
+    if label is not None:
+        rec["label"] = label
+    out.write(rec)
+    return rec
+
+
+def _wanted(recipe: Recipe, records: list[dict]) -> dict[str, int]:
+    have = {s: sum(r["split"] == s for r in records) for s in ("eval", "train")}
+    return {"eval": max(0, recipe.task.n_eval - have["eval"]), "train": max(0, recipe.task.n_train - have["train"])}
+
+
+def _next_split(recipe: Recipe, records: list[dict]) -> str | None:
+    wanted = _wanted(recipe, records)
+    return "eval" if wanted["eval"] else ("train" if wanted["train"] else None)
+
+
+def _take_user_inputs(recipe: Recipe, records: list[dict], out: JsonlAppender) -> None:
+    taken = {r["input"] for r in records}
+    for row in read_user_inputs(recipe.task.inputs):
+        split = _next_split(recipe, records)
+        if split is None:
+            return
+        if row["input"] not in taken:
+            taken.add(row["input"])
+            records.append(_append(out, records, split, row["input"], "user"))
+
+
+def _generate_inputs(recipe: Recipe, records: list[dict], out: JsonlAppender, model, tokenizer) -> None:
+    task, batch = recipe.task, recipe.teacher.batch_size
+    need = sum(_wanted(recipe, records).values())
+    if not need:
+        return
+    dedup = Deduper([ex.input for ex in task.seed_examples] + [r["input"] for r in records])
+    rng = random.Random(recipe.distill.seed * 1_000_003 + len(records))
+    max_batches = 10 * (need // batch + 1)
+    bar = tqdm(total=need, desc="teacher writes inputs", unit="input")
+    for _ in range(max_batches):
+        prompts = [chat_prompt(tokenizer, input_generation_prompt(task, rng)) for _ in range(batch)]
+        for text in sample_texts(model, tokenizer, prompts, task.max_input_tokens, rng.randrange(2**31)):
+            text = clean_generated(text)
+            split = _next_split(recipe, records)
+            if split and acceptable(text, tokenizer, task.max_input_tokens) and dedup.add(text):
+                records.append(_append(out, records, split, text, "teacher"))
+                bar.update(1)
+        if _next_split(recipe, records) is None:
+            bar.close()
+            return
+    bar.close()
+    raise UserError(f"the teacher wrote only {len(records)} usable inputs in {max_batches} batches; "
+                    "give more varied seed_examples or task.topics, or your own task.inputs file")
+
+
+def sample_texts(model, tokenizer, prompts: list[str], max_new_tokens: int, seed: int) -> list[str]:
+    """Sampled continuations (temperature 0.9, top-p 0.95) of a batch of chat prompts."""
+    import torch
+
+    torch.manual_seed(seed)
+    tokenizer.padding_side = "left"
+    enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    with torch.inference_mode():
+        out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=True, temperature=0.9,
+                             top_p=0.95, pad_token_id=tokenizer.pad_token_id)
+    return tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+
+
+def describe(records: list[dict]) -> str:
+    counts = {s: sum(r["split"] == s for r in records) for s in ("train", "eval")}
+    return json.dumps(counts)

@@ -1,0 +1,54 @@
+"""Quality scoring on hand-made records: known outputs give known ROUGE-L figures."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmarks.quality import eval_records, score
+from edgestill.errors import UserError
+
+
+def write_data(folder, records):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "teacher.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    return folder
+
+
+def test_score_vs_teacher_identical_and_disjoint():
+    records = [{"input": "a", "output": "the cat sat"}, {"input": "b", "output": "dogs bark loudly"}]
+    result = score(["The cat sat.", "birds sing"], records)
+    assert result == {"rouge_l_vs_teacher": 0.5}
+
+
+def test_score_partial_overlap_and_labels():
+    # prediction "the cat sat" vs reference "the cat sat down": lcs 3, p 1, r 3/4 -> f1 6/7
+    records = [{"input": "x", "output": "the cat sat down", "label": "the cat sat"}]
+    result = score(["the cat sat"], records)
+    assert result["rouge_l_vs_teacher"] == pytest.approx(6 / 7, abs=1e-4)
+    assert result["rouge_l_vs_label"] == 1.0
+
+
+def test_score_leaves_out_label_figure_when_labels_missing():
+    records = [{"input": "x", "output": "a b", "label": "a b"}, {"input": "y", "output": "c"}]
+    assert "rouge_l_vs_label" not in score(["a b", "c"], records)
+
+
+def test_eval_records_keeps_eval_split_in_order_and_caps(tmp_path):
+    records = [{"id": i, "split": "eval" if i % 2 else "train", "input": str(i), "output": str(i)}
+               for i in range(10)]
+    data = write_data(tmp_path / "data", records)
+    assert [r["id"] for r in eval_records(data)] == [1, 3, 5, 7, 9]
+    assert [r["id"] for r in eval_records(data, limit=2)] == [1, 3]
+
+
+def test_eval_records_missing_file_names_distill(tmp_path):
+    with pytest.raises(UserError, match="python -m distill"):
+        eval_records(tmp_path / "data")
+
+
+def test_eval_records_without_eval_split(tmp_path):
+    data = write_data(tmp_path / "data", [{"id": 0, "split": "train", "input": "a", "output": "b"}])
+    with pytest.raises(UserError, match="split == 'eval'"):
+        eval_records(data)

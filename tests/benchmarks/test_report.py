@@ -1,0 +1,92 @@
+"""The report printers on hand-made records: JSON shape, Markdown rows, ratios, PNG plots, compare."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmarks.compare import compare
+from benchmarks.markdown import render
+from benchmarks.report import build_report, merge_examples, write_report
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+MACHINE = {"cpu": "Test CPU", "arch": "x86_64", "cores_logical": 2, "ram_gb": 8.0, "os": "Linux",
+           "python": "3.11", "onnxruntime": "1.31.1", "tool_version": "0.1.0", "git_commit": None}
+
+
+def record(name, role, precision, params, file_bytes, tok_s, rouge):
+    return {"name": name, "role": role, "precision": precision, "params": params, "file_bytes": file_bytes,
+            "peak_rss_mb": file_bytes / 1e6 + 50, "load_s": 0.5, "ttft_ms_p50": 1000.0 / tok_s * 4,
+            "ttft_ms_p90": 1200.0 / tok_s * 4, "decode_ms_p50": 1000.0 / tok_s, "decode_ms_p90": 1100.0 / tok_s,
+            "decode_tok_s_p50": tok_s, "bundle": f"build/x/{name}", "bundle_sha256": "0" * 64,
+            "quantization": None, "threads": 2, "quality": {"rouge_l_vs_teacher": rouge}, "machine": MACHINE}
+
+
+@pytest.fixture
+def records():
+    return [record("bundle-int8", "student", "int8", 50_000_000, 60_000_000, 80.0, 0.6),
+            record("teacher-bundle-fp32", "teacher", "fp32", 135_000_000, 540_000_000, 20.0, 1.0),
+            record("bundle-fp32", "student", "fp32", 50_000_000, 200_000_000, 40.0, 0.62)]
+
+
+@pytest.fixture
+def report(records):
+    rows = {"teacher-bundle-fp32": [{"id": 7, "input": "in | put", "teacher": "ref", "label": None,
+                                     "output": "ref"}],
+            "bundle-int8": [{"id": 7, "input": "in | put", "teacher": "ref", "label": None, "output": "mine"}]}
+    return build_report(MACHINE, {"recipe": "x", "threads": 2}, records, merge_examples(rows))
+
+
+def test_models_sorted_teacher_first_then_precision(report):
+    assert [m["name"] for m in report["models"]] == ["teacher-bundle-fp32", "bundle-fp32", "bundle-int8"]
+    assert "machine" not in report["models"][0] and "threads" not in report["models"][0]
+
+
+def test_ratios_against_teacher(report):
+    r = report["ratios"]["bundle-int8"]
+    assert r["teacher"] == "teacher-bundle-fp32"
+    assert r["size_x_smaller"] == 9.0
+    assert r["params_x_fewer"] == 2.7
+    assert r["decode_x_faster"] == 4.0
+    assert set(report["ratios"]) == {"bundle-int8", "bundle-fp32"}
+
+
+def test_no_teacher_no_ratios(records):
+    assert build_report(MACHINE, {}, records[:1])["ratios"] == {}
+
+
+def test_examples_merged_side_by_side(report):
+    (ex,) = report["examples"]
+    assert ex["id"] == 7 and ex["outputs"] == {"teacher-bundle-fp32": "ref", "bundle-int8": "mine"}
+
+
+def test_markdown_has_a_row_per_model_and_escapes_pipes(report):
+    md = render(report)
+    main_table = md.split("\n## ")[0]
+    for m in report["models"]:
+        assert sum(line.startswith(f"| {m['name']} |") for line in main_table.splitlines()) == 1
+    assert "Test CPU" in md and "9.00x smaller" in md
+    assert "in \\| put" in md
+
+
+def test_write_report_files(tmp_path, report, records):
+    paths = write_report(tmp_path / "report", report, records)
+    names = {p.name for p in paths}
+    assert {"records.jsonl", "report.json", "report.md"} <= names
+    pngs = [p for p in paths if p.suffix == ".png"]
+    assert len(pngs) >= 2
+    for p in pngs:
+        assert p.read_bytes()[:8] == PNG_SIGNATURE
+    lines = (tmp_path / "report" / "records.jsonl").read_text().splitlines()
+    assert [json.loads(line)["name"] for line in lines] == [r["name"] for r in records]
+    assert json.loads((tmp_path / "report" / "report.json").read_text()) == report
+    assert not list((tmp_path / "report").glob(".*.tmp"))
+
+
+def test_compare_lists_change(report):
+    faster = json.loads(json.dumps(report))
+    faster["models"][2]["decode_tok_s_p50"] = 100.0
+    md = compare(report, faster)
+    row = next(line for line in md.splitlines() if line.startswith("| bundle-int8 | decode_tok_s_p50 |"))
+    assert "+25.0%" in row

@@ -1,0 +1,132 @@
+"""Teacher answers (resume after a kill), training (loss falls, resume is exact) on tiny models."""
+
+import copy
+import json
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+from distill.answers import prepare_answers
+from distill.inputs import prepare_inputs
+from distill.prompts import STUDENT_CHAT_TEMPLATE
+from distill.student import make_student
+from distill.topk import TopkStore
+from distill import train as train_mod
+from distill.train import build_examples, collate, train
+from edgestill.recipe import load_recipe
+
+TEXTS = [f"Paragraph {i}: the team met on day {i} and agreed to ship feature {i * 7} by next month." for i in range(14)]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, tiny_llama_dir):
+    """(recipe, teacher model, tokenizer, data dir, records) with answers from the tiny teacher."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    root = tmp_path_factory.mktemp("tiny-recipe")
+    (root / "inputs.txt").write_text("\n".join(TEXTS) + "\n")
+    (root / "r.yaml").write_text(textwrap.dedent(f"""\
+        name: tiny
+        task:
+          instruction: "Summarize."
+          seed_examples: [{{input: "a b c", output: "a"}}]
+          inputs: inputs.txt
+          n_train: 10
+          n_eval: 4
+          max_output_tokens: 6
+        teacher: {{source: {tiny_llama_dir}, batch_size: 4}}
+        student: {{layers: [1]}}
+        distill: {{steps: 6, batch_size: 4, lr: 1.0e-3, warmup_steps: 1, checkpoint_every: 3,
+                  loss: {{top_k: 8}}}}
+        """))
+    recipe = load_recipe(root / "r.yaml")
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir).eval()
+    tok = AutoTokenizer.from_pretrained(tiny_llama_dir)
+    data = root / "data"
+    inputs = prepare_inputs(recipe, data, model, tok)
+    records = prepare_answers(recipe, data, inputs, model, tok, "tiny")
+    return recipe, model, tok, data, records
+
+
+def test_inputs_split_and_answers(tiny):
+    recipe, _, _, data, records = tiny
+    assert [r["split"] for r in records].count("eval") == 4
+    assert [r["split"] for r in records].count("train") == 10
+    assert [r["input"] for r in records] == TEXTS[:14]
+    store = TopkStore(data, 8, 49152)
+    for r in records:
+        assert 1 <= r["topk_len"] == len(r["target_ids"]) <= 6
+        ids, logp = store.read(r["topk_offset"], r["topk_len"])
+        assert ids.shape == (r["topk_len"], 8)
+        # greedy decoding: the answer token is the teacher's top-1 at every step
+        assert ids[:, 0].tolist() == r["target_ids"]
+        assert (np.diff(logp, axis=1) <= 1e-3).all()  # sorted, descending
+
+
+def test_answers_resume_after_kill_without_gaps_or_duplicates(tiny, tmp_path):
+    recipe, model, tok, data, records = tiny
+    lines = (data / "teacher.jsonl").read_text().splitlines(keepends=True)
+    killed = tmp_path / "data"
+    killed.mkdir()
+    (killed / "inputs.jsonl").write_text((data / "inputs.jsonl").read_text())
+    keep = 5
+    (killed / "teacher.jsonl").write_text("".join(lines[:keep]) + lines[keep][:20])  # torn 6th line
+    store = TopkStore(data, 8, len(tok))
+    end = records[keep]["topk_offset"] + 2  # rows of the 6th answer half written
+    ids, logp = store.read(0, end)
+    TopkStore(killed, 8, len(tok)).append(ids, logp)
+    inputs = [json.loads(x) for x in (killed / "inputs.jsonl").read_text().splitlines()]
+    resumed = prepare_answers(recipe, killed, inputs, model, tok, "tiny")
+    assert [r["id"] for r in resumed] == list(range(14))
+    assert [r["output"] for r in resumed] == [r["output"] for r in records]
+    a, b = TopkStore(killed, 8, len(tok)), TopkStore(data, 8, len(tok))
+    assert a.rows() == b.rows()
+    assert (a.read(0, a.rows())[0] == b.read(0, b.rows())[0]).all()
+
+
+def _examples(tiny):
+    recipe, model, tok, data, records = tiny
+    stok = copy.deepcopy(tok)
+    stok.chat_template = STUDENT_CHAT_TEMPLATE
+    store = TopkStore(data, 8, len(tok))
+    return stok, build_examples([r for r in records if r["split"] == "train"], stok, "Summarize.", store)
+
+
+def test_collate_points_at_answer_tokens(tiny):
+    stok, examples = _examples(tiny)
+    batch = collate(examples[:3], stok.pad_token_id)
+    ids = batch["input_ids"]
+    # each answer position predicts the next token of the sequence
+    assert torch.equal(ids[batch["rows"], batch["cols"] + 1], batch["targets"])
+    assert batch["topk_ids"].shape == (len(batch["targets"]), 8)
+    assert int(batch["attention_mask"][0].sum()) == len(examples[0].input_ids)
+
+
+def test_training_lowers_loss_and_resume_is_exact(tiny, tmp_path, monkeypatch):
+    recipe, teacher, tok, _, _ = tiny
+    stok, examples = _examples(tiny)
+    recipe = copy.deepcopy(recipe)
+    recipe.distill.steps = 12
+    torch.manual_seed(0)
+    straight = make_student(teacher, [1])
+    summary = train(recipe, straight, stok, examples, tmp_path / "a")
+    assert summary["last_loss"]["loss"] < summary["first_loss"]["loss"]
+
+    real_save = train_mod._save_checkpoint
+
+    def save_then_die(folder, model, opt, sched, step, history):
+        real_save(folder, model, opt, sched, step, history)
+        if step == 6:
+            raise KeyboardInterrupt  # the run is killed right after its step-6 checkpoint
+
+    monkeypatch.setattr(train_mod, "_save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train(recipe, make_student(teacher, [1]), stok, examples, tmp_path / "b")
+    monkeypatch.setattr(train_mod, "_save_checkpoint", real_save)
+    resumed = make_student(teacher, [1])
+    summary_b = train(recipe, resumed, stok, examples, tmp_path / "b")
+    assert summary_b["resumed_from"] == 6
+    for (name, p), q in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.allclose(p, q, atol=1e-6), name
