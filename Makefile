@@ -3,16 +3,17 @@
 #   build/<name>/student/distill_report.json  <- python -m distill    RECIPE ARGS
 #   build/<name>/.exported                     <- python -m export     RECIPE ARGS
 #   build/<name>/report/report.json            <- python -m benchmarks RECIPE ARGS
-# Overrides: make student RECIPE=recipes/x.yaml ARGS="distill.steps=50"
+# Overrides: make student RECIPE=recipes/x.yaml ARGS="distill.steps=50" [BUILD=elsewhere]
 # (ARGS are not tracked by make: after changing them, `make clean-run` or delete the stage's file.)
 
 SHELL := /bin/bash
 RECIPE ?= recipes/default.yaml
 ARGS ?=
 PYTEST_ARGS ?=
+BUILD ?= build
 PY := .venv/bin/python
 NAME := $(shell sed -n 's/^name:[[:space:]]*//p' $(RECIPE) | head -n 1 | tr -d "\"' ")
-B := build/$(NAME)
+B := $(BUILD)/$(NAME)
 VENV := .venv/.installed
 
 .PHONY: student test test-fast venv clean-run clean
@@ -32,14 +33,14 @@ $(VENV): pyproject.toml
 	touch $@
 
 $(B)/student/distill_report.json: $(RECIPE) | $(VENV)
-	$(PY) -m distill $(RECIPE) $(ARGS)
+	$(PY) -m distill $(RECIPE) --build-root $(BUILD) $(ARGS)
 
 $(B)/.exported: $(B)/student/distill_report.json
-	$(PY) -m export $(RECIPE) $(ARGS)
+	$(PY) -m export $(RECIPE) --build-root $(BUILD) $(ARGS)
 	touch $@
 
 $(B)/report/report.json: $(B)/.exported
-	$(PY) -m benchmarks $(RECIPE) $(ARGS)
+	$(PY) -m benchmarks $(RECIPE) --build-root $(BUILD) $(ARGS)
 
 test: $(VENV)
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -1,0 +1,39 @@
+"""Build the ONNX model with onnxruntime-genai's model builder, offline, from a local HF folder.
+
+Runs `python -m onnxruntime_genai.models.builder -i MODEL_DIR -o OUT -p PRECISION -e cpu` in a
+subprocess (the builder keeps global state and prints a lot; a subprocess frees its memory and
+keeps its output in OUT/../builder.log). It writes model.onnx(+.data), genai_config.json and
+tokenizer files: the bundle layout of docs/contracts.md.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from export.quantize import Preset
+
+
+def build_onnx(model_dir: Path, out_dir: Path, preset: Preset, log_file: Path) -> None:
+    """Write the builder's files for `model_dir` at `preset` into `out_dir`; raise on failure."""
+    cache = out_dir.with_name(out_dir.name + ".cache")  # beside the bundle, not in it
+    cmd = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(model_dir),
+           "-o", str(out_dir), "-p", preset.builder_precision, "-e", "cpu", "-c", str(cache)]
+    if preset.extra_options():
+        cmd += ["--extra_options", *preset.extra_options()]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    with open(log_file, "w") as log:
+        result = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+    _rmtree(cache)
+    if result.returncode != 0 or not (out_dir / "model.onnx").is_file():
+        tail = log_file.read_text(errors="replace")[-2000:]
+        raise RuntimeError(f"onnxruntime-genai builder failed (exit {result.returncode}) for {model_dir}; "
+                           f"log {log_file}:\n{tail}")
+
+
+def _rmtree(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)

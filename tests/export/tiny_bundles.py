@@ -1,0 +1,24 @@
+"""Tiny-model bundles shared by tests/export and tests/runtime, built once per session.
+
+Both conftests call `tiny_bundle`; the folder is fixed under pytest's base temp dir, so the
+second caller finds a finished bundle and `export_bundle` skips it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+INSTRUCTION = "Summarize the following paragraph in one sentence."
+TEXTS = [
+    "The city council voted on Tuesday to expand the bike lane network by 40 kilometres.",
+    "Café owners in Zürich say the new rules are “confusing” — and costly.",
+]
+
+
+def tiny_bundle(tmp_path_factory, model_dir: Path, precision: str) -> Path:
+    """Folder of the tiny model's bundle at `precision` (exported on first use)."""
+    from export import export_bundle
+
+    out = tmp_path_factory.getbasetemp() / "tiny-bundles" / f"bundle-{precision}"
+    export_bundle(model_dir, out, precision, "student", INSTRUCTION, TEXTS, name=f"tiny-{precision}")
+    return out

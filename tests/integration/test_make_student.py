@@ -1,0 +1,84 @@
+"""The whole pipeline through `make student` on a tiny recipe: distill -> export -> benchmarks.
+
+The teacher is a random 2-layer, hidden-64 Llama with the real tokenizer, the inputs come from
+a file (a random teacher cannot write sensible ones), the student keeps one of its layers.
+A second `make student` must skip every finished stage.
+"""
+
+import json
+import subprocess
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import make_tiny_llama
+
+ROOT = Path(__file__).resolve().parents[2]
+TEXTS = [f"On day {i} the village library lent {i * 3} books, and the reading club met to talk about story {i}."
+         for i in range(12)]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, teacher_dir):
+    root = tmp_path_factory.mktemp("make-student")
+    teacher = make_tiny_llama(root / "teacher", teacher_dir, num_layers=2, seed=1)
+    (root / "inputs.txt").write_text("\n".join(TEXTS) + "\n")
+    recipe = root / "tiny.yaml"
+    recipe.write_text(textwrap.dedent(f"""\
+        name: tiny
+        task:
+          instruction: "Summarize the following paragraph in one sentence."
+          seed_examples: [{{input: "{TEXTS[0]}", output: "The library lent books."}}]
+          inputs: inputs.txt
+          n_train: 8
+          n_eval: 4
+          max_output_tokens: 8
+        teacher: {{source: {teacher}, batch_size: 4}}
+        student: {{layers: [1]}}
+        distill: {{steps: 4, batch_size: 4, warmup_steps: 1, checkpoint_every: 2, loss: {{top_k: 8}}}}
+        export: {{precisions: [fp32, int8]}}
+        bench: {{prompt_tokens: 16, gen_tokens: 8, repetitions: 2}}
+        """))
+    build = root / "build"
+    cmd = ["make", "student", f"RECIPE={recipe}", f"BUILD={build}"]
+    first = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    second = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    return build / "tiny", first, second
+
+
+def test_stage_folders_exist(tiny_run):
+    out, _, _ = tiny_run
+    for rel in ["data/inputs.jsonl", "data/teacher.jsonl", "student/config.json", "student/model.safetensors",
+                "student/distill_report.json", "bundle-fp32/manifest.json", "bundle-int8/manifest.json",
+                "teacher-bundle-fp32/manifest.json", "report/report.json", "report/report.md"]:
+        assert (out / rel).is_file(), rel
+
+
+def test_report_compares_teacher_and_students(tiny_run):
+    out, _, _ = tiny_run
+    report = json.loads((out / "report/report.json").read_text())
+    models = {m["name"]: m for m in report["models"]}
+    roles = sorted(m["role"] for m in report["models"])
+    assert roles == ["student", "student", "teacher"]
+    teacher = next(m for m in report["models"] if m["role"] == "teacher")
+    for m in report["models"]:
+        for key in ("params", "file_bytes", "peak_rss_mb", "load_s", "ttft_ms_p50", "decode_tok_s_p50"):
+            assert isinstance(m[key], (int, float)) and m[key] > 0, (m["name"], key)
+        assert 0.0 <= m["quality"]["rouge_l_vs_teacher"] <= 1.0
+        if m["role"] == "student":
+            assert m["params"] < teacher["params"]
+    int8 = next(m for m in report["models"] if m["precision"] == "int8")
+    fp32 = next(m for m in report["models"] if m["precision"] == "fp32" and m["role"] == "student")
+    assert int8["file_bytes"] < fp32["file_bytes"]
+    md = (out / "report/report.md").read_text()
+    assert all(name in md for name in models)
+
+
+def test_second_make_skips_finished_stages(tiny_run):
+    _, first, second = tiny_run
+    assert "-m distill" in first.stdout
+    assert second.returncode == 0
+    for stage in ("-m distill", "-m export", "-m benchmarks"):
+        assert stage not in second.stdout, second.stdout
