@@ -25,10 +25,11 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 def test_defaults_and_overrides(tmp_path):
-    recipe = load_recipe(write(tmp_path, GOOD), ["distill.steps=7", "export.precisions=[fp32]", "distill.lr=1e-3"])
+    recipe = load_recipe(write(tmp_path, GOOD), ["distill.steps=7", "export.precisions=[fp32]", "distill.lr=1e-3", "distill.loss.temperature=2"])
     assert recipe.distill.steps == 7
     assert recipe.export.precisions == ["fp32"]
     assert recipe.distill.lr == pytest.approx(1e-3)
+    assert recipe.distill.loss.temperature == 2.0 and isinstance(recipe.distill.loss.temperature, float)
     assert recipe.teacher.source == "smollm2-135m-instruct"
     assert recipe.build_dir("b") == Path("b/t")
 
