@@ -29,6 +29,7 @@ from distill.prompts import chat_prompt, input_generation_prompt
 log = logging.getLogger(__name__)
 
 NEAR_DUPLICATE_JACCARD = 0.5
+SEED_COPY_SHARE = 0.1
 MIN_WORDS = 12
 # The teacher sometimes talks about the request instead of answering it; such texts are dropped.
 _META = re.compile(r"\b(example|task|summar\w*|rewrit\w*|rephras\w*|this text|new text|paragraph)\b", re.I)
@@ -57,15 +58,22 @@ def jaccard(a: set, b: set) -> float:
 
 
 class Deduper:
-    """Rejects exact and near duplicates (word 3-gram Jaccard >= threshold) of what it has seen."""
+    """Rejects exact and near duplicates (word 3-gram Jaccard >= threshold) of what it has seen,
+    and texts that copy the seeds: more than `SEED_COPY_SHARE` of their word 4-grams taken from
+    a seed (measured: a small teacher often rewrites the shown examples instead of writing anew,
+    and the student then learns the seeds' topics instead of the task)."""
 
-    def __init__(self, texts: list[str] = (), threshold: float = NEAR_DUPLICATE_JACCARD):
+    def __init__(self, texts: list[str] = (), threshold: float = NEAR_DUPLICATE_JACCARD, seeds: list[str] = ()):
         self.threshold = threshold
-        self.seen = [shingles(t) for t in texts]
+        self.seen = [shingles(t) for t in list(seeds) + list(texts)]
+        self.seed_grams = set().union(*(shingles(t, 4) for t in seeds)) if seeds else set()
 
     def add(self, text: str) -> bool:
         """Remember `text` and return True when it is new enough; False for a duplicate."""
         s = shingles(text)
+        grams = shingles(text, 4)
+        if grams and len(grams & self.seed_grams) / len(grams) > SEED_COPY_SHARE:
+            return False
         if any(jaccard(s, other) >= self.threshold for other in self.seen):
             return False
         self.seen.append(s)
@@ -148,7 +156,7 @@ def _generate_inputs(recipe: Recipe, records: list[dict], out: JsonlAppender, mo
     need = sum(_wanted(recipe, records).values())
     if not need:
         return
-    dedup = Deduper([ex.input for ex in task.seed_examples] + [r["input"] for r in records])
+    dedup = Deduper([r["input"] for r in records], seeds=[ex.input for ex in task.seed_examples])
     rng = random.Random(recipe.distill.seed * 1_000_003 + len(records))
     max_batches = 10 * (need // batch + 1)
     bar = tqdm(total=need, desc="teacher writes inputs", unit="input")

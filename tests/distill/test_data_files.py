@@ -63,6 +63,13 @@ def test_deduper_drops_exact_and_near_duplicates():
     assert not d.add("A new bakery opened on the corner and sold fresh bread to the whole street!")
 
 
+def test_deduper_drops_texts_that_copy_the_seeds():
+    seed = "The city council voted on Tuesday to expand the bike lane network by 40 kilometres."
+    d = Deduper(seeds=[seed])
+    assert not d.add("Our school board said the council voted on Tuesday to expand the bike lane network downtown.")
+    assert d.add("The school board voted to add a new science lab and hire two more chemistry teachers.")
+
+
 def test_read_user_inputs_formats(tmp_path):
     (tmp_path / "a.txt").write_text("one\n\ntwo\n")
     (tmp_path / "a.jsonl").write_text(json.dumps({"input": "x", "output": "y"}) + "\n")

@@ -14,6 +14,8 @@ import pytest
 
 from tests.conftest import make_tiny_llama
 
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[2]
 TEXTS = [f"On day {i} the village library lent {i * 3} books, and the reading club met to talk about story {i}."
          for i in range(12)]
