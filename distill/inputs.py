@@ -32,7 +32,7 @@ NEAR_DUPLICATE_JACCARD = 0.5
 SEED_COPY_SHARE = 0.1
 MIN_WORDS = 12
 # The teacher sometimes talks about the request instead of answering it; such texts are dropped.
-_META = re.compile(r"\b(example|task|summar\w*|rewrit\w*|rephras\w*|this text|new text|paragraph)\b", re.I)
+_META = re.compile(r"\b(examples?|task|summar\w*|rewrit\w*|rephras\w*|text|paragraph|smollm|ai assistant)\b", re.I)
 _PREAMBLE = re.compile(r"^(sure|here|certainly|okay|of course|example|new text|text)\b[^\n]*:\s*", re.I)
 
 

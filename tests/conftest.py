@@ -45,3 +45,19 @@ def make_tiny_llama(out: Path, teacher_dir: Path, num_layers: int = 2, seed: int
 def tiny_llama_dir(tmp_path_factory, teacher_dir) -> Path:
     """A random tiny Llama (2 layers, hidden 64) saved as an HF folder, shared by the session."""
     return make_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), teacher_dir)
+
+
+@pytest.fixture(scope="session")
+def fp32_bundle(tmp_path_factory, tiny_llama_dir) -> Path:
+    """The tiny model's fp32 bundle (exported once per session; see tests/export/tiny_bundles.py)."""
+    from tests.export.tiny_bundles import tiny_bundle
+
+    return tiny_bundle(tmp_path_factory, tiny_llama_dir, "fp32")
+
+
+@pytest.fixture(scope="session")
+def int8_bundle(tmp_path_factory, tiny_llama_dir) -> Path:
+    """The tiny model's int8 bundle (exported once per session)."""
+    from tests.export.tiny_bundles import tiny_bundle
+
+    return tiny_bundle(tmp_path_factory, tiny_llama_dir, "int8")

@@ -94,3 +94,4 @@ def test_acceptable_rejects_short_degenerate_and_meta_texts(teacher_dir):
     assert not acceptable(good, tok, 8)  # over the token budget
     assert not acceptable("word " * 30 + "end.", tok, 64)
     assert not acceptable("Here is an example of a text about maps that the museum opened on Monday for all.", tok, 64)
+    assert not acceptable("A helpful AI assistant, SmolLM, designed an alternative version that reads the same as before.", tok, 64)

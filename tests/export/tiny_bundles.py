@@ -1,6 +1,6 @@
 """Tiny-model bundles shared by tests/export and tests/runtime, built once per session.
 
-Both conftests call `tiny_bundle`; the folder is fixed under pytest's base temp dir, so the
+The fp32_bundle/int8_bundle fixtures (tests/conftest.py) call `tiny_bundle`; the folder is fixed under pytest's base temp dir, so the
 second caller finds a finished bundle and `export_bundle` skips it.
 """
 
