@@ -5,7 +5,8 @@ Writes `data/teacher.jsonl`, one record per input, in input order:
  "topk_offset", "topk_len"[, "label"]}. `target_ids` are the answer's token ids (plus the end
 token when the teacher stopped by itself); row t of the top-k store holds the teacher's top-k
 log-probs for predicting target_ids[t]. Records are appended and fsynced one by one; a resumed
-run skips answered ids, so a kill -9 loses at most the batch in flight.
+run skips answered ids, so a kill -9 loses at most the batch in flight, and the resumed
+data is identical to an uninterrupted run's.
 """
 
 from __future__ import annotations
@@ -70,16 +71,22 @@ def prepare_answers(recipe: Recipe, data_dir: Path, inputs: list[dict], model, t
     records = read_jsonl(path)
     store.truncate_to(max((r["topk_offset"] + r["topk_len"] for r in records), default=0))
     done = {r["id"] for r in records}
-    todo = [r for r in inputs if r["id"] not in done]
     batch = recipe.teacher.batch_size
-    with JsonlAppender(path) as out, tqdm(total=len(todo), desc="teacher answers", unit="input") as bar:
-        for start in range(0, len(todo), batch):
-            chunk = todo[start:start + batch]
+    # Batches are fixed slices of the inputs, and a half-answered batch is answered again whole:
+    # a resumed run then computes exactly what an uninterrupted run computes (same padding, same
+    # numerics), so the data does not depend on where a kill happened.
+    chunks = [inputs[i:i + batch] for i in range(0, len(inputs), batch)]
+    todo = sum(r["id"] not in done for r in inputs)
+    with JsonlAppender(path) as out, tqdm(total=todo, desc="teacher answers", unit="input") as bar:
+        for chunk in chunks:
+            if all(r["id"] in done for r in chunk):
+                continue
             prompts = [chat_prompt(tokenizer, user_message(recipe.task.instruction, r["input"])) for r in chunk]
             answers = answer_batch(model, tokenizer, prompts, recipe.task.max_output_tokens, store.k)
             for rec, prompt, ans in zip(chunk, prompts, answers):
-                records.append(_write(out, store, rec, prompt, ans, teacher_name))
-            bar.update(len(chunk))
+                if rec["id"] not in done:
+                    records.append(_write(out, store, rec, prompt, ans, teacher_name))
+                    bar.update(1)
     return sorted(records, key=lambda r: r["id"])
 
 

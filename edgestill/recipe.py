@@ -252,7 +252,16 @@ def _check(recipe: Recipe, where: str, base: Path) -> None:
         raise UserError(f"{where}: distill.loss.hidden_states: hidden-state loss is not implemented yet; use 0.0")
     if not recipe.export.precisions:
         raise UserError(f"{where}: export.precisions: give at least one of {', '.join(PRECISIONS)}")
-    for target in recipe.bench.targets:
+    _check_bench(recipe.bench, where)
+
+
+def _check_bench(b: Bench, where: str) -> None:
+    for key in ("threads", "prompt_tokens", "gen_tokens", "repetitions"):
+        if getattr(b, key) < 1:
+            raise UserError(f"{where}: bench.{key}: must be >= 1, got {getattr(b, key)}")
+    if b.quality_examples is not None and b.quality_examples < 0:
+        raise UserError(f"{where}: bench.quality_examples: must be >= 0 (0 skips quality) or null (all)")
+    for target in b.targets:
         if target != "local":
             raise UserError(f"{where}: bench.targets: '{target}' is not supported yet; allowed: local")
 

@@ -48,6 +48,7 @@ BAD = {
     "bad teacher": (GOOD + "teacher: {source: /no/such/model}\n", ["teacher.source", "/no/such/model", ".gguf"]),
     "missing key": ("name: t\ntask: {instruction: x}\n", ["task.seed_examples", "missing"]),
     "bad precision": (GOOD + "export: {precisions: [fp64]}\n", ["export.precisions[0]", "'int8'"]),
+    "bench range": (GOOD + "bench: {gen_tokens: 0}\n", ["bench.gen_tokens", ">= 1"]),
     "not yaml": ("name: [unclosed\n", ["not valid YAML"]),
 }
 
