@@ -95,3 +95,16 @@ def test_acceptable_rejects_short_degenerate_and_meta_texts(teacher_dir):
     assert not acceptable("word " * 30 + "end.", tok, 64)
     assert not acceptable("Here is an example of a text about maps that the museum opened on Monday for all.", tok, 64)
     assert not acceptable("A helpful AI assistant, SmolLM, designed an alternative version that reads the same as before.", tok, 64)
+
+
+def test_atomic_write_gives_a_readable_file(tmp_path):
+    from edgestill.files import atomic_write_json
+
+    atomic_write_json(tmp_path / "a.json", {"x": 1})
+    assert json.loads((tmp_path / "a.json").read_text()) == {"x": 1}
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o666 & ~mask  # not mkstemp's 0600
+    assert [p.name for p in tmp_path.iterdir()] == ["a.json"]  # no temp file left behind
