@@ -79,11 +79,11 @@ def _student_tokenizer(tok, template: str):
 
 
 def _save_student(student, tok, folder: Path) -> None:
+    from distill.teacher import write_compat_fields
+
     student.save_pretrained(folder)
     tok.save_pretrained(folder)
-    from distill.teacher import _write_compat_fields
-
-    _write_compat_fields(folder)
+    write_compat_fields(folder)
 
 
 def _main(argv: list[str]) -> int:

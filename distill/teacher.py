@@ -79,13 +79,13 @@ def convert_gguf(gguf: Path, out: Path) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
     tok.save_pretrained(tmp)
-    _write_compat_fields(tmp)
+    write_compat_fields(tmp)
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     return out
 
 
-def _write_compat_fields(folder: Path) -> None:
+def write_compat_fields(folder: Path) -> None:
     """Make the folder readable by transformers 4.x tools too (measured: 4.57 falls back to
     rope_theta 10000 without a top-level key, and needs an explicit tokenizer class)."""
     cfg_path = folder / "config.json"
