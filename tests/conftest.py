@@ -61,3 +61,20 @@ def int8_bundle(tmp_path_factory, tiny_llama_dir) -> Path:
     from tests.export.tiny_bundles import tiny_bundle
 
     return tiny_bundle(tmp_path_factory, tiny_llama_dir, "int8")
+
+
+def write_tiny_recipe(root: Path, name: str, teacher_source: Path, texts: list[str], **sections: dict) -> Path:
+    """Write `root/<name>.yaml`: a recipe on `teacher_source` whose inputs are `texts` (as the user's own
+    inputs file), with `sections` ({"task": {...}, "distill": {...}, ...}) merged over the base."""
+    import yaml
+
+    (root / "inputs.txt").write_text("\n".join(texts) + "\n")
+    recipe = {"name": name,
+              "task": {"instruction": "Summarize.", "seed_examples": [{"input": texts[0], "output": "A summary."}],
+                       "inputs": "inputs.txt"},
+              "teacher": {"source": str(teacher_source)}}
+    for section, values in sections.items():
+        recipe.setdefault(section, {}).update(values)
+    path = root / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    return path

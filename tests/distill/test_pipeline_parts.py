@@ -2,7 +2,6 @@
 
 import copy
 import json
-import textwrap
 
 import numpy as np
 import pytest
@@ -16,6 +15,7 @@ from distill.topk import TopkStore
 from distill import train as train_mod
 from distill.train import build_examples, collate, train
 from edgestill.recipe import load_recipe
+from tests.conftest import write_tiny_recipe
 
 TEXTS = [f"Paragraph {i}: the team met on day {i} and agreed to ship feature {i * 7} by next month." for i in range(14)]
 
@@ -26,22 +26,12 @@ def tiny(tmp_path_factory, tiny_llama_dir):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     root = tmp_path_factory.mktemp("tiny-recipe")
-    (root / "inputs.txt").write_text("\n".join(TEXTS) + "\n")
-    (root / "r.yaml").write_text(textwrap.dedent(f"""\
-        name: tiny
-        task:
-          instruction: "Summarize."
-          seed_examples: [{{input: "a b c", output: "a"}}]
-          inputs: inputs.txt
-          n_train: 10
-          n_eval: 4
-          max_output_tokens: 6
-        teacher: {{source: {tiny_llama_dir}, batch_size: 4}}
-        student: {{layers: [1]}}
-        distill: {{steps: 6, batch_size: 4, lr: 1.0e-3, warmup_steps: 1, checkpoint_every: 3,
-                  loss: {{top_k: 8}}}}
-        """))
-    recipe = load_recipe(root / "r.yaml")
+    recipe = load_recipe(write_tiny_recipe(
+        root, "tiny", tiny_llama_dir, TEXTS,
+        task={"n_train": 10, "n_eval": 4, "max_output_tokens": 6}, teacher={"batch_size": 4},
+        student={"layers": [1]},
+        distill={"steps": 6, "batch_size": 4, "lr": 1.0e-3, "warmup_steps": 1, "checkpoint_every": 3,
+                 "loss": {"top_k": 8}}))
     model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir).eval()
     tok = AutoTokenizer.from_pretrained(tiny_llama_dir)
     data = root / "data"

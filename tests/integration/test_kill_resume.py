@@ -11,37 +11,17 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import make_tiny_llama
+from tests.conftest import make_tiny_llama, write_tiny_recipe
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 TEXTS = [f"Note {i}: the warehouse in town {i} received {i * 11} boxes of apples and sent {i * 5} to shops."
          for i in range(48)]
-
-
-def write_recipe(root: Path, teacher: Path) -> Path:
-    (root / "inputs.txt").write_text("\n".join(TEXTS) + "\n")
-    recipe = root / "k.yaml"
-    recipe.write_text(textwrap.dedent(f"""\
-        name: k
-        task:
-          instruction: "Summarize."
-          seed_examples: [{{input: "{TEXTS[0]}", output: "Apples arrived."}}]
-          inputs: inputs.txt
-          n_train: 44
-          n_eval: 4
-          max_output_tokens: 12
-        teacher: {{source: {teacher}, batch_size: 2}}
-        student: {{layers: [0]}}
-        distill: {{steps: 400, batch_size: 4, warmup_steps: 1, checkpoint_every: 20, loss: {{top_k: 8}}}}
-        """))
-    return recipe
 
 
 def run_until(cmd: list[str], ready, timeout: float = 300) -> bool:
@@ -65,7 +45,11 @@ def lines(path: Path) -> int:
 
 def test_kill_9_during_answers_and_training_then_resume(tmp_path, teacher_dir):
     teacher = make_tiny_llama(tmp_path / "teacher", teacher_dir, num_layers=2, seed=5)
-    recipe = write_recipe(tmp_path, teacher)
+    recipe = write_tiny_recipe(
+        tmp_path, "k", teacher, TEXTS,
+        task={"n_train": 44, "n_eval": 4, "max_output_tokens": 12}, teacher={"batch_size": 2},
+        student={"layers": [0]},
+        distill={"steps": 400, "batch_size": 4, "warmup_steps": 1, "checkpoint_every": 20, "loss": {"top_k": 8}})
     cmd = [sys.executable, "-m", "distill", str(recipe)]
     killed, clean = tmp_path / "killed", tmp_path / "clean"
     out = killed / "k"

@@ -7,12 +7,11 @@ A second `make student` must skip every finished stage.
 
 import json
 import subprocess
-import textwrap
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import make_tiny_llama
+from tests.conftest import make_tiny_llama, write_tiny_recipe
 
 pytestmark = pytest.mark.slow
 
@@ -25,23 +24,14 @@ TEXTS = [f"On day {i} the village library lent {i * 3} books, and the reading cl
 def tiny_run(tmp_path_factory, teacher_dir):
     root = tmp_path_factory.mktemp("make-student")
     teacher = make_tiny_llama(root / "teacher", teacher_dir, num_layers=2, seed=1)
-    (root / "inputs.txt").write_text("\n".join(TEXTS) + "\n")
-    recipe = root / "tiny.yaml"
-    recipe.write_text(textwrap.dedent(f"""\
-        name: tiny
-        task:
-          instruction: "Summarize the following paragraph in one sentence."
-          seed_examples: [{{input: "{TEXTS[0]}", output: "The library lent books."}}]
-          inputs: inputs.txt
-          n_train: 8
-          n_eval: 4
-          max_output_tokens: 8
-        teacher: {{source: {teacher}, batch_size: 4}}
-        student: {{layers: [1]}}
-        distill: {{steps: 4, batch_size: 4, warmup_steps: 1, checkpoint_every: 2, loss: {{top_k: 8}}}}
-        export: {{precisions: [fp32, int8]}}
-        bench: {{prompt_tokens: 16, gen_tokens: 8, repetitions: 2}}
-        """))
+    recipe = write_tiny_recipe(
+        root, "tiny", teacher, TEXTS,
+        task={"instruction": "Summarize the following paragraph in one sentence.", "n_train": 8, "n_eval": 4,
+              "max_output_tokens": 8},
+        teacher={"batch_size": 4}, student={"layers": [1]},
+        distill={"steps": 4, "batch_size": 4, "warmup_steps": 1, "checkpoint_every": 2, "loss": {"top_k": 8}},
+        export={"precisions": ["fp32", "int8"]},
+        bench={"prompt_tokens": 16, "gen_tokens": 8, "repetitions": 2})
     build = root / "build"
     cmd = ["make", "student", f"RECIPE={recipe}", f"BUILD={build}"]
     first = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
