@@ -27,12 +27,10 @@ def run(recipe: Recipe, build_root: str = "build") -> dict:
     """Run the whole distill stage for `recipe`; return the distill report."""
     import torch
 
-    from distill.answers import prepare_answers
+    from distill.data import teacher_data
     from distill.evaluate import evaluate
-    from distill.inputs import describe, prepare_inputs
     from distill.prompts import STUDENT_CHAT_TEMPLATE
     from distill.student import count_params, make_student
-    from distill.teacher import load_teacher, teacher_dir
     from distill.topk import TopkStore
     from distill.train import build_examples, train
 
@@ -40,11 +38,8 @@ def run(recipe: Recipe, build_root: str = "build") -> dict:
     out = recipe.build_dir(build_root)
     data_dir, student_dir = out / "data", out / "student"
     torch.manual_seed(recipe.distill.seed)
-    teacher, tok = load_teacher(recipe.teacher.source, recipe.teacher.load_in)
-    inputs = prepare_inputs(recipe, data_dir, teacher, tok)
-    log.info("inputs ready: %s", describe(inputs))
-    records = prepare_answers(recipe, data_dir, inputs, teacher, tok, recipe.teacher.source)
-    t_data = time.perf_counter() - t0
+    data = teacher_data(recipe, data_dir)
+    teacher, tok, records = data.model, data.tokenizer, data.records
 
     student = make_student(teacher, recipe.student.layers, recipe.student.init)
     student_tok = _student_tokenizer(tok, STUDENT_CHAT_TEMPLATE)
@@ -59,10 +54,9 @@ def run(recipe: Recipe, build_root: str = "build") -> dict:
     report = {
         "tool_version": __version__, "recipe": recipe.to_dict(),
         "task": {"instruction": recipe.task.instruction},
-        "teacher": {"source": recipe.teacher.source, "dir": str(Path(teacher_dir(recipe.teacher.source)).resolve()),
-                    "params": count_params(teacher), "layers": teacher.config.num_hidden_layers},
+        "teacher": data.info,
         "student": {"params": count_params(student), "layers": recipe.student.layers, "init": recipe.student.init},
-        "data": {"train": len(train_recs), "eval": len(records) - len(train_recs), "seconds": round(t_data, 1)},
+        "data": {"train": len(train_recs), "eval": len(records) - len(train_recs), "seconds": data.info.get("seconds")},
         "train": summary, **result, "seconds": round(time.perf_counter() - t0, 1),
     }
     atomic_write_json(student_dir / "distill_report.json", report)
