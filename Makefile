@@ -53,3 +53,9 @@ clean-run:
 
 clean:
 	rm -rf build
+
+# The Android demo APK (android_demo/README.md): needs an Android SDK, Gradle >= 8.9 and the
+# onnxruntime-genai AAR; without them it says what is missing and exits 2 (as on CI machines).
+.PHONY: android
+android:
+	bash android_demo/build.sh

@@ -24,52 +24,69 @@ log = logging.getLogger("distill")
 
 
 def run(recipe: Recipe, build_root: str = "build") -> dict:
-    """Run the whole distill stage for `recipe`; return the distill report."""
+    """Run the whole distill stage for `recipe`; return the distill report ({} on non-main processes)."""
     import torch
+    from accelerate import PartialState
 
     from distill.data import teacher_data
     from distill.evaluate import evaluate
-    from distill.prompts import STUDENT_CHAT_TEMPLATE
-    from distill.student import count_params, make_student
+    from distill.student import build_student, count_params
     from distill.topk import TopkStore
-    from distill.train import build_examples, train
+    from distill.train import build_examples, sft_loss, train
 
     t0 = time.perf_counter()
     out = recipe.build_dir(build_root)
     data_dir, student_dir = out / "data", out / "student"
-    torch.manual_seed(recipe.distill.seed)
-    data = teacher_data(recipe, data_dir)
-    teacher, tok, records = data.model, data.tokenizer, data.records
+    procs = PartialState(cpu=True)  # one process unless started by `accelerate launch`
+    with procs.main_process_first():  # the others then find the data complete and only read it
+        data = teacher_data(recipe, data_dir)
+    train_recs = [r for r in data.records if r["split"] == "train"]
+    eval_recs = [r for r in data.records if r["split"] == "eval"]
+    store = TopkStore(data_dir, recipe.distill.loss.top_k, len(data.tokenizer))
 
-    student = make_student(teacher, recipe.student.layers, recipe.student.init)
-    student_tok = _student_tokenizer(tok, STUDENT_CHAT_TEMPLATE)
-    store = TopkStore(data_dir, recipe.distill.loss.top_k, len(tok))
-    train_recs = [r for r in records if r["split"] == "train"]
-    summary = train(recipe, student, student_tok, build_examples(train_recs, student_tok, recipe.task.instruction, store),
-                    student_dir / "checkpoint")
-    student.eval()
-    result = evaluate(student, student_tok, [r for r in records if r["split"] == "eval"],
-                      recipe.task.instruction, recipe.task.max_output_tokens)
-    _save_student(student, student_tok, student_dir)
+    def fresh_student():
+        torch.manual_seed(recipe.distill.seed)  # the same initialisation for the student and its baselines
+        return build_student(recipe, data.model, data.tokenizer, train_recs)
+
+    built = fresh_student()
+    tok, instruction = built.tokenizer, recipe.task.instruction
+    examples = build_examples(train_recs, tok, instruction, store, built.id_map)
+    eval_examples = build_examples(eval_recs, tok, instruction, store, built.id_map)
+
+    def score(model, desc):
+        model.eval()
+        result = evaluate(model, tok, eval_recs, eval_examples, recipe.task, desc)
+        model.train()
+        return result
+
+    baselines = {}
+    if "init" in recipe.distill.baselines and procs.is_main_process:
+        baselines["init"] = {"quality": score(built.model, "untrained init")["quality"]}
+    summary = train(recipe, built.model, tok, examples, student_dir / "checkpoint")
+    if "sft" in recipe.distill.baselines:
+        sft = fresh_student().model
+        sft_summary = train(recipe, sft, tok, examples, student_dir / "checkpoint-sft",
+                            loss_cfg=sft_loss(recipe.distill.loss), desc="training SFT baseline")
+        if procs.is_main_process:
+            baselines["sft"] = {"quality": score(sft, "SFT baseline")["quality"],
+                                "train": {k: v for k, v in sft_summary.items() if k != "history"}}
+    if not procs.is_main_process:
+        return {}
+    result = score(built.model, "student")
+    _save_student(built.model, tok, student_dir)
     report = {
         "tool_version": __version__, "recipe": recipe.to_dict(),
-        "task": {"instruction": recipe.task.instruction},
+        "task": {"instruction": instruction},
         "teacher": data.info,
-        "student": {"params": count_params(student), "layers": recipe.student.layers, "init": recipe.student.init},
-        "data": {"train": len(train_recs), "eval": len(records) - len(train_recs), "seconds": data.info.get("seconds")},
-        "train": summary, **result, "seconds": round(time.perf_counter() - t0, 1),
+        "student": {"params": count_params(built.model), "layers": recipe.student.layers,
+                    "init": recipe.student.init, **built.info},
+        "data": {"train": len(train_recs), "eval": len(eval_recs), "seconds": data.info.get("seconds")},
+        "train": summary, **result, "baselines": baselines, "seconds": round(time.perf_counter() - t0, 1),
     }
     atomic_write_json(student_dir / "distill_report.json", report)
-    shutil.rmtree(student_dir / "checkpoint", ignore_errors=True)
+    for ckpt in ("checkpoint", "checkpoint-sft"):
+        shutil.rmtree(student_dir / ckpt, ignore_errors=True)
     return report
-
-
-def _student_tokenizer(tok, template: str):
-    import copy
-
-    student_tok = copy.deepcopy(tok)
-    student_tok.chat_template = template
-    return student_tok
 
 
 def _save_student(student, tok, folder: Path) -> None:
@@ -90,6 +107,8 @@ def _main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     recipe = load_recipe(args.recipe, overrides)
     report = run(recipe, args.build_root)
+    if not report:  # a non-main process of `accelerate launch`
+        return 0
     q = report["quality"]
     log.info("student: %d params (teacher %d), ROUGE-L vs teacher %.3f on %d eval inputs; %s",
              report["student"]["params"], report["teacher"]["params"], q["rouge_l_vs_teacher"], q["n_eval"],

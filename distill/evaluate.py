@@ -15,13 +15,13 @@ from distill.prompts import chat_prompt, user_message
 
 
 def greedy_answers(model, tokenizer, texts: list[str], instruction: str, max_new_tokens: int,
-                   batch_size: int = 16) -> list[str]:
+                   batch_size: int = 16, desc: str = "student") -> list[str]:
     """Greedy answers of `model` to `texts` with its own chat template."""
     import torch
 
     tokenizer.padding_side = "left"
     out = []
-    for start in tqdm(range(0, len(texts), batch_size), desc="student answers eval", unit="batch"):
+    for start in tqdm(range(0, len(texts), batch_size), desc=f"{desc} answers eval", unit="batch"):
         prompts = [chat_prompt(tokenizer, user_message(instruction, t)) for t in texts[start:start + batch_size]]
         enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
         with torch.inference_mode():
@@ -31,18 +31,41 @@ def greedy_answers(model, tokenizer, texts: list[str], instruction: str, max_new
     return out
 
 
-def evaluate(model, tokenizer, eval_records: list[dict], instruction: str, max_new_tokens: int) -> dict:
-    """Quality figures of the student on `eval_records` (teacher records, split == "eval")."""
-    predictions = greedy_answers(model, tokenizer, [r["input"] for r in eval_records], instruction, max_new_tokens)
+def token_agreement(model, examples, pad_id: int, batch_size: int = 16) -> float:
+    """Share of answer positions where the student's argmax is the teacher's token, teacher-forced."""
+    import torch
+
+    from distill.train import AnswerLogits, collate
+
+    hits = total = 0
+    head = AnswerLogits(model)
+    for start in range(0, len(examples), batch_size):
+        batch = collate(examples[start:start + batch_size], pad_id)
+        with torch.inference_mode():
+            logits = head(batch["input_ids"], batch["attention_mask"], batch["rows"], batch["cols"])
+        hits += int((logits.argmax(-1) == batch["targets"]).sum())
+        total += len(batch["targets"])
+    return hits / max(1, total)
+
+
+def evaluate(model, tokenizer, eval_records: list[dict], eval_examples, task, desc: str = "student") -> dict:
+    """Quality figures of a model on `eval_records` (teacher records, split == "eval") and the
+    matching teacher-forced `eval_examples` (from `distill.train.build_examples`)."""
+    texts = [r["input"] for r in eval_records]
+    predictions = greedy_answers(model, tokenizer, texts, task.instruction, task.max_output_tokens, desc=desc)
     teacher = [r["output"] for r in eval_records]
     quality = {"n_eval": len(eval_records),
                "rouge_l_vs_teacher": round(mean_rouge_l(predictions, teacher), 4),
+               "token_agreement_vs_teacher": round(token_agreement(model, eval_examples, tokenizer.pad_token_id), 4),
                "exact_match_vs_teacher": round(sum(p == t for p, t in zip(predictions, teacher)) / len(teacher), 4)}
     labelled = [(p, r) for p, r in zip(predictions, eval_records) if "label" in r]
     if labelled:
         quality["rouge_l_vs_label"] = round(mean_rouge_l([p for p, _ in labelled], [r["label"] for _, r in labelled]), 4)
+        quality["exact_match_vs_label"] = round(sum(p.strip() == r["label"].strip() for p, r in labelled) / len(labelled), 4)
         quality["teacher_rouge_l_vs_label"] = round(
             mean_rouge_l([r["output"] for _, r in labelled], [r["label"] for _, r in labelled]), 4)
+        quality["teacher_exact_match_vs_label"] = round(
+            sum(r["output"].strip() == r["label"].strip() for _, r in labelled) / len(labelled), 4)
     examples = [{"input": r["input"], "teacher": r["output"], "student": p}
                 for p, r in zip(predictions[:5], eval_records[:5])]
     return {"quality": quality, "examples": examples}

@@ -9,8 +9,50 @@ only the shape comes from the teacher.
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass, field
+from typing import Any
 
 from edgestill.errors import UserError
+
+
+@dataclass
+class BuiltStudent:
+    model: Any                 # a transformers causal LM
+    tokenizer: Any             # the student's tokenizer (its own chat template; trimmed vocab if asked)
+    id_map: Any = None         # np.ndarray teacher id -> student id (-1: not kept), None when identical
+    info: dict = field(default_factory=dict)  # what the report says about the initialisation
+
+
+def build_student(recipe, teacher, teacher_tok, train_records: list[dict]) -> BuiltStudent:
+    """The recipe's student: teacher layers (or random) and, if asked, a vocabulary trimmed to
+    what the training data uses (chosen from training records only, so eval inputs stay unseen)."""
+    from distill.prompts import STUDENT_CHAT_TEMPLATE
+
+    if teacher is None:
+        raise UserError("student: the teacher is remote, so there are no teacher layers to copy; "
+                        "set student.base to a local model folder or .gguf file")
+    model = make_student(teacher, recipe.student.layers, recipe.student.init)
+    tok = copy.deepcopy(teacher_tok)
+    tok.chat_template = STUDENT_CHAT_TEMPLATE
+    if not recipe.student.trim_vocab:
+        return BuiltStudent(model, tok, None, {"vocab_size": len(tok)})
+    return _trimmed(model, tok, recipe.task.instruction, train_records)
+
+
+def _trimmed(model, tok, instruction: str, train_records: list[dict]) -> BuiltStudent:
+    import numpy as np
+
+    from distill.prompts import chat_prompt, user_message
+    from distill import vocab
+
+    texts = [chat_prompt(tok, user_message(instruction, r["input"])) for r in train_records]
+    texts += [r["output"] for r in train_records]
+    extra = sorted({t for r in train_records for t in r["target_ids"]})
+    keep = vocab.plan_trim(tok, texts, extra_ids=extra)
+    new_tok = vocab.trimmed_tokenizer(tok, keep)
+    vocab.trim_model(model, keep)
+    id_map = vocab.remap_ids(np.arange(len(tok)), keep)
+    return BuiltStudent(model, new_tok, id_map, {"vocab_size": len(keep), "teacher_vocab_size": len(tok)})
 
 
 def student_config(teacher_config, layers: list[int]):

@@ -11,6 +11,8 @@ the last one. Batches are a pure function of (seed, step), so a resumed run sees
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -24,7 +26,8 @@ import torch
 from tqdm import tqdm
 
 from edgestill.files import atomic_write_json
-from edgestill.recipe import Recipe
+from edgestill.errors import UserError
+from edgestill.recipe import Loss, Recipe
 from distill.losses import distill_loss
 from distill.prompts import chat_prompt, user_message
 from distill.topk import TopkStore
@@ -40,14 +43,22 @@ class Example:
     topk_logp: np.ndarray  # [n_answer, k]
 
 
-def build_examples(records: list[dict], tokenizer, instruction: str, store: TopkStore) -> list[Example]:
-    """Student-side training examples from teacher records (split == "train")."""
+def build_examples(records: list[dict], tokenizer, instruction: str, store: TopkStore,
+                   id_map: np.ndarray | None = None) -> list[Example]:
+    """Student-side examples from teacher records; `id_map` maps teacher ids to a trimmed student
+    vocabulary (-1 for ids the student lacks: masked in the soft-target loss)."""
     out = []
     for r in records:
         prompt = chat_prompt(tokenizer, user_message(instruction, r["input"]))
         p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
         ids, logp = store.read(r["topk_offset"], r["topk_len"])
-        out.append(Example(p_ids + list(r["target_ids"]), len(p_ids), ids, logp))
+        targets = list(r["target_ids"])
+        if id_map is not None:
+            targets = id_map[np.asarray(targets, dtype=np.int64)].tolist()
+            ids = id_map[ids.astype(np.int64)]
+            if min(targets, default=0) < 0:
+                raise ValueError(f"record {r['id']}: an answer token is missing from the trimmed vocabulary")
+        out.append(Example(p_ids + targets, len(p_ids), ids, logp))
     return out
 
 
@@ -104,43 +115,95 @@ def lr_lambda(warmup: int, total: int):
     return f
 
 
-def train(recipe: Recipe, student, tokenizer, examples: list[Example], ckpt_dir: Path) -> dict:
-    """Train `student` in place; return a summary (losses, tokens/s, steps, seconds)."""
+def split_batch(indices: list[int], parts: int) -> list[list[int]]:
+    """`indices` cut into `parts` contiguous micro-batches (sizes differ by at most one)."""
+    return [a.tolist() for a in np.array_split(np.asarray(indices, dtype=np.int64), parts)]
+
+
+def answer_tokens(examples: list[Example], indices: list[int]) -> int:
+    return sum(len(examples[i].input_ids) - examples[i].n_prompt for i in indices)
+
+
+def train(recipe: Recipe, student, tokenizer, examples: list[Example], ckpt_dir: Path,
+          loss_cfg: Loss | None = None, desc: str = "training student") -> dict:
+    """Train `student` in place with `loss_cfg` (default: the recipe's loss); return a summary.
+
+    One optimizer step sees `distill.batch_size` examples, cut into `processes x grad_accum`
+    micro-batches. Each micro-batch's mean loss is weighted by its share of the step's answer
+    tokens, so the gradient equals the single-process, single-batch one whatever the split
+    (tested: 2 processes under `accelerate launch` match 1 process).
+    """
     from accelerate import Accelerator
 
-    d = recipe.distill
+    d, cfg = recipe.distill, loss_cfg or recipe.distill.loss
     torch.manual_seed(d.seed)
-    accelerator = Accelerator(cpu=True)
+    acc = Accelerator(cpu=True)
+    world, rank = acc.num_processes, acc.process_index
+    if min(len(examples), d.batch_size) < world * d.grad_accum:
+        raise UserError(f"distill.batch_size {d.batch_size} (and {len(examples)} training examples) cannot be "
+                        f"split into {world} processes x distill.grad_accum {d.grad_accum} micro-batches")
     module = AnswerLogits(student)
     opt = torch.optim.AdamW(student.parameters(), lr=d.lr, weight_decay=d.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(d.warmup_steps, d.steps))
     state = _load_checkpoint(ckpt_dir, student, opt, sched)
-    module, opt = accelerator.prepare(module, opt)
+    module, opt = acc.prepare(module, opt)
     history, tokens, t0 = state["history"], 0, time.perf_counter()
-    bar = tqdm(range(state["step"], d.steps), initial=state["step"], total=d.steps, desc="training student")
+    bar = tqdm(range(state["step"], d.steps), initial=state["step"], total=d.steps, desc=desc,
+               disable=not acc.is_main_process)
     for step in bar:
-        batch = collate([examples[i] for i in batch_indices(len(examples), d.batch_size, step, d.seed)],
-                        tokenizer.pad_token_id)
-        logits = module(batch["input_ids"], batch["attention_mask"], batch["rows"], batch["cols"])
-        loss, ce, kl = distill_loss(logits, batch["targets"], batch["topk_ids"], batch["topk_logp"],
-                                    torch.ones_like(batch["targets"], dtype=torch.bool),
-                                    d.loss.alpha, d.loss.temperature)
-        opt.zero_grad(set_to_none=True)
-        accelerator.backward(loss)
-        accelerator.clip_grad_norm_(student.parameters(), 1.0)
+        indices = batch_indices(len(examples), d.batch_size, step, d.seed)
+        parts = _train_step(acc, module, opt, examples, indices, tokenizer.pad_token_id, cfg, world, rank, d.grad_accum)
+        acc.clip_grad_norm_(student.parameters(), 1.0)
         opt.step()
         sched.step()
-        tokens += int(batch["attention_mask"].sum())
-        history.append({"step": step + 1, "loss": loss.item(), "ce": ce.item(), "kl": kl.item()})
-        bar.set_postfix(loss=f"{loss.item():.3f}", ce=f"{ce.item():.3f}", kl=f"{kl.item():.3f}",
+        tokens += sum(len(examples[i].input_ids) for i in indices)
+        history.append({"step": step + 1, **parts})
+        bar.set_postfix(**{k: f"{v:.3f}" for k, v in parts.items()},
                         tok_s=f"{tokens / (time.perf_counter() - t0):.0f}")
-        if (step + 1) % d.checkpoint_every == 0 and step + 1 < d.steps:
-            _save_checkpoint(ckpt_dir, student, opt, sched, step + 1, history)
+        if (step + 1) % d.checkpoint_every == 0 or step + 1 == d.steps:  # the last one lets a kill during
+            # the baselines or the evaluation resume without training again
+            if acc.is_main_process:
+                _save_checkpoint(ckpt_dir, student, opt, sched, step + 1, history)
+            acc.wait_for_everyone()
     seconds = time.perf_counter() - t0
-    return {"steps": d.steps, "resumed_from": state["step"], "seconds": round(seconds, 1),
+    return {"steps": d.steps, "resumed_from": state["step"], "seconds": round(seconds, 1), "processes": world,
+            "grad_accum": d.grad_accum, "loss": dataclasses.asdict(cfg),
             "tokens_per_s": round(tokens / seconds, 1) if seconds else None,
             "first_loss": history[0] if history else None, "last_loss": history[-1] if history else None,
             "history": history}
+
+
+def _train_step(acc, module, opt, examples, indices, pad_id, cfg: Loss, world, rank, accum) -> dict:
+    """Forward/backward of this process's micro-batches of one step; returns the step's mean losses."""
+    n_all = answer_tokens(examples, indices)
+    mine = split_batch(indices, world * accum)[rank::world]
+    opt.zero_grad(set_to_none=True)
+    totals: dict[str, torch.Tensor] = {}
+    for m, piece in enumerate(mine):
+        batch = collate([examples[i] for i in piece], pad_id)
+        share = answer_tokens(examples, piece) / n_all
+        sync = contextlib.nullcontext() if m == len(mine) - 1 else acc.no_sync(module)
+        with sync:
+            logits = module(batch["input_ids"], batch["attention_mask"], batch["rows"], batch["cols"])
+            loss, parts = step_loss(logits, batch, cfg)
+            acc.backward(loss * share * world)  # DDP averages over processes: world cancels out
+        for k, v in parts.items():
+            totals[k] = totals.get(k, 0.0) + v.detach() * share
+    reduced = acc.reduce(torch.stack(list(totals.values())), reduction="sum")
+    return {k: float(v) for k, v in zip(totals, reduced)}
+
+
+def sft_loss(cfg: Loss) -> Loss:
+    """The SFT-only baseline's loss: hard targets alone (no soft targets), otherwise as `cfg`."""
+    return dataclasses.replace(cfg, alpha=1.0)
+
+
+def step_loss(logits: torch.Tensor, batch: dict, cfg: Loss) -> tuple[torch.Tensor, dict]:
+    """The configured loss on one micro-batch; returns (loss, {"loss", "ce", "kl"} scalars)."""
+    valid = torch.ones_like(batch["targets"], dtype=torch.bool)
+    loss, ce, kl = distill_loss(logits, batch["targets"], batch["topk_ids"], batch["topk_logp"], valid,
+                                cfg.alpha, cfg.temperature)
+    return loss, {"loss": loss, "ce": ce, "kl": kl}
 
 
 def _save_checkpoint(folder: Path, model, opt, sched, step: int, history: list) -> None:
