@@ -120,3 +120,30 @@ def test_training_lowers_loss_and_resume_is_exact(tiny, tmp_path, monkeypatch):
     assert summary_b["resumed_from"] == 6
     for (name, p), q in zip(straight.state_dict().items(), resumed.state_dict().values()):
         assert torch.allclose(p, q, atol=1e-6), name
+
+
+def test_gradient_accumulation_gives_the_same_steps(tiny, tmp_path):
+    """A step cut into micro-batches (weighted by answer tokens) equals the whole-batch step."""
+    recipe, teacher, tok, _, _ = tiny
+    stok, examples = _examples(tiny)
+    students = []
+    for accum in (1, 2, 4):
+        r = copy.deepcopy(recipe)
+        r.distill.steps, r.distill.grad_accum = 4, accum
+        torch.manual_seed(0)
+        student = make_student(teacher, [1])
+        summary = train(r, student, stok, examples, tmp_path / f"accum{accum}")
+        students.append((student, [h["loss"] for h in summary["history"]]))
+    (base, base_losses), *others = students
+    for student, losses in others:
+        assert np.allclose(losses, base_losses, rtol=1e-5)
+        for (name, p), q in zip(base.state_dict().items(), student.state_dict().values()):
+            assert torch.allclose(p, q, atol=1e-5), name
+
+
+def test_sft_baseline_loss_has_no_soft_targets(tiny):
+    from distill.train import sft_loss
+
+    recipe = tiny[0]
+    assert sft_loss(recipe.distill.loss).alpha == 1.0
+    assert recipe.distill.loss.alpha < 1.0  # the recipe itself still blends in soft targets
