@@ -50,7 +50,7 @@ def run(recipe: Recipe, build_root: str = "build") -> dict:
 
     built = fresh_student()
     tok, instruction = built.tokenizer, recipe.task.instruction
-    examples = build_examples(train_recs, tok, instruction, store, built.id_map)
+    examples = build_examples(train_recs, tok, instruction, store, built.id_map, rationale=recipe.task.rationale)
     eval_examples = build_examples(eval_recs, tok, instruction, store, built.id_map)
 
     def score(model, desc):

@@ -46,7 +46,7 @@ def _trimmed(model, tok, instruction: str, train_records: list[dict]) -> BuiltSt
     from distill import vocab
 
     texts = [chat_prompt(tok, user_message(instruction, r["input"])) for r in train_records]
-    texts += [r["output"] for r in train_records]
+    texts += [r["output"] for r in train_records] + [r["rationale"] for r in train_records if r.get("rationale")]
     extra = sorted({t for r in train_records for t in r["target_ids"]})
     keep = vocab.plan_trim(tok, texts, extra_ids=extra)
     new_tok = vocab.trimmed_tokenizer(tok, keep)

@@ -43,14 +43,22 @@ class Example:
     topk_logp: np.ndarray  # [n_answer, k]
 
 
+RATIONALE_PREFIX = "[rationale] "  # distilling step-by-step: the auxiliary task's prompt prefix
+
+
 def build_examples(records: list[dict], tokenizer, instruction: str, store: TopkStore,
-                   id_map: np.ndarray | None = None) -> list[Example]:
+                   id_map: np.ndarray | None = None, rationale: bool = False) -> list[Example]:
     """Student-side examples from teacher records; `id_map` maps teacher ids to a trimmed student
-    vocabulary (-1 for ids the student lacks: masked in the soft-target loss)."""
+    vocabulary (-1 for ids the student lacks: masked in the soft-target loss).
+
+    With `rationale`, a record's `rationale` (the teacher's step-by-step explanation) becomes a
+    second example whose prompt starts with RATIONALE_PREFIX (distilling step-by-step, trained as a
+    second task; the label task keeps the plain prompt, so inference and bundles are unchanged).
+    Rationale tokens have hard targets only: their top-k rows are all -1 (masked).
+    """
     out = []
     for r in records:
-        prompt = chat_prompt(tokenizer, user_message(instruction, r["input"]))
-        p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        p_ids = _prompt_ids(tokenizer, instruction, r["input"])
         ids, logp = store.read(r["topk_offset"], r["topk_len"])
         targets = list(r["target_ids"])
         if id_map is not None:
@@ -59,7 +67,20 @@ def build_examples(records: list[dict], tokenizer, instruction: str, store: Topk
             if min(targets, default=0) < 0:
                 raise ValueError(f"record {r['id']}: an answer token is missing from the trimmed vocabulary")
         out.append(Example(p_ids + targets, len(p_ids), ids, logp))
+        if rationale and r.get("rationale"):
+            out.append(_rationale_example(tokenizer, instruction, r, ids.shape[1]))
     return out
+
+
+def _prompt_ids(tokenizer, instruction: str, text: str) -> list[int]:
+    return tokenizer(chat_prompt(tokenizer, user_message(instruction, text)), add_special_tokens=False)["input_ids"]
+
+
+def _rationale_example(tokenizer, instruction: str, record: dict, k: int) -> Example:
+    p_ids = _prompt_ids(tokenizer, RATIONALE_PREFIX + instruction, record["input"])
+    t_ids = tokenizer(record["rationale"], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    n = len(t_ids)
+    return Example(p_ids + t_ids, len(p_ids), np.full((n, k), -1, dtype=np.int64), np.zeros((n, k), np.float16))
 
 
 def collate(examples: list[Example], pad_id: int) -> dict[str, torch.Tensor]:

@@ -147,3 +147,22 @@ def test_sft_baseline_loss_has_no_soft_targets(tiny):
     recipe = tiny[0]
     assert sft_loss(recipe.distill.loss).alpha == 1.0
     assert recipe.distill.loss.alpha < 1.0  # the recipe itself still blends in soft targets
+
+
+def test_rationales_become_a_second_task_with_hard_targets_only(tiny):
+    from distill.train import RATIONALE_PREFIX
+
+    _, _, tok, data, records = tiny
+    stok = copy.deepcopy(tok)
+    stok.chat_template = STUDENT_CHAT_TEMPLATE
+    train_recs = [dict(r, rationale=f"Because item {r['id']} says so.") for r in records if r["split"] == "train"]
+    store = TopkStore(data, 8, len(tok))
+    plain = build_examples(train_recs, stok, "Summarize.", store)
+    both = build_examples(train_recs, stok, "Summarize.", store, rationale=True)
+    assert len(both) == 2 * len(plain)
+    assert [e.input_ids for e in both[::2]] == [e.input_ids for e in plain]  # label task unchanged
+    second = both[1]
+    prompt = stok.decode(second.input_ids[:second.n_prompt])
+    assert RATIONALE_PREFIX + "Summarize." in prompt
+    assert stok.decode(second.input_ids[second.n_prompt:], skip_special_tokens=True) == f"Because item {train_recs[0]['id']} says so."
+    assert (second.topk_ids == -1).all()
