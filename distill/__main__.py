@@ -50,7 +50,10 @@ def run(recipe: Recipe, build_root: str = "build") -> dict:
 
     built = fresh_student()
     tok, instruction = built.tokenizer, recipe.task.instruction
-    examples = build_examples(train_recs, tok, instruction, store, built.id_map, rationale=recipe.task.rationale)
+    hidden = recipe.distill.loss.hidden_states > 0  # the teacher then runs at train time
+    teacher_side = {"teacher": data.model, "teacher_pad_id": data.tokenizer.pad_token_id} if hidden else {}
+    examples = build_examples(train_recs, tok, instruction, store, built.id_map, rationale=recipe.task.rationale,
+                              teacher_tok=data.tokenizer if hidden else None)
     eval_examples = build_examples(eval_recs, tok, instruction, store, built.id_map)
 
     def score(model, desc):
@@ -62,7 +65,7 @@ def run(recipe: Recipe, build_root: str = "build") -> dict:
     baselines = {}
     if "init" in recipe.distill.baselines and procs.is_main_process:
         baselines["init"] = {"quality": score(built.model, "untrained init")["quality"]}
-    summary = train(recipe, built.model, tok, examples, student_dir / "checkpoint")
+    summary = train(recipe, built.model, tok, examples, student_dir / "checkpoint", **teacher_side)
     if "sft" in recipe.distill.baselines:
         sft = fresh_student().model
         sft_summary = train(recipe, sft, tok, examples, student_dir / "checkpoint-sft",

@@ -41,13 +41,16 @@ class Example:
     n_prompt: int
     topk_ids: np.ndarray  # [n_answer, k]
     topk_logp: np.ndarray  # [n_answer, k]
+    t_input_ids: list[int] | None = None  # teacher prompt + answer in teacher ids (hidden-state loss)
+    t_n_prompt: int = 0
 
 
 RATIONALE_PREFIX = "[rationale] "  # distilling step-by-step: the auxiliary task's prompt prefix
 
 
 def build_examples(records: list[dict], tokenizer, instruction: str, store: TopkStore,
-                   id_map: np.ndarray | None = None, rationale: bool = False) -> list[Example]:
+                   id_map: np.ndarray | None = None, rationale: bool = False,
+                   teacher_tok=None) -> list[Example]:
     """Student-side examples from teacher records; `id_map` maps teacher ids to a trimmed student
     vocabulary (-1 for ids the student lacks: masked in the soft-target loss).
 
@@ -55,6 +58,8 @@ def build_examples(records: list[dict], tokenizer, instruction: str, store: Topk
     second example whose prompt starts with RATIONALE_PREFIX (distilling step-by-step, trained as a
     second task; the label task keeps the plain prompt, so inference and bundles are unchanged).
     Rationale tokens have hard targets only: their top-k rows are all -1 (masked).
+    With `teacher_tok`, each example also carries the teacher-side tokens (its own prompt + the
+    answer in teacher ids) for the hidden-state loss.
     """
     out = []
     for r in records:
@@ -66,7 +71,11 @@ def build_examples(records: list[dict], tokenizer, instruction: str, store: Topk
             ids = id_map[ids.astype(np.int64)]
             if min(targets, default=0) < 0:
                 raise ValueError(f"record {r['id']}: an answer token is missing from the trimmed vocabulary")
-        out.append(Example(p_ids + targets, len(p_ids), ids, logp))
+        ex = Example(p_ids + targets, len(p_ids), ids, logp)
+        if teacher_tok is not None:
+            t_prompt = teacher_tok(r["prompt"], add_special_tokens=False)["input_ids"]
+            ex.t_input_ids, ex.t_n_prompt = t_prompt + list(r["target_ids"]), len(t_prompt)
+        out.append(ex)
         if rationale and r.get("rationale"):
             out.append(_rationale_example(tokenizer, instruction, r, ids.shape[1]))
     return out
@@ -83,27 +92,36 @@ def _rationale_example(tokenizer, instruction: str, record: dict, k: int) -> Exa
     return Example(p_ids + t_ids, len(p_ids), np.full((n, k), -1, dtype=np.int64), np.zeros((n, k), np.float16))
 
 
-def collate(examples: list[Example], pad_id: int) -> dict[str, torch.Tensor]:
+def collate(examples: list[Example], pad_id: int, t_pad_id: int | None = None) -> dict[str, torch.Tensor]:
     """Right-padded batch plus flat answer positions.
 
     Returns input_ids/attention_mask [B, L]; rows/cols [N] (answer positions, each predicting
-    the next token); targets [N]; topk_ids/topk_logp [N, k].
+    the next token); targets [N]; topk_ids/topk_logp [N, k]; and, when the examples carry the
+    teacher side, t_input_ids/t_attention_mask/t_rows/t_cols (same N answer tokens, same order).
     """
-    width = max(len(e.input_ids) for e in examples)
-    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    ids, mask, rows, cols = _padded([(e.input_ids, e.n_prompt) for e in examples], pad_id)
+    out = {"input_ids": ids, "attention_mask": mask, "rows": rows, "cols": cols,
+           "targets": torch.tensor([t for e in examples for t in e.input_ids[e.n_prompt:]], dtype=torch.long),
+           "topk_ids": torch.from_numpy(np.concatenate([e.topk_ids for e in examples]).astype(np.int64)),
+           "topk_logp": torch.from_numpy(np.concatenate([e.topk_logp for e in examples]))}
+    if examples[0].t_input_ids is not None:
+        t = _padded([(e.t_input_ids, e.t_n_prompt) for e in examples], pad_id if t_pad_id is None else t_pad_id)
+        out.update(zip(("t_input_ids", "t_attention_mask", "t_rows", "t_cols"), t))
+    return out
+
+
+def _padded(seqs: list[tuple[list[int], int]], pad_id: int):
+    width = max(len(s) for s, _ in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
     mask = torch.zeros_like(ids)
-    rows, cols, targets = [], [], []
-    for b, e in enumerate(examples):
-        ids[b, :len(e.input_ids)] = torch.tensor(e.input_ids)
-        mask[b, :len(e.input_ids)] = 1
-        n_ans = len(e.input_ids) - e.n_prompt
+    rows, cols = [], []
+    for b, (seq, n_prompt) in enumerate(seqs):
+        ids[b, :len(seq)] = torch.tensor(seq)
+        mask[b, :len(seq)] = 1
+        n_ans = len(seq) - n_prompt
         rows += [b] * n_ans
-        cols += list(range(e.n_prompt - 1, e.n_prompt - 1 + n_ans))
-        targets += e.input_ids[e.n_prompt:]
-    return {"input_ids": ids, "attention_mask": mask, "rows": torch.tensor(rows), "cols": torch.tensor(cols),
-            "targets": torch.tensor(targets),
-            "topk_ids": torch.from_numpy(np.concatenate([e.topk_ids for e in examples])),
-            "topk_logp": torch.from_numpy(np.concatenate([e.topk_logp for e in examples]))}
+        cols += list(range(n_prompt - 1, n_prompt - 1 + n_ans))
+    return ids, mask, torch.tensor(rows, dtype=torch.long), torch.tensor(cols, dtype=torch.long)
 
 
 class AnswerLogits(torch.nn.Module):
@@ -116,6 +134,23 @@ class AnswerLogits(torch.nn.Module):
     def forward(self, input_ids, attention_mask, rows, cols):
         hidden = self.model.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         return self.model.lm_head(hidden[rows, cols])
+
+
+class AnswerLogitsAndHidden(AnswerLogits):
+    """AnswerLogits that also returns the hidden-state loss against given teacher states."""
+
+    def __init__(self, model, hidden_loss):
+        super().__init__(model)
+        self.hidden_loss = hidden_loss  # a submodule: its projections train and sync with the student
+
+    def forward(self, input_ids, attention_mask, rows, cols, teacher_states):
+        from distill.hidden import LayerTap, gather_answers
+
+        hl = self.hidden_loss
+        with LayerTap(self.model, hl.student_layers) as outputs:
+            logits = super().forward(input_ids, attention_mask, rows, cols)
+        states = gather_answers(outputs, hl.student_layers, rows, cols)
+        return logits, hl(states, teacher_states, torch.ones_like(rows, dtype=torch.bool))
 
 
 def batch_indices(n: int, batch_size: int, step: int, seed: int) -> list[int]:
@@ -146,13 +181,16 @@ def answer_tokens(examples: list[Example], indices: list[int]) -> int:
 
 
 def train(recipe: Recipe, student, tokenizer, examples: list[Example], ckpt_dir: Path,
-          loss_cfg: Loss | None = None, desc: str = "training student") -> dict:
+          loss_cfg: Loss | None = None, desc: str = "training student", teacher=None,
+          teacher_pad_id: int | None = None) -> dict:
     """Train `student` in place with `loss_cfg` (default: the recipe's loss); return a summary.
 
     One optimizer step sees `distill.batch_size` examples, cut into `processes x grad_accum`
     micro-batches. Each micro-batch's mean loss is weighted by its share of the step's answer
     tokens, so the gradient equals the single-process, single-batch one whatever the split
-    (tested: 2 processes under `accelerate launch` match 1 process).
+    (tested: 2 processes under `accelerate launch` match 1 process). With
+    `loss.hidden_states > 0`, `teacher` (the local teacher model) runs on each micro-batch for the
+    hidden-state loss; the examples must carry the teacher side (`build_examples(teacher_tok=...)`).
     """
     from accelerate import Accelerator
 
@@ -163,18 +201,19 @@ def train(recipe: Recipe, student, tokenizer, examples: list[Example], ckpt_dir:
     if min(len(examples), d.batch_size) < world * d.grad_accum:
         raise UserError(f"distill.batch_size {d.batch_size} (and {len(examples)} training examples) cannot be "
                         f"split into {world} processes x distill.grad_accum {d.grad_accum} micro-batches")
-    module = AnswerLogits(student)
-    opt = torch.optim.AdamW(student.parameters(), lr=d.lr, weight_decay=d.weight_decay)
+    module = _trainable(recipe, student, cfg, teacher)
+    opt = torch.optim.AdamW(module.parameters(), lr=d.lr, weight_decay=d.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(d.warmup_steps, d.steps))
-    state = _load_checkpoint(ckpt_dir, student, opt, sched)
+    state = _load_checkpoint(ckpt_dir, module, opt, sched)
     module, opt = acc.prepare(module, opt)
     history, tokens, t0 = state["history"], 0, time.perf_counter()
     bar = tqdm(range(state["step"], d.steps), initial=state["step"], total=d.steps, desc=desc,
                disable=not acc.is_main_process)
     for step in bar:
         indices = batch_indices(len(examples), d.batch_size, step, d.seed)
-        parts = _train_step(acc, module, opt, examples, indices, tokenizer.pad_token_id, cfg, world, rank, d.grad_accum)
-        acc.clip_grad_norm_(student.parameters(), 1.0)
+        pads = (tokenizer.pad_token_id, teacher_pad_id)
+        parts = _train_step(acc, module, opt, examples, indices, pads, cfg, (world, rank, d.grad_accum), teacher)
+        acc.clip_grad_norm_(module.parameters(), 1.0)
         opt.step()
         sched.step()
         tokens += sum(len(examples[i].input_ids) for i in indices)
@@ -184,7 +223,7 @@ def train(recipe: Recipe, student, tokenizer, examples: list[Example], ckpt_dir:
         if (step + 1) % d.checkpoint_every == 0 or step + 1 == d.steps:  # the last one lets a kill during
             # the baselines or the evaluation resume without training again
             if acc.is_main_process:
-                _save_checkpoint(ckpt_dir, student, opt, sched, step + 1, history)
+                _save_checkpoint(ckpt_dir, acc.unwrap_model(module), opt, sched, step + 1, history)
             acc.wait_for_everyone()
     seconds = time.perf_counter() - t0
     return {"steps": d.steps, "resumed_from": state["step"], "seconds": round(seconds, 1), "processes": world,
@@ -194,19 +233,33 @@ def train(recipe: Recipe, student, tokenizer, examples: list[Example], ckpt_dir:
             "history": history}
 
 
-def _train_step(acc, module, opt, examples, indices, pad_id, cfg: Loss, world, rank, accum) -> dict:
+def _trainable(recipe: Recipe, student, cfg: Loss, teacher) -> torch.nn.Module:
+    """The module the optimizer trains: the student's answer logits [+ hidden-state projections]."""
+    if cfg.hidden_states <= 0:
+        return AnswerLogits(student)
+    from distill.hidden import HiddenStateLoss, default_layer_map
+
+    if teacher is None:
+        raise UserError("distill.loss.hidden_states needs a local teacher model (the teacher runs at train time)")
+    teacher.eval().requires_grad_(False)
+    hl = HiddenStateLoss(default_layer_map(recipe.student.layers), student.config.hidden_size,
+                         teacher.config.hidden_size, cfg.hidden_kind)
+    return AnswerLogitsAndHidden(student, hl)
+
+
+def _train_step(acc, module, opt, examples, indices, pads, cfg: Loss, split, teacher) -> dict:
     """Forward/backward of this process's micro-batches of one step; returns the step's mean losses."""
+    world, rank, accum = split
     n_all = answer_tokens(examples, indices)
     mine = split_batch(indices, world * accum)[rank::world]
     opt.zero_grad(set_to_none=True)
     totals: dict[str, torch.Tensor] = {}
     for m, piece in enumerate(mine):
-        batch = collate([examples[i] for i in piece], pad_id)
+        batch = collate([examples[i] for i in piece], *pads)
         share = answer_tokens(examples, piece) / n_all
         sync = contextlib.nullcontext() if m == len(mine) - 1 else acc.no_sync(module)
         with sync:
-            logits = module(batch["input_ids"], batch["attention_mask"], batch["rows"], batch["cols"])
-            loss, parts = step_loss(logits, batch, cfg)
+            loss, parts = step_loss(module, batch, cfg, teacher)
             acc.backward(loss * share * world)  # DDP averages over processes: world cancels out
         for k, v in parts.items():
             totals[k] = totals.get(k, 0.0) + v.detach() * share
@@ -216,15 +269,30 @@ def _train_step(acc, module, opt, examples, indices, pad_id, cfg: Loss, world, r
 
 def sft_loss(cfg: Loss) -> Loss:
     """The SFT-only baseline's loss: hard targets alone (no soft targets), otherwise as `cfg`."""
-    return dataclasses.replace(cfg, alpha=1.0)
+    return dataclasses.replace(cfg, kind="sft", alpha=1.0, hidden_states=0.0)
 
 
-def step_loss(logits: torch.Tensor, batch: dict, cfg: Loss) -> tuple[torch.Tensor, dict]:
-    """The configured loss on one micro-batch; returns (loss, {"loss", "ce", "kl"} scalars)."""
+def step_loss(module, batch: dict, cfg: Loss, teacher=None) -> tuple[torch.Tensor, dict]:
+    """Forward and the configured loss on one micro-batch; returns (loss, {"loss", "ce", ...} scalars)."""
+    args = (batch["input_ids"], batch["attention_mask"], batch["rows"], batch["cols"])
+    hidden = None
+    if cfg.hidden_states > 0:
+        from distill.hidden import teacher_answer_states
+
+        with torch.no_grad():
+            t_states = teacher_answer_states(teacher, batch["t_input_ids"], batch["t_attention_mask"],
+                                             batch["t_rows"], batch["t_cols"], _unwrap(module).hidden_loss.teacher_layers)
+        logits, hidden = module(*args, t_states)
+    else:
+        logits = module(*args)
     valid = torch.ones_like(batch["targets"], dtype=torch.bool)
-    loss, ce, kl = distill_loss(logits, batch["targets"], batch["topk_ids"], batch["topk_logp"], valid,
-                                cfg.alpha, cfg.temperature)
-    return loss, {"loss": loss, "ce": ce, "kl": kl}
+    loss, parts = distill_loss(logits, batch["targets"], batch["topk_ids"], batch["topk_logp"], valid, cfg,
+                               hidden=hidden)
+    return loss, {"loss": loss, **parts}
+
+
+def _unwrap(module):
+    return getattr(module, "module", module)  # DDP wraps the module
 
 
 def _save_checkpoint(folder: Path, model, opt, sched, step: int, history: list) -> None:

@@ -145,7 +145,7 @@ def test_sft_baseline_loss_has_no_soft_targets(tiny):
     from distill.train import sft_loss
 
     recipe = tiny[0]
-    assert sft_loss(recipe.distill.loss).alpha == 1.0
+    assert sft_loss(recipe.distill.loss).kind == "sft" and sft_loss(recipe.distill.loss).alpha == 1.0
     assert recipe.distill.loss.alpha < 1.0  # the recipe itself still blends in soft targets
 
 
@@ -166,3 +166,25 @@ def test_rationales_become_a_second_task_with_hard_targets_only(tiny):
     assert RATIONALE_PREFIX + "Summarize." in prompt
     assert stok.decode(second.input_ids[second.n_prompt:], skip_special_tokens=True) == f"Because item {train_recs[0]['id']} says so."
     assert (second.topk_ids == -1).all()
+
+
+def test_hidden_state_loss_runs_the_teacher_and_lowers_the_distance(tiny, tmp_path):
+    recipe, teacher, tok, data, records = tiny
+    stok = copy.deepcopy(tok)
+    stok.chat_template = STUDENT_CHAT_TEMPLATE
+    store = TopkStore(data, 8, len(tok))
+    train_recs = [r for r in records if r["split"] == "train"]
+    examples = build_examples(train_recs, stok, "Summarize.", store, teacher_tok=tok)
+    assert examples[0].t_input_ids[examples[0].t_n_prompt:] == train_recs[0]["target_ids"]
+    recipe = copy.deepcopy(recipe)
+    recipe.distill.steps = 8
+    recipe.distill.loss.hidden_states = 1.0
+    torch.manual_seed(0)
+    summary = train(recipe, make_student(teacher, [1]), stok, examples, tmp_path / "h", teacher=teacher,
+                    teacher_pad_id=tok.pad_token_id)
+    first, last = summary["history"][0], summary["history"][-1]
+    cfg = recipe.distill.loss
+    assert first["loss"] == pytest.approx(cfg.alpha * first["ce"] + (1 - cfg.alpha) * first["soft"] + first["hidden"], rel=1e-4)
+    assert last["hidden"] < first["hidden"]
+    assert all(p.grad is None or p.requires_grad for p in teacher.parameters())
+    assert not any(p.requires_grad for p in teacher.parameters())  # the teacher is never trained
