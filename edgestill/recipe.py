@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import sys
 import types
 import typing
@@ -26,7 +27,9 @@ import yaml
 from edgestill.errors import UserError, cli_main
 
 BUNDLED_TEACHERS = ("smollm2-135m-instruct",)
-PRECISIONS = ("fp32", "int8", "int4")
+# Bundle presets (export/quantize.py PRESETS; a test keeps the two lists equal).
+Precision = Literal["fp32", "int8", "int8-b32", "int4", "int4-b64", "int4-kquant", "int4-mixed"]
+PRECISIONS = typing.get_args(Precision)
 
 
 @dataclass
@@ -61,16 +64,19 @@ class Student:
     init: Literal["teacher-layers", "random"] = "teacher-layers"
     layers: list[int] = field(default_factory=lambda: [0, 6, 12, 18, 24, 29])
     hidden_size: Optional[int] = None  # width pruning: not implemented yet, must be null
-    trim_vocab: bool = False  # vocabulary trimming: not implemented yet, must be false
+    trim_vocab: bool = False  # keep only the tokens the training data uses (+ bytes, specials): a smaller, faster LM head
 
 
 @dataclass
 class Loss:
-    kind: Literal["forward_kl"] = "forward_kl"
+    kind: Literal["forward_kl", "reverse_kl", "jsd", "sft"] = "forward_kl"  # see distill/losses.py
     temperature: float = 2.0
-    alpha: float = 0.5  # weight of the hard-target CE; (1 - alpha) goes to the soft-target KL
+    alpha: float = 0.5  # weight of the hard-target CE; (1 - alpha) goes to the soft-target divergence
+    beta: float = 0.5  # jsd only: 0 = forward KL, 1 = reverse KL
     top_k: int = 64
-    hidden_states: float = 0.0
+    tail: Literal["renormalise", "residual"] = "renormalise"  # teacher mass outside the top-k
+    hidden_states: float = 0.0  # weight of the hidden-state loss (distill/hidden.py); 0 = off
+    hidden_kind: Literal["cosine", "mse"] = "cosine"
 
 
 @dataclass
@@ -81,23 +87,40 @@ class Distill:
     lr: float = 2.0e-4
     warmup_steps: int = 20
     weight_decay: float = 0.0
+    baselines: list[Literal["sft", "init"]] = field(default_factory=lambda: ["sft", "init"])  # trained/evaluated in the same run
+    grad_accum: int = 1  # micro-batches per step (per process); the step still sees batch_size examples
     checkpoint_every: int = 50
     seed: int = 0
 
 
 @dataclass
 class Export:
-    precisions: list[Literal["fp32", "int8", "int4"]] = field(default_factory=lambda: ["fp32", "int8"])
+    precisions: list[Precision] = field(default_factory=lambda: ["fp32", "int8"])
+    overwrite: bool = False  # replace existing bundle folders that are not up to date
+
+
+BENCH_ENGINES = ("edgestill-runtime", "onnxruntime-genai", "transformers-eager", "llama.cpp")
+BENCH_TARGET = re.compile(r"^(local|ssh://[^@/\s]+@[^:/\s]+(:\d{1,5})?|adb://[^/\s]*)$")
 
 
 @dataclass
 class Bench:
-    targets: list[str] = field(default_factory=lambda: ["local"])
-    threads: int = 2
-    prompt_tokens: int = 64
-    gen_tokens: int = 32
+    # Grids: threads, prompt_tokens and gen_tokens may each be a list; every combination is measured.
+    targets: list[str] = field(default_factory=lambda: ["local"])  # local | ssh://user@host[:port] | adb://serial
+    threads: int | list[int] = 2
+    prompt_tokens: int | list[int] = 64
+    gen_tokens: int | list[int] = 32
     repetitions: int = 5
+    warmup: int = 1  # untimed runs before the timed ones
     quality_examples: Optional[int] = None  # eval examples scored per bundle; null = all
+    # Peers measured beside our runtime (benchmarks/peers.py); llama.cpp runs only where llama-bench is on PATH.
+    engines: list[str] = field(default_factory=lambda: list(BENCH_ENGINES))
+    pin_threads: bool = True  # pin the measuring process to `threads` CPUs
+    ssh_key: Optional[str] = None  # private key for ssh:// targets (else ssh's own config/agent)
+    ssh_options: list[str] = field(default_factory=list)  # extra `ssh -o` options, e.g. "UserKnownHostsFile=..."
+    remote_python: Optional[str] = None  # python on the board; null: python3, or a venv made there
+    remote_install: bool = True  # may pip-install onnxruntime, numpy, tokenizers, jinja2 into that venv
+    adb_package: str = "dev.edgestill.demo"  # the android_demo app
 
 
 @dataclass
@@ -244,26 +267,43 @@ def _check(recipe: Recipe, where: str, base: Path) -> None:
     recipe.teacher.source = _check_teacher(recipe.teacher.source, where, base)
     _check_student(recipe.student, where)
     d = recipe.distill
-    if d.steps < 1 or d.batch_size < 1 or d.lr <= 0 or d.checkpoint_every < 1:
-        raise UserError(f"{where}: distill: steps, batch_size, checkpoint_every must be >= 1 and lr > 0")
+    if min(d.steps, d.batch_size, d.checkpoint_every, d.grad_accum) < 1 or d.lr <= 0:
+        raise UserError(f"{where}: distill: steps, batch_size, grad_accum, checkpoint_every must be >= 1 and lr > 0")
+    if recipe.task.rationale and d.loss.hidden_states > 0:
+        raise UserError(f"{where}: distill.loss.hidden_states cannot be combined with task.rationale yet "
+                        "(rationale examples have no teacher-side states); set one of them off")
+    if d.grad_accum > d.batch_size:
+        raise UserError(f"{where}: distill.grad_accum ({d.grad_accum}) cannot exceed distill.batch_size ({d.batch_size})")
     if not 0.0 <= d.loss.alpha <= 1.0 or d.loss.temperature <= 0 or d.loss.top_k < 1:
         raise UserError(f"{where}: distill.loss: alpha in [0, 1], temperature > 0, top_k >= 1")
-    if d.loss.hidden_states != 0.0:
-        raise UserError(f"{where}: distill.loss.hidden_states: hidden-state loss is not implemented yet; use 0.0")
+    if not 0.0 <= d.loss.beta <= 1.0 or d.loss.hidden_states < 0.0:
+        raise UserError(f"{where}: distill.loss: beta in [0, 1] (0 = forward KL, 1 = reverse KL), "
+                        f"hidden_states >= 0 (0 turns the hidden-state loss off)")
     if not recipe.export.precisions:
         raise UserError(f"{where}: export.precisions: give at least one of {', '.join(PRECISIONS)}")
+    if len(set(recipe.export.precisions)) != len(recipe.export.precisions):
+        raise UserError(f"{where}: export.precisions: each preset at most once, got {recipe.export.precisions}")
     _check_bench(recipe.bench, where)
 
 
 def _check_bench(b: Bench, where: str) -> None:
     for key in ("threads", "prompt_tokens", "gen_tokens", "repetitions"):
-        if getattr(b, key) < 1:
-            raise UserError(f"{where}: bench.{key}: must be >= 1, got {getattr(b, key)}")
+        values = getattr(b, key) if isinstance(getattr(b, key), list) else [getattr(b, key)]
+        if not values or min(values) < 1:
+            raise UserError(f"{where}: bench.{key}: must be >= 1 (or a non-empty list of such), got {getattr(b, key)}")
+    if b.warmup < 0:
+        raise UserError(f"{where}: bench.warmup: must be >= 0, got {b.warmup}")
     if b.quality_examples is not None and b.quality_examples < 0:
         raise UserError(f"{where}: bench.quality_examples: must be >= 0 (0 skips quality) or null (all)")
+    if not b.targets:
+        raise UserError(f"{where}: bench.targets: give at least one of local, ssh://user@host[:port], adb://serial")
     for target in b.targets:
-        if target != "local":
-            raise UserError(f"{where}: bench.targets: '{target}' is not supported yet; allowed: local")
+        if not BENCH_TARGET.match(target):
+            raise UserError(f"{where}: bench.targets: '{target}' is not a target; use local, "
+                            "ssh://user@host[:port] or adb://serial")
+    for engine in b.engines:
+        if engine not in BENCH_ENGINES:
+            raise UserError(f"{where}: bench.engines: '{engine}' unknown; allowed: {', '.join(BENCH_ENGINES)}")
 
 
 def _check_student(s: Student, where: str) -> None:
@@ -273,8 +313,6 @@ def _check_student(s: Student, where: str) -> None:
         raise UserError(f"{where}: student.layers: layer indices must be distinct and >= 0")
     if s.hidden_size is not None:
         raise UserError(f"{where}: student.hidden_size: width pruning is not implemented yet; use null")
-    if s.trim_vocab:
-        raise UserError(f"{where}: student.trim_vocab: vocabulary trimming is not implemented yet; use false")
 
 
 def _resolve(value: str, base: Path) -> Path:
