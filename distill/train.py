@@ -69,8 +69,8 @@ def build_examples(records: list[dict], tokenizer, instruction: str, store: Topk
         if id_map is not None:
             targets = id_map[np.asarray(targets, dtype=np.int64)].tolist()
             ids = id_map[ids.astype(np.int64)]
-            if min(targets, default=0) < 0:
-                raise ValueError(f"record {r['id']}: an answer token is missing from the trimmed vocabulary")
+            if min(targets, default=0) < 0:  # held-out answers may use tokens the training data did not:
+                targets, ids, logp = _retokenized(tokenizer, r, ids.shape[1])  # the student's own pieces
         ex = Example(p_ids + targets, len(p_ids), ids, logp)
         if teacher_tok is not None:
             t_prompt = teacher_tok(r["prompt"], add_special_tokens=False)["input_ids"]
@@ -79,6 +79,14 @@ def build_examples(records: list[dict], tokenizer, instruction: str, store: Topk
         if rationale and r.get("rationale"):
             out.append(_rationale_example(tokenizer, instruction, r, ids.shape[1]))
     return out
+
+
+def _retokenized(tokenizer, record: dict, k: int):
+    """The teacher's answer text in the student's tokens, hard targets only (top-k rows masked)."""
+    t_ids = tokenizer(record["output"], add_special_tokens=False)["input_ids"]
+    t_ids += [tokenizer.eos_token_id] if record.get("ended", True) else []
+    n = len(t_ids)
+    return t_ids, np.full((n, k), -1, dtype=np.int64), np.zeros((n, k), np.float16)
 
 
 def _prompt_ids(tokenizer, instruction: str, text: str) -> list[int]:
