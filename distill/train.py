@@ -62,8 +62,7 @@ def build_examples(records: list[dict], tokenizer, instruction: str, store: Topk
     answer in teacher ids) for the hidden-state loss.
     """
     out = []
-    for r in records:
-        p_ids = _prompt_ids(tokenizer, instruction, r["input"])
+    for r, p_ids in zip(records, tokenized_prompts(tokenizer, instruction, [r["input"] for r in records])):
         ids, logp = store.read(r["topk_offset"], r["topk_len"])
         targets = list(r["target_ids"])
         if id_map is not None:
@@ -87,6 +86,26 @@ def _retokenized(tokenizer, record: dict, k: int):
     t_ids += [tokenizer.eos_token_id] if record.get("ended", True) else []
     n = len(t_ids)
     return t_ids, np.full((n, k), -1, dtype=np.int64), np.zeros((n, k), np.float16)
+
+
+def tokenized_prompts(tokenizer, instruction: str, texts: list[str]) -> list[list[int]]:
+    """Student prompt ids for many inputs, tokenized in batches with `datasets` (in memory).
+
+    Records are read with `edgestill.files.read_jsonl`, not `datasets.load_dataset`, because a
+    killed writer can leave a torn last line that our reader skips and Arrow's JSON reader rejects.
+    """
+    from datasets import Dataset
+    from datasets.utils.logging import disable_progress_bar
+
+    disable_progress_bar()
+
+    def tokenize(batch):
+        prompts = [chat_prompt(tokenizer, user_message(instruction, t)) for t in batch["text"]]
+        return {"ids": tokenizer(prompts, add_special_tokens=False)["input_ids"]}
+
+    if not texts:
+        return []
+    return Dataset.from_dict({"text": texts}).map(tokenize, batched=True, batch_size=256)["ids"]
 
 
 def _prompt_ids(tokenizer, instruction: str, text: str) -> list[int]:
