@@ -34,9 +34,26 @@ def build_student(recipe, teacher, teacher_tok, train_records: list[dict]) -> Bu
     model = make_student(teacher, recipe.student.layers, recipe.student.init)
     tok = copy.deepcopy(teacher_tok)
     tok.chat_template = STUDENT_CHAT_TEMPLATE
+    model = _pruned(model, tok, recipe, train_records)
     if not recipe.student.trim_vocab:
         return BuiltStudent(model, tok, None, {"vocab_size": len(tok)})
     return _trimmed(model, tok, recipe.task.instruction, train_records)
+
+
+WIDTHS = ("hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads")
+
+
+def _pruned(model, tok, recipe, train_records: list[dict]):
+    """`model` narrowed to the recipe's widths by importance on the training text (or as is)."""
+    sizes = {k: getattr(recipe.student, k) for k in WIDTHS if getattr(recipe.student, k) is not None}
+    if not sizes:
+        return model
+    from distill import prune
+    from distill.prompts import chat_prompt, user_message
+
+    texts = [chat_prompt(tok, user_message(recipe.task.instruction, r["input"])) + r["output"]
+             for r in train_records[:64]]  # 64 sequences: importance ranks settle well before that
+    return prune.prune_width(model, prune.importance(model, prune.calibration_batches(tok, texts)), **sizes)
 
 
 def _trimmed(model, tok, instruction: str, train_records: list[dict]) -> BuiltStudent:

@@ -63,7 +63,11 @@ class Teacher:
 class Student:
     init: Literal["teacher-layers", "random"] = "teacher-layers"
     layers: list[int] = field(default_factory=lambda: [0, 6, 12, 18, 24, 29])
-    hidden_size: Optional[int] = None  # width pruning: not implemented yet, must be null
+    # Width pruning (Minitron-style, distill/prune.py): null keeps the teacher's size.
+    hidden_size: Optional[int] = None
+    intermediate_size: Optional[int] = None
+    num_attention_heads: Optional[int] = None
+    num_key_value_heads: Optional[int] = None
     trim_vocab: bool = False  # keep only the tokens the training data uses (+ bytes, specials): a smaller, faster LM head
 
 
@@ -311,8 +315,9 @@ def _check_student(s: Student, where: str) -> None:
         raise UserError(f"{where}: student.layers: list the teacher layers to keep, e.g. [0, 6, 12]")
     if len(set(s.layers)) != len(s.layers) or any(i < 0 for i in s.layers):
         raise UserError(f"{where}: student.layers: layer indices must be distinct and >= 0")
-    if s.hidden_size is not None:
-        raise UserError(f"{where}: student.hidden_size: width pruning is not implemented yet; use null")
+    for key in ("hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads"):
+        if getattr(s, key) is not None and getattr(s, key) < 1:
+            raise UserError(f"{where}: student.{key}: must be >= 1 (or null to keep the teacher's)")
 
 
 def _resolve(value: str, base: Path) -> Path:

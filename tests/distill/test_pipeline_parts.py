@@ -188,3 +188,27 @@ def test_hidden_state_loss_runs_the_teacher_and_lowers_the_distance(tiny, tmp_pa
     assert last["hidden"] < first["hidden"]
     assert all(p.grad is None or p.requires_grad for p in teacher.parameters())
     assert not any(p.requires_grad for p in teacher.parameters())  # the teacher is never trained
+
+
+def test_build_student_trims_the_vocabulary_and_prunes_the_width(tiny, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from distill.student import build_student
+
+    recipe, teacher, tok, data, records = tiny
+    recipe = copy.deepcopy(recipe)
+    recipe.student.trim_vocab, recipe.student.intermediate_size = True, 64
+    train_recs = [r for r in records if r["split"] == "train"]
+    built = build_student(recipe, teacher, tok, train_recs)
+    assert built.model.config.intermediate_size == 64
+    assert built.model.config.vocab_size == len(built.tokenizer) == built.info["vocab_size"] < len(tok)
+    examples = build_examples(train_recs, built.tokenizer, "Summarize.", TopkStore(data, 8, len(tok)), built.id_map)
+    for e, r in zip(examples, train_recs):  # the answer is the teacher's, in student ids
+        assert built.tokenizer.decode(e.input_ids[e.n_prompt:], skip_special_tokens=True).strip() == r["output"]
+    summary = train(recipe, built.model, built.tokenizer, examples, tmp_path / "ckpt")
+    assert summary["last_loss"]["loss"] < summary["first_loss"]["loss"]
+    built.model.save_pretrained(tmp_path / "s")
+    built.tokenizer.save_pretrained(tmp_path / "s")
+    again = AutoModelForCausalLM.from_pretrained(tmp_path / "s")
+    assert again.config.vocab_size == built.model.config.vocab_size
+    assert AutoTokenizer.from_pretrained(tmp_path / "s")(TEXTS[5])["input_ids"] == built.tokenizer(TEXTS[5])["input_ids"]

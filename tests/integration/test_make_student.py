@@ -28,7 +28,7 @@ def tiny_run(tmp_path_factory, teacher_dir):
         root, "tiny", teacher, TEXTS,
         task={"instruction": "Summarize the following paragraph in one sentence.", "n_train": 8, "n_eval": 4,
               "max_output_tokens": 8},
-        teacher={"batch_size": 4}, student={"layers": [1]},
+        teacher={"batch_size": 4}, student={"layers": [1], "trim_vocab": True, "intermediate_size": 64},
         distill={"steps": 4, "batch_size": 4, "warmup_steps": 1, "checkpoint_every": 2, "loss": {"top_k": 8}},
         export={"precisions": ["fp32", "int8"]},
         bench={"prompt_tokens": 16, "gen_tokens": 8, "repetitions": 2})
@@ -66,6 +66,17 @@ def test_report_compares_teacher_and_students(tiny_run):
     assert int8["file_bytes"] < fp32["file_bytes"]
     md = (out / "report/report.md").read_text()
     assert all(name in md for name in models)
+
+
+def test_student_is_trimmed_and_pruned_and_beside_its_baselines(tiny_run):
+    out, _, _ = tiny_run
+    report = json.loads((out / "student/distill_report.json").read_text())
+    config = json.loads((out / "student/config.json").read_text())
+    assert config["vocab_size"] == report["student"]["vocab_size"] < report["student"]["teacher_vocab_size"]
+    assert config["intermediate_size"] == 64
+    for name in ("sft", "init"):
+        assert 0.0 <= report["baselines"][name]["quality"]["rouge_l_vs_teacher"] <= 1.0
+    assert "token_agreement_vs_teacher" in report["quality"]
 
 
 def test_second_make_skips_finished_stages(tiny_run):
