@@ -1,13 +1,16 @@
-"""Benchmark every bundle of a recipe and write `build/<name>/report/`.
+"""Benchmark every bundle of a recipe, with its peers, on every target, and write `build/<name>/report/`.
 
-    python -m benchmarks RECIPE [key=value ...] [--build-root build]
-    python -m benchmarks compare A/report.json B/report.json
+    python -m benchmarks RECIPE [key=value ...] [--build-root build] [--bundles DIR ...] [--target T ...]
+    python -m benchmarks compare A/records.jsonl B/records.jsonl
 
-Finds `build/<name>/teacher-bundle-fp32/` and `build/<name>/bundle-*/` (each with a
-manifest.json), measures each in a fresh subprocess (`benchmarks.measure`: load, TTFT, decode
-speed, peak RSS), scores each on the eval split (`benchmarks.quality`), and writes
-records.jsonl, report.json, report.md and PNG plots. Settings come from the recipe's `bench:`
-section (`bench.threads=4`, `bench.repetitions=10`, `bench.quality_examples=0` to skip quality).
+Finds `build/<name>/teacher-bundle-fp32/` and `build/<name>/bundle-*/` (or takes `--bundles`),
+measures each (model, engine, target, threads, prompt_tokens, gen_tokens) in a fresh process
+(`benchmarks.measure`: load, TTFT, decode speed, peak RSS): our runtime on every target, and on
+`local` the peers (onnxruntime-genai on the same bundle, the teacher in PyTorch eager, llama.cpp when
+installed). Scores each bundle on the eval split (`benchmarks.quality`) and writes records.jsonl,
+records.csv, report.json, report.md and PNG plots. Settings come from the recipe's `bench:` section;
+every grid setting may be a list (`bench.threads=[1,2]`). A failed row is an error record: the
+others are still measured and written, and the exit code is 1 (0 with a warning when only peers failed).
 """
 
 from __future__ import annotations
@@ -15,16 +18,22 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 from pathlib import Path
 
 from tqdm import tqdm
 
 from benchmarks.machine import machine_info
-from benchmarks.measure import measure_in_subprocess
+from benchmarks.peers import find_gguf, llama_bench_path, run_llama_bench
+from benchmarks.plan import Point, as_list, models_for, points
 from benchmarks.quality import bundle_quality, eval_records
-from benchmarks.report import build_report, merge_examples, write_report
+from benchmarks.record import SCHEMA_NAME, SCHEMA_VERSION, error_record, is_ok, now_utc
+from benchmarks.report import SHIPPED_ENGINES, build_report, merge_examples, write_report
+from benchmarks.target_adb import run_adb
+from benchmarks.target_local import run_local
+from benchmarks.target_ssh import run_ssh
 from edgestill.errors import UserError, cli_main
-from edgestill.recipe import Recipe, load_recipe, split_args
+from edgestill.recipe import BENCH_TARGET, Recipe, load_recipe, split_args
 
 log = logging.getLogger("benchmarks")
 N_EXAMPLES = 3
@@ -40,11 +49,13 @@ def find_bundles(build_dir: Path) -> list[Path]:
     return bundles
 
 
-def settings_of(recipe: Recipe, n_eval: int) -> dict:
+def settings_of(recipe: Recipe, n_eval: int, targets: list[str], run_id: str) -> dict:
     b = recipe.bench
-    return {"recipe": recipe.name, "target": "local", "threads": b.threads, "prompt_tokens": b.prompt_tokens,
-            "gen_tokens": b.gen_tokens, "repetitions": b.repetitions, "quality_examples": n_eval,
-            "max_new_tokens": recipe.task.max_output_tokens, "bundle_sha256": "sha256 of manifest.json"}
+    return {"recipe": recipe.name, "targets": targets, "threads": b.threads, "prompt_tokens": b.prompt_tokens,
+            "gen_tokens": b.gen_tokens, "warmup": b.warmup, "repetitions": b.repetitions,
+            "engines": b.engines, "pin_threads": b.pin_threads, "quality_examples": n_eval,
+            "max_new_tokens": recipe.task.max_output_tokens, "bundle_sha256": "sha256 of manifest.json",
+            "run_id": run_id}
 
 
 def distill_figures(build_dir: Path) -> dict:
@@ -56,51 +67,114 @@ def distill_figures(build_dir: Path) -> dict:
     return {f"distill_{k}": v for k, v in quality.items() if isinstance(v, (int, float))}
 
 
-def measure_all(bundles: list[Path], recipe: Recipe) -> list[dict]:
-    """One speed/memory record per bundle, each from its own subprocess."""
-    b, records = recipe.bench, []
-    for path in bundles:
-        log.info("measuring %s (threads %d, %d prompt + %d generated tokens, %d repetitions)",
-                 path.name, b.threads, b.prompt_tokens, b.gen_tokens, b.repetitions)
-        rec = measure_in_subprocess(path, b.threads, b.prompt_tokens, b.gen_tokens, b.repetitions)
-        log.info("  %s: load %.2f s, TTFT %.1f ms, %s tok/s, peak RSS %.0f MB", path.name, rec["load_s"],
-                 rec["ttft_ms_p50"], rec["decode_tok_s_p50"], rec["peak_rss_mb"])
-        records.append(rec)
+def llama_rows(build_dir: Path, grid: list[Point], recipe: Recipe, notes: list[str]) -> list[dict]:
+    """llama-bench on the student's GGUF at every point, when both are there; else a note why not."""
+    exe = llama_bench_path()
+    if exe is None:
+        notes.append("llama.cpp: llama-bench is not on PATH, so no llama.cpp rows; install llama.cpp "
+                     "and put a GGUF of the student in build/<name>/gguf/ to add them")
+        return []
+    ggufs = find_gguf(build_dir)
+    if not ggufs:
+        notes.append(f"llama.cpp: no GGUF in {build_dir}/gguf/ or student/; convert the student with llama.cpp's "
+                     "convert_hf_to_gguf.py to add llama.cpp rows")
+        return []
+    b, records, machine = recipe.bench, [], machine_info()
+    for gguf in ggufs:
+        for p in grid:
+            settings = {"target": "local", "threads": p.threads, "prompt_tokens": p.prompt_tokens,
+                        "gen_tokens": p.gen_tokens, "warmup": 0, "repetitions": b.repetitions}
+            try:
+                rec = run_llama_bench(exe, gguf, p.threads, p.prompt_tokens, p.gen_tokens, b.repetitions)
+                records.append({"schema": SCHEMA_NAME, "schema_version": SCHEMA_VERSION, "status": "ok",
+                                "error": None, **rec, **settings, "machine": machine, "started_at": now_utc()})
+            except (RuntimeError, OSError, ValueError) as err:
+                records.append(error_record({"name": gguf.stem, "bundle": str(gguf), "engine": "llama.cpp"},
+                                            settings, str(err)))
+    return records
+
+
+def measure_targets(bundles: list[Path], recipe: Recipe, targets: list[str], build_dir: Path,
+                    notes: list[str]) -> list[dict]:
+    """Every record of the run: each target in turn; the local one with the peers."""
+    b, grid = recipe.bench, points(recipe.bench)
+    models, skipped = models_for(bundles, b.engines, build_dir)
+    records = []
+    for target in targets:
+        if target == "local":
+            notes += skipped
+            records += run_local(models, grid, b)
+            if "llama.cpp" in b.engines:
+                records += llama_rows(build_dir, grid, recipe, notes)
+        elif target.startswith("ssh://"):
+            records += run_ssh(target, models, grid, b)
+        else:
+            records += run_adb(target, models, grid, b)
     return records
 
 
 def score_all(bundles: list[Path], records: list[dict], recipe: Recipe, evals: list[dict],
               build_dir: Path) -> dict[str, list[dict]]:
     """Fill each record's `quality`; return the per-example answers by model name."""
-    rows_by_model, distilled = {}, distill_figures(build_dir)
-    for path, rec in zip(bundles, records):
-        rec["quality"] = distilled.copy() if rec["role"] == "student" else {}
+    rows_by_model, distilled, by_name = {}, distill_figures(build_dir), {}
+    threads = as_list(recipe.bench.threads)[0]
+    for path in bundles:
+        manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
+        name = manifest.get("name") or path.name
+        by_name[name] = distilled.copy() if manifest.get("role", "student") == "student" else {}
         if not evals:
             continue
-        with tqdm(total=len(evals), desc=f"quality {path.name}", unit="ex", leave=False) as bar:
-            quality, rows = bundle_quality(path, evals, recipe.task.max_output_tokens, recipe.bench.threads, bar)
-        rec["quality"].update(quality)
-        rows_by_model[rec["name"]] = rows
+        try:
+            with tqdm(total=len(evals), desc=f"quality {path.name}", unit="ex", leave=False) as bar:
+                quality, rows = bundle_quality(path, evals, recipe.task.max_output_tokens, threads, bar)
+        except Exception as err:  # a bundle that does not load: its speed rows already say why
+            log.error("  %s: no quality figures (%s)", path.name, " ".join(str(err).split())[:300])
+            continue
+        by_name[name].update(quality)
+        rows_by_model[name] = rows
         log.info("  %s: %s", path.name, quality)
+    for rec in records:
+        rec["quality"] = {**by_name.get(rec["name"], {}), **(rec.get("quality") or {})}
     return rows_by_model
 
 
-def run(recipe: Recipe, build_root: str | Path = "build") -> Path:
-    """Benchmark every bundle of `recipe`; return the report folder."""
+def given_bundles(paths: list[str]) -> list[Path]:
+    """`--bundles` folders, each checked to be a bundle (the error names the folder)."""
+    bundles = [Path(p) for p in paths]
+    for b in bundles:
+        if not (b / "manifest.json").is_file():
+            raise UserError(f"--bundles: {b} is not a bundle folder (no manifest.json); run `python -m export RECIPE`")
+    return bundles
+
+
+def check_targets(targets: list[str]) -> list[str]:
+    for t in targets:
+        if not BENCH_TARGET.match(t):
+            raise UserError(f"--target: '{t}' is not a target; use local, ssh://user@host[:port] or adb://serial")
+    return targets
+
+
+def run(recipe: Recipe, build_root: str | Path = "build", bundles: list[str] | None = None,
+        targets: list[str] | None = None) -> tuple[Path, list[dict]]:
+    """Benchmark `recipe`'s bundles (or `bundles`) on its targets (or `targets`); (report folder, records)."""
     build_dir = recipe.build_dir(build_root)
-    bundles = find_bundles(build_dir)
+    paths = given_bundles(bundles) if bundles else find_bundles(build_dir)
+    targets = check_targets(targets) if targets else recipe.bench.targets
     limit = recipe.bench.quality_examples
     evals = [] if limit == 0 else eval_records(build_dir / "data", limit)
-    machine = machine_info()
-    records = measure_all(bundles, recipe)
-    rows_by_model = score_all(bundles, records, recipe, evals, build_dir)
+    machine, run_id, notes = machine_info(), now_utc().replace(":", "").replace("-", ""), []
+    records = measure_targets(paths, recipe, targets, build_dir, notes)
+    rows_by_model = score_all(paths, records, recipe, evals, build_dir)
     for rec in records:
-        rec["machine"] = machine
-    report = build_report(machine, settings_of(recipe, len(evals)), records,
-                          merge_examples(rows_by_model, N_EXAMPLES))
-    paths = write_report(build_dir / "report", report, records)
-    log.info("wrote %s", ", ".join(str(p) for p in paths))
-    return build_dir / "report"
+        rec["run_id"] = run_id
+        if rec.get("target") == "local" and not rec.get("machine"):
+            rec["machine"] = machine  # error rows: where it was tried
+    report = build_report(machine, settings_of(recipe, len(evals), targets, run_id), records,
+                          merge_examples(rows_by_model, N_EXAMPLES), notes)
+    out = build_dir / "report"
+    paths_written = write_report(out, report, records)
+    log.info("wrote %s", ", ".join(str(p) for p in paths_written))
+    return out, records
 
 
 def main(argv: list[str]) -> int:
@@ -113,9 +187,22 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n")[0])
     parser.add_argument("recipe", help="the recipe YAML, e.g. recipes/default.yaml")
     parser.add_argument("--build-root", default="build", help="folder holding build/<name>/ (default: build)")
+    parser.add_argument("--bundles", nargs="+", metavar="DIR", help="bundle folders to measure (default: all of "
+                        "build/<name>/); quality and ratios still use build/<name>/data and student/")
+    parser.add_argument("--target", nargs="+", metavar="T", dest="targets",
+                        help="local, ssh://user@host[:port], adb://serial (default: the recipe's bench.targets)")
     args = parser.parse_args(rest)
-    report_dir = run(load_recipe(args.recipe, overrides), args.build_root)
+    report_dir, records = run(load_recipe(args.recipe, overrides), args.build_root, args.bundles, args.targets)
     print(report_dir / "report.md")
+    failed = [r for r in records if not is_ok(r)]
+    if failed:
+        ours = [r for r in failed if r.get("engine", "edgestill-runtime") in SHIPPED_ENGINES]
+        print(f"{'error' if ours else 'warning'}: {len(failed)} of {len(records)} measurements failed "
+              f"(see {report_dir / 'report.md'}):", file=sys.stderr)
+        for r in failed:
+            print(f"  {r['name']} ({r.get('engine', 'edgestill-runtime')}, {r['target']}): {r['error']}",
+                  file=sys.stderr)
+        return 1 if ours else 0  # a failed peer is reported, but only our bundles' rows fail the run
     return 0
 
 

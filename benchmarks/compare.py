@@ -1,9 +1,11 @@
-"""Compare two benchmark runs: a Markdown table of each model's figures in A and B and the change.
+"""Compare two benchmark runs: a Markdown table of each row's figures in A and B and their ratio.
 
-    python -m benchmarks compare old/report.json new/report.json
+    python -m benchmarks compare old/records.jsonl new/records.jsonl   # every matching row, B/A ratio
+    python -m benchmarks compare old/report.json new/report.json       # headline models, % change
 
-Models are matched by name; a model in only one run is listed with "–" on the other side.
-Timings only compare fairly when both machine lines (printed first) are the same.
+Records are matched by (name, engine, target, threads, prompt_tokens, gen_tokens); a row in only
+one run is listed with "–" on the other side. Timings only compare fairly when both machine lines
+(printed first) are the same.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from pathlib import Path
 
 from benchmarks.machine import one_line
 from benchmarks.markdown import cell, number, table
+from benchmarks.record import is_ok, key, read_records
+from benchmarks.report import label
 from edgestill.errors import UserError
 
 METRICS = ("decode_tok_s_p50", "decode_ms_p90", "ttft_ms_p50", "load_s", "peak_rss_mb", "file_bytes",
@@ -59,8 +63,42 @@ def compare(a: dict, b: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def times(a, b) -> str:
+    """B / A as `1.25x`; "–" when not computable."""
+    if not isinstance(a, (int, float)) or not isinstance(b, (int, float)) or a == 0:
+        return "–"
+    return f"{b / a:.2f}x"
+
+
+def row_name(record: dict) -> str:
+    return (f"{label(record)}, t{record.get('threads')} p{record.get('prompt_tokens')} g{record.get('gen_tokens')}"
+            + ("" if is_ok(record) else " (error)"))
+
+
+def compare_records(a: list[dict], b: list[dict]) -> str:
+    """Markdown: per matching row and metric, A, B and B/A; machine lines of both runs first."""
+    rows_a, rows_b = {key(r): r for r in a}, {key(r): r for r in b}
+    keys = list(rows_a) + [k for k in rows_b if k not in rows_a]
+    rows = []
+    for k in keys:
+        ra, rb = rows_a.get(k), rows_b.get(k)
+        for metric in METRICS:
+            va, vb = value(ra, metric), value(rb, metric)
+            if va is None and vb is None:
+                continue
+            rows.append([row_name(ra or rb), metric, number(va, 3), number(vb, 3), times(va, vb)])
+    machines = [next((r["machine"] for r in run if r.get("machine")), {}) for run in (a, b)]
+    lines = [f"**A:** {cell(one_line(machines[0]))}", "", f"**B:** {cell(one_line(machines[1]))}", "",
+             *table(["row", "metric", "A", "B", "B / A"], rows)]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str]) -> int:
     if len(argv) != 2:
-        raise UserError("usage: python -m benchmarks compare A/report.json B/report.json")
-    print(compare(load(argv[0]), load(argv[1])), end="")
+        raise UserError("usage: python -m benchmarks compare A/records.jsonl B/records.jsonl "
+                        "(or A/report.json B/report.json)")
+    if all(Path(p).name == "report.json" for p in argv):
+        print(compare(load(argv[0]), load(argv[1])), end="")
+    else:  # records: .jsonl, or a JSON list such as the Android app writes
+        print(compare_records(read_records(argv[0]), read_records(argv[1])), end="")
     return 0

@@ -31,13 +31,20 @@ def cpu_model() -> str:
 
 
 def ram_gb() -> float | None:
-    """Total physical memory in GiB."""
+    """Total physical memory in GiB (psutil, else /proc/meminfo: boards may lack psutil)."""
     try:
         import psutil
 
         return round(psutil.virtual_memory().total / (1 << 30), 1)
     except ImportError:
-        return None
+        pass
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return round(int(line.split()[1]) / (1 << 20), 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def physical_cores() -> int | None:

@@ -1,5 +1,6 @@
 """Markdown printer of a report dict (`benchmarks.report.build_report`): machine line, one table row
-per model, student-vs-teacher ratios, and a few eval examples with every model's answer.
+per model (headline setting), student-vs-teacher ratios, every measurement of the grid, failed
+rows with their message, notes (skipped peers), noise flags, and a few eval examples.
 
     python -m benchmarks.markdown build/default/report/report.json   # re-print report.md
 """
@@ -13,7 +14,7 @@ from pathlib import Path
 from benchmarks.machine import one_line
 
 COLUMNS = ("model", "role", "precision", "params", "size MB", "peak RSS MB", "load s", "TTFT ms p50",
-           "decode tok/s p50", "decode ms p50 / p90", "ROUGE-L vs teacher", "vs label", "other quality")
+           "decode tok/s p50", "decode ms p50 / p90", "ROUGE-L vs teacher", "vs label", "other quality", "noisy")
 SHOWN = ("rouge_l_vs_teacher", "rouge_l_vs_label")
 
 
@@ -45,12 +46,14 @@ def quality_text(quality: dict) -> str:
 def model_row(m: dict) -> list[str]:
     quality = m.get("quality") or {}
     size_mb = m["file_bytes"] / 1e6 if m.get("file_bytes") is not None else None
-    return [m["name"], m["role"], number(m.get("precision")), params_text(m.get("params")), number(size_mb),
+    name = m.get("label") or m["name"]
+    return [name, m["role"], number(m.get("precision")), params_text(m.get("params")), number(size_mb),
             number(m.get("peak_rss_mb")), number(m.get("load_s"), 2), number(m.get("ttft_ms_p50")),
             number(m.get("decode_tok_s_p50")),
             f"{number(m.get('decode_ms_p50'), 2)} / {number(m.get('decode_ms_p90'), 2)}",
             number(quality.get("rouge_l_vs_teacher"), 3), number(quality.get("rouge_l_vs_label"), 3),
-            quality_text({k: v for k, v in quality.items() if k not in SHOWN})]
+            quality_text({k: v for k, v in quality.items() if k not in SHOWN}),
+            "yes" if m.get("noisy") else ("no" if m.get("noisy") is False else "–")]
 
 
 def table(header: list[str] | tuple, rows: list[list[str]]) -> list[str]:
@@ -89,6 +92,35 @@ def example_lines(examples: list[dict]) -> list[str]:
     return out
 
 
+ROW_COLUMNS = ("model", "target", "threads", "prompt", "gen", "load s", "TTFT ms p50", "decode tok/s p50 (min-max)",
+               "decode ms p90", "peak RSS MB", "other CPU %", "status")
+
+
+def grid_row(r: dict) -> list[str]:
+    status = "ok" if r["status"] == "ok" else "error"
+    if r.get("noisy"):
+        status += " (noisy: " + "; ".join(r.get("noise") or []) + ")"
+    spread = f"{number(r.get('decode_tok_s_p50'))} ({number(r.get('decode_tok_s_min'))}-{number(r.get('decode_tok_s_max'))})"
+    return [r["label"], r.get("target") or "local", number(r.get("threads")), number(r.get("prompt_tokens")),
+            number(r.get("gen_tokens")), number(r.get("load_s"), 2), number(r.get("ttft_ms_p50")), spread,
+            number(r.get("decode_ms_p90"), 2), number(r.get("peak_rss_mb")), number(r.get("others_cpu_pct")), status]
+
+
+def tail_sections(report: dict) -> list[str]:
+    """Every measurement (when there are more rows than models), errors, notes."""
+    lines = []
+    rows = report.get("rows") or []
+    if len(rows) > len(report["models"]) + len(report.get("peers") or []):
+        lines += ["## Every measurement", "", *table(ROW_COLUMNS, [grid_row(r) for r in rows]), ""]
+    if report.get("errors"):
+        lines += ["## Failed measurements", ""]
+        lines += [f"- **{e['label']}** ({e['target']}, threads {e['threads']}, {e['prompt_tokens']}+{e['gen_tokens']} "
+                  f"tokens): {cell(e['error'])}" for e in report["errors"]] + [""]
+    if report.get("notes"):
+        lines += ["## Notes", "", *[f"- {cell(n)}" for n in report["notes"]], ""]
+    return lines
+
+
 def settings_line(s: dict) -> str:
     return ", ".join(f"{k} {v}" for k, v in s.items())
 
@@ -99,8 +131,12 @@ def render(report: dict) -> str:
              f"**Machine:** {one_line(report['machine'])}", "",
              f"**Settings:** {settings_line(report['settings'])}", "",
              *table(COLUMNS, [model_row(m) for m in report["models"]]), ""]
+    if report.get("peers"):
+        lines += ["## Peers (same machine, same run, same settings)", "",
+                  *table(COLUMNS, [model_row(m) for m in report["peers"]]), ""]
     if report.get("ratios"):
         lines += ["## Student vs teacher (same run, same machine)", "", *ratio_lines(report["ratios"]), ""]
+    lines += tail_sections(report)
     if report.get("examples"):
         lines += ["## Examples (greedy, eval split)", "", *example_lines(report["examples"])]
     return "\n".join(lines).rstrip() + "\n"

@@ -1,4 +1,6 @@
-"""PNG plots of a report dict: decode speed and file size per model, and quality vs speed.
+"""PNG plots of a report dict (the headline models): `speed_memory.png` (decode tok/s and peak RSS per
+model, engine and precision), `size_quality.png` (bundle size vs ROUGE-L vs teacher) and
+`quality_speed.png` (ROUGE-L vs decode tok/s).
 
 Uses matplotlib's object API with the Agg canvas (no pyplot, no display, no global state);
 each PNG is rendered in memory and written atomically.
@@ -15,6 +17,7 @@ from matplotlib.figure import Figure
 from edgestill.files import atomic_write_bytes
 
 COLORS = {"teacher": "#7f7f7f", "student": "#1f77b4"}
+PRECISION_COLORS = {"fp32": "#1f77b4", "fp16": "#17becf", "bf16": "#17becf", "int8": "#ff7f0e", "int4": "#d62728"}
 
 
 def save_png(fig: Figure, path: Path) -> Path:
@@ -26,21 +29,48 @@ def save_png(fig: Figure, path: Path) -> Path:
     return path
 
 
+def color(model: dict) -> str:
+    """Grey for the teacher, else a colour per precision."""
+    if model["role"] == "teacher":
+        return COLORS["teacher"]
+    return PRECISION_COLORS.get(model.get("precision"), COLORS["student"])
+
+
 def bar(ax, models: list[dict], values: list[float], title: str, unit: str) -> None:
-    names = [m["name"] for m in models]
-    bars = ax.bar(names, values, color=[COLORS.get(m["role"], "#1f77b4") for m in models])
+    names = [m.get("label") or m["name"] for m in models]
+    bars = ax.bar(names, values, color=[color(m) for m in models])
     ax.bar_label(bars, labels=[f"{v:.1f}" for v in values], fontsize=8)
     ax.set_title(title)
     ax.set_ylabel(unit)
     ax.tick_params(axis="x", labelrotation=20, labelsize=8)
 
 
-def speed_and_size(models: list[dict], path: Path) -> Path:
-    """Two bar charts side by side: decode tok/s (p50) and bundle size (MB) per model."""
-    fig = Figure(figsize=(10, 4))
+def speed_and_memory(models: list[dict], path: Path) -> Path:
+    """Two bar charts: decode tok/s (p50) and peak RSS (MiB) per model/engine, coloured by precision."""
+    fig = Figure(figsize=(max(10, 1.3 * len(models)), 4.5))
     left, right = fig.subplots(1, 2)
     bar(left, models, [m.get("decode_tok_s_p50") or 0.0 for m in models], "Decode speed (p50)", "tokens/s")
-    bar(right, models, [m["file_bytes"] / 1e6 for m in models], "Bundle size", "MB")
+    bar(right, models, [m.get("peak_rss_mb") or 0.0 for m in models], "Peak RSS (fresh process)", "MiB")
+    return save_png(fig, path)
+
+
+def size_vs_quality(models: list[dict], path: Path, metric: str = "rouge_l_vs_teacher") -> Path:
+    """Scatter of bundle size (MB, log scale) against `metric`, one point per model in our runtime."""
+    fig = Figure(figsize=(6, 4.5))
+    ax = fig.subplots()
+    for m in models:
+        y = (m.get("quality") or {}).get(metric)
+        if y is None or not m.get("file_bytes") or m.get("engine", "edgestill-runtime") != "edgestill-runtime":
+            continue
+        x = m["file_bytes"] / 1e6
+        ax.scatter([x], [y], s=50, color=color(m))
+        ax.annotate(m.get("label") or m["name"], (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("bundle size, MB (log)")
+    ax.set_ylabel(metric)
+    ax.set_ylim(0, 1.05)
+    ax.set_title("Size vs quality (up and left is better)")
+    ax.grid(alpha=0.3)
     return save_png(fig, path)
 
 
@@ -52,8 +82,8 @@ def quality_vs_speed(models: list[dict], path: Path, metric: str = "rouge_l_vs_t
         x, y = m.get("decode_tok_s_p50") or 0.0, (m.get("quality") or {}).get(metric)
         if y is None:
             continue
-        ax.scatter([x], [y], s=50, color=COLORS.get(m["role"], "#1f77b4"))
-        ax.annotate(m["name"], (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
+        ax.scatter([x], [y], s=50, color=color(m))
+        ax.annotate(m.get("label") or m["name"], (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
     ax.set_xlabel("decode tokens/s (p50)")
     ax.set_ylabel(metric)
     ax.set_ylim(0, 1.05)
@@ -63,7 +93,10 @@ def quality_vs_speed(models: list[dict], path: Path, metric: str = "rouge_l_vs_t
 
 
 def write_plots(report: dict, out_dir: str | Path) -> list[Path]:
-    """Write `speed_size.png` and `quality_speed.png` into `out_dir`; return their paths."""
+    """Write the PNGs into `out_dir`; return their paths (none when no model was measured)."""
     out = Path(out_dir)
-    models = report["models"]
-    return [speed_and_size(models, out / "speed_size.png"), quality_vs_speed(models, out / "quality_speed.png")]
+    models = report["models"] + report.get("peers", [])
+    if not models:
+        return []
+    return [speed_and_memory(models, out / "speed_memory.png"), size_vs_quality(models, out / "size_quality.png"),
+            quality_vs_speed(models, out / "quality_speed.png")]

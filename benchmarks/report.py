@@ -1,10 +1,13 @@
-"""The report: one list of records in, `records.jsonl`, `report.json`, `report.md` and PNG plots out.
+"""The report: one list of records in, `records.jsonl`, `records.csv`, `report.json`, `report.md`, PNGs out.
 
-A record (see `benchmarks.measure`) is one bundle measured with one set of settings, plus its
-`quality` dict and the `machine` it ran on. `build_report` turns the records into
-`{"machine", "settings", "models", "ratios", "examples"}`; `write_report` writes every file
-atomically into `build/<name>/report/`. The Markdown and the plots are separate printers
-(`benchmarks.markdown`, `benchmarks.plots`) of the same report dict.
+A record (benchmarks/record.schema.json) is one model measured by one engine on one target with
+one setting, plus its `quality` dict and the `machine` it ran on. `build_report` turns the records
+into `{"machine", "settings", "models", "peers", "ratios", "rows", "errors", "notes", "examples"}`:
+`models` are the ok records of our runtime (and the phone app) at the headline setting (the first
+value of each grid list), one per (model, target), labelled `name` or `name @ target`; `peers` the
+same for the other engines, labelled `name (engine)`; `rows` are every
+record (the whole grid); `errors` the failed ones with their message. `write_report` writes every
+file atomically. The Markdown, CSV and plots are separate printers of the same data.
 """
 
 from __future__ import annotations
@@ -19,17 +22,52 @@ MODEL_FIELDS = (
     "ttft_ms_p50", "ttft_ms_p90", "decode_ms_p50", "decode_ms_p90", "decode_tok_s_p50",
     "quality", "quantization", "bundle", "bundle_sha256",
 )
+ROW_FIELDS = ("label", "name", "engine", "target", "threads", "prompt_tokens", "gen_tokens", "status", "error",
+              "load_s", "ttft_ms_p50", "decode_tok_s_p50", "decode_tok_s_min", "decode_tok_s_max", "decode_ms_p90",
+              "peak_rss_mb", "others_cpu_pct", "noisy", "noise")
+OUR_ENGINE = "edgestill-runtime"
+SHIPPED_ENGINES = (OUR_ENGINE, "android-demo")  # what a user ships; the other engines are peers
 PRECISION_ORDER = {"fp32": 0, "fp16": 1, "int8": 2, "int4": 3}
+
+
+def label(record: dict) -> str:
+    """`default-int8`, `default-int8 (onnxruntime-genai)`, `default-int8 @ ssh://pi@board`."""
+    text = record["name"]
+    if record.get("engine", OUR_ENGINE) != OUR_ENGINE:
+        text += f" ({record['engine']})"
+    if record.get("target", "local") != "local":
+        text += f" @ {record['target']}"
+    return text
 
 
 def model_entry(record: dict) -> dict:
     """The report's view of one record: the model's figures without the settings and machine."""
-    return {k: record.get(k) for k in MODEL_FIELDS} | {"quality": dict(record.get("quality") or {})}
+    return {k: record.get(k) for k in MODEL_FIELDS} | {
+        "quality": dict(record.get("quality") or {}), "label": label(record),
+        "engine": record.get("engine", OUR_ENGINE), "target": record.get("target", "local"),
+        "noisy": record.get("noisy")}
+
+
+def row_entry(record: dict) -> dict:
+    return {k: record.get(k) for k in ROW_FIELDS} | {"label": label(record), "status": record.get("status", "ok")}
+
+
+def headline(records: list[dict]) -> list[dict]:
+    """The ok records at the first (threads, prompt_tokens, gen_tokens) each (model, engine, target) has."""
+    seen, out = set(), []
+    for r in records:
+        who = label(r)
+        if r.get("status", "ok") == "ok" and who not in seen:
+            seen.add(who)
+            out.append(r)
+    return out
 
 
 def sort_key(model: dict) -> tuple:
-    """Teacher first, then students from the widest precision to the narrowest."""
-    return (model["role"] != "teacher", PRECISION_ORDER.get(model.get("precision"), 9), model["name"])
+    """Teacher first, then students from the widest precision to the narrowest; our runtime before peers."""
+    return (model.get("target", "local") != "local", model["role"] != "teacher",
+            PRECISION_ORDER.get(model.get("precision"), 9), model.get("engine", OUR_ENGINE) != OUR_ENGINE,
+            model.get("label") or model["name"])
 
 
 def ratio(a: float | None, b: float | None) -> float | None:
@@ -40,7 +78,7 @@ def ratio(a: float | None, b: float | None) -> float | None:
 def student_vs_teacher(student: dict, teacher: dict) -> dict:
     """How much smaller and faster a student is than the teacher, measured in the same run."""
     return {
-        "teacher": teacher["name"],
+        "teacher": teacher.get("label") or teacher["name"],
         "size_x_smaller": ratio(teacher["file_bytes"], student["file_bytes"]),
         "params_x_fewer": ratio(teacher["params"], student["params"]),
         "decode_x_faster": ratio(student["decode_tok_s_p50"], teacher["decode_tok_s_p50"]),
@@ -50,11 +88,15 @@ def student_vs_teacher(student: dict, teacher: dict) -> dict:
 
 
 def ratios(models: list[dict]) -> dict:
-    """`{student name: student_vs_teacher(...)}` against the first teacher; {} without one."""
-    teachers = [m for m in models if m["role"] == "teacher"]
-    if not teachers:
-        return {}
-    return {m["name"]: student_vs_teacher(m, teachers[0]) for m in models if m["role"] != "teacher"}
+    """`{label: student_vs_teacher(...)}` of every other model against the teacher in our runtime on
+    the same target (the first teacher when none is); {} without a teacher."""
+    out = {}
+    for m in models:
+        same = [t for t in models if t["role"] == "teacher" and t.get("target") == m.get("target")]
+        ours = [t for t in same if t.get("engine", OUR_ENGINE) == OUR_ENGINE] or same
+        if ours and ours[0] is not m:
+            out[m.get("label") or m["name"]] = student_vs_teacher(m, ours[0])
+    return out
 
 
 def merge_examples(rows_by_model: dict[str, list[dict]], n: int = 3) -> list[dict]:
@@ -69,20 +111,29 @@ def merge_examples(rows_by_model: dict[str, list[dict]], n: int = 3) -> list[dic
 
 
 def build_report(machine: dict, settings: dict, records: list[dict],
-                 examples: list[dict] | None = None) -> dict:
-    """The report dict from the run's records (one per bundle)."""
-    models = sorted((model_entry(r) for r in records), key=sort_key)
-    return {"machine": machine, "settings": settings, "models": models, "ratios": ratios(models),
+                 examples: list[dict] | None = None, notes: list[str] | None = None) -> dict:
+    """The report dict from the run's records (one per model x engine x target x setting)."""
+    entries = sorted((model_entry(r) for r in headline(records)), key=sort_key)
+    models = [m for m in entries if m["engine"] in SHIPPED_ENGINES]
+    peers = [m for m in entries if m["engine"] not in SHIPPED_ENGINES]
+    errors = [{"label": label(r), "target": r.get("target", "local"), "threads": r.get("threads"),
+               "prompt_tokens": r.get("prompt_tokens"), "gen_tokens": r.get("gen_tokens"), "error": r.get("error")}
+              for r in records if r.get("status", "ok") != "ok"]
+    return {"machine": machine, "settings": settings, "models": models, "peers": peers,
+            "ratios": ratios(models + peers), "rows": [row_entry(r) for r in records], "errors": errors, "notes": list(notes or []),
             "examples": examples or []}
 
 
 def write_report(out_dir: str | Path, report: dict, records: list[dict]) -> list[Path]:
     """Write records.jsonl, report.json, report.md and the plots into `out_dir`; return the paths."""
+    from benchmarks.csv_printer import render_csv
     from benchmarks.markdown import render
     from benchmarks.plots import write_plots
 
     out = Path(out_dir)
     atomic_write_text(out / "records.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    atomic_write_text(out / "records.csv", render_csv(records))
     atomic_write_json(out / "report.json", report)
     atomic_write_text(out / "report.md", render(report))
-    return [out / "records.jsonl", out / "report.json", out / "report.md", *write_plots(report, out)]
+    return [out / "records.jsonl", out / "records.csv", out / "report.json", out / "report.md",
+            *write_plots(report, out)]

@@ -59,7 +59,7 @@ def build_copy(tiny_build, tmp_path) -> Path:
 def write_recipe(folder: Path, name: str = "tiny", **bench) -> Path:
     """A minimal recipe named `name` with small benchmark settings (override with `bench`)."""
     settings = {"threads": 1, "prompt_tokens": 16, "gen_tokens": 4, "repetitions": 2, "quality_examples": 2,
-                **bench}
+                "engines": ["edgestill-runtime"], **bench}
     recipe = {"name": name,
               "task": {"instruction": INSTRUCTION, "max_output_tokens": 6,
                        "seed_examples": [{"input": EVAL_INPUTS[0], "output": "The library closes early."}]},

@@ -55,7 +55,7 @@ def test_records_and_plots_written(report_dir, tiny_build):
     records = [json.loads(line) for line in (report_dir / "records.jsonl").read_text().splitlines()]
     assert len(records) == 3 and all(r["machine"]["python"] for r in records)
     pngs = sorted(report_dir.glob("*.png"))
-    assert len(pngs) == 2
+    assert [p.name for p in pngs] == ["quality_speed.png", "size_quality.png", "speed_memory.png"]
     assert all(p.read_bytes()[:8] == PNG_SIGNATURE for p in pngs)
 
 

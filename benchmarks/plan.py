@@ -1,0 +1,97 @@
+"""What one benchmark run measures: the models (bundle x engine) and the grid of settings.
+
+A `Model` is something one engine runs: every bundle in our runtime, the same bundle in
+onnxruntime-genai, the teacher's Hugging Face folder in PyTorch (`transformers-eager`).
+A `Point` is one (threads, prompt_tokens, gen_tokens) of the grid: every recipe setting may be a
+list and every combination is measured (`bench.threads=[1,2] bench.prompt_tokens=[64,256]`).
+Each (model, point, target) gives one record.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgestill.recipe import Bench
+
+IN_PROCESS_PEERS = ("onnxruntime-genai", "transformers-eager")
+
+
+@dataclass(frozen=True)
+class Model:
+    path: Path
+    engine: str
+    name: str
+    role: str
+
+
+@dataclass(frozen=True)
+class Point:
+    threads: int
+    prompt_tokens: int
+    gen_tokens: int
+
+
+def as_list(value) -> list:
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def points(bench: Bench) -> list[Point]:
+    """Every combination of the grid's settings, in the order given (the first is the headline)."""
+    return [Point(t, p, g) for t, p, g in itertools.product(as_list(bench.threads), as_list(bench.prompt_tokens),
+                                                            as_list(bench.gen_tokens))]
+
+
+def manifest_of(bundle: Path) -> dict:
+    try:
+        return json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def bundle_model(bundle: Path, engine: str = "edgestill-runtime") -> Model:
+    manifest = manifest_of(bundle)
+    return Model(bundle, engine, manifest.get("name") or bundle.name, manifest.get("role", "student"))
+
+
+def teacher_hf_dir(build_dir: Path) -> Path | None:
+    """The teacher's Hugging Face folder named in the distill report, when it is on this machine."""
+    path = build_dir / "student" / "distill_report.json"
+    if not path.is_file():
+        return None
+    folder = (json.loads(path.read_text(encoding="utf-8")).get("teacher") or {}).get("dir")
+    return Path(folder) if folder and Path(folder, "config.json").is_file() else None
+
+
+def models_for(bundles: list[Path], engines: list[str], build_dir: Path) -> tuple[list[Model], list[str]]:
+    """(models to measure on the local target, notes on peers that were skipped)."""
+    models, notes = [], []
+    if "edgestill-runtime" in engines:
+        models += [bundle_model(b) for b in bundles]
+    if "onnxruntime-genai" in engines:
+        models += [bundle_model(b, "onnxruntime-genai") for b in bundles]
+    if "transformers-eager" in engines:
+        teacher = teacher_hf_dir(build_dir)
+        teacher_bundles = [bundle_model(b) for b in bundles if manifest_of(b).get("role") == "teacher"]
+        if teacher is None:
+            notes.append("transformers-eager: skipped, no teacher Hugging Face folder (distill_report.json "
+                         "teacher.dir) on this machine")
+        elif not teacher_bundles:
+            notes.append("transformers-eager: skipped, the run has no teacher bundle to compare with")
+        else:
+            models.append(Model(teacher, "transformers-eager", teacher_bundles[0].name, "teacher"))
+    return models, notes
+
+
+def facts(model: Model) -> dict:
+    """What an error record says about the model (no file is opened beyond manifest.json)."""
+    manifest = manifest_of(model.path)
+    return {"name": model.name, "bundle": str(model.path), "role": model.role, "precision": manifest.get("precision"),
+            "params": manifest.get("params"), "engine": model.engine}
+
+
+def settings(point: Point, bench: Bench, target: str) -> dict:
+    return {"target": target, "threads": point.threads, "prompt_tokens": point.prompt_tokens,
+            "gen_tokens": point.gen_tokens, "warmup": bench.warmup, "repetitions": bench.repetitions}

@@ -1,0 +1,192 @@
+"""The `ssh://user@host[:port]` target: an edge board (Raspberry Pi, Jetson, any Linux box with Python 3).
+
+Uses the system's OpenSSH client (`ssh`, so ~/.ssh/config, agents and known_hosts work as usual;
+`bench.ssh_key` and `bench.ssh_options` add `-i` and `-o`). For one target:
+
+1. logs in (BatchMode: never prompts) and finds Python: `bench.remote_python`, else `python3`;
+2. checks it can import onnxruntime, numpy, tokenizers, jinja2; if not and `bench.remote_install`,
+   makes (or reuses) a venv in `~/.cache/edgestill-bench/venv` there and pip-installs them;
+3. copies the runtime (`runtime/`, `edgestill/`, the measuring modules of `benchmarks/`) and each
+   bundle into a fresh `mktemp -d` folder, as one tar stream per copy;
+4. runs `python -m benchmarks.measure` there once per (bundle, point): a fresh process each,
+   the record comes back on stdout;
+5. removes the folder (the venv stays for the next run).
+
+Every failure becomes error records with one line saying what to do: unreachable host, wrong key,
+no Python, no onnxruntime, a bundle that does not load there. The other rows still run.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shlex
+import subprocess
+import tarfile
+from pathlib import Path
+
+from benchmarks.measure import measure_args, record_from_output
+from benchmarks.plan import Model, Point, facts, settings
+from benchmarks.record import error_record
+from edgestill.errors import UserError
+from edgestill.recipe import Bench
+
+log = logging.getLogger("benchmarks")
+REPO = Path(__file__).resolve().parent.parent
+CODE = ["runtime", "edgestill", "benchmarks/__init__.py", "benchmarks/measure.py", "benchmarks/peers.py",
+        "benchmarks/machine.py"]
+PACKAGES = ["onnxruntime", "numpy", "tokenizers", "jinja2"]
+VENV = "~/.cache/edgestill-bench/venv"
+TARGET = re.compile(r"^ssh://(?P<user>[^@/\s]+)@(?P<host>[^:/\s]+)(:(?P<port>\d{1,5}))?$")
+CONNECT_TIMEOUT_S = 10
+MEASURE_TIMEOUT_S = 3600
+
+
+class TargetError(Exception):
+    """The target cannot run anything (login, Python, packages): every row of it is an error."""
+
+
+def parse(target: str) -> tuple[str, str, int]:
+    m = TARGET.match(target)
+    if not m:
+        raise UserError(f"target '{target}': expected ssh://user@host[:port]")
+    return m["user"], m["host"], int(m["port"] or 22)
+
+
+def ssh_command(target: str, bench: Bench) -> list[str]:
+    """`ssh ... user@host` without the remote command: never prompts, gives up after 10 s."""
+    user, host, port = parse(target)
+    cmd = ["ssh", "-p", str(port), "-o", "BatchMode=yes", "-o", f"ConnectTimeout={CONNECT_TIMEOUT_S}",
+           "-o", "LogLevel=ERROR"]
+    if bench.ssh_key:
+        cmd += ["-i", str(Path(bench.ssh_key).expanduser()), "-o", "IdentitiesOnly=yes"]
+    for option in bench.ssh_options:
+        cmd += ["-o", option]
+    return cmd + [f"{user}@{host}"]
+
+
+def login_error(target: str, stderr: str) -> str:
+    """One line for an ssh failure (exit 255), with what to check."""
+    line = (stderr.strip().splitlines() or ["no message"])[-1]
+    hints = {"Permission denied": "the key is not accepted: check bench.ssh_key and the board's authorized_keys",
+             "Connection refused": "nothing listens there: check the port and that sshd runs on the board",
+             "timed out": "no answer: check the host is up and reachable",
+             "Could not resolve": "unknown host name: check the spelling or use the IP address",
+             "Host key verification failed": "the host key is unknown or changed: check known_hosts"}
+    hint = next((h for k, h in hints.items() if k in line), "check the target and bench.ssh_options")
+    return f"{target}: cannot log in ({line}); {hint}"
+
+
+class Board:
+    """One ssh target: run commands, copy files as tar streams."""
+
+    def __init__(self, target: str, bench: Bench):
+        self.target, self.ssh = target, ssh_command(target, bench)
+
+    def run(self, command: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess:
+        proc = subprocess.run([*self.ssh, command], capture_output=True, text=True, timeout=timeout)
+        if proc.returncode == 255:
+            raise TargetError(login_error(self.target, proc.stderr))
+        if check and proc.returncode != 0:
+            raise TargetError(f"{self.target}: `{command}` failed (exit {proc.returncode}): "
+                              f"{(proc.stderr.strip().splitlines() or ['no message'])[-1]}")
+        return proc
+
+    def put(self, sources: list[tuple[Path, str]], remote_dir: str, timeout: float = 1800) -> None:
+        """Copy local files/folders to `remote_dir/<name>` as one tar stream (no __pycache__)."""
+        proc = subprocess.Popen([*self.ssh, f"tar -C {shlex.quote(remote_dir)} -xf -"], stdin=subprocess.PIPE,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            with tarfile.open(fileobj=proc.stdin, mode="w|") as tar:
+                for path, name in sources:
+                    tar.add(path, arcname=name, filter=lambda t: None if "__pycache__" in t.name else t)
+        except BrokenPipeError:
+            pass
+        finally:
+            proc.stdin.close()
+        stderr = proc.stderr.read().decode(errors="replace")
+        if proc.wait(timeout=timeout) != 0:
+            raise TargetError(login_error(self.target, stderr) if proc.returncode == 255 else
+                              f"{self.target}: copying to {remote_dir} failed: {stderr.strip()[-300:]}")
+
+
+def imports_ok(board: Board, python: str) -> bool:
+    code = f"import {', '.join(PACKAGES)}"
+    return board.run(f"{python} -c {shlex.quote(code)}", check=False).returncode == 0
+
+
+def find_python(board: Board, bench: Bench) -> str:
+    """A Python on the board that imports onnxruntime & co, made there when allowed."""
+    python = shlex.quote(bench.remote_python or "python3")
+    if board.run(f"{python} -c 'import sys; assert sys.version_info >= (3, 10)'", check=False).returncode != 0:
+        raise TargetError(f"{board.target}: no Python 3.10+ at '{bench.remote_python or 'python3'}' on the board; "
+                          "install python3 there or set bench.remote_python to its path")
+    if imports_ok(board, python):
+        return python
+    venv_python = f"{VENV}/bin/python"
+    if imports_ok(board, venv_python):
+        return venv_python
+    if not bench.remote_install:
+        raise TargetError(f"{board.target}: the board's Python cannot import {', '.join(PACKAGES)}; "
+                          f"`pip install {' '.join(PACKAGES)}` there, or set bench.remote_install=true")
+    log.info("%s: creating %s with %s", board.target, VENV, ", ".join(PACKAGES))
+    board.run(f"{python} -m venv {VENV} && {venv_python} -m pip install -q {' '.join(PACKAGES)} psutil",
+              timeout=1800)
+    if not imports_ok(board, venv_python):
+        raise TargetError(f"{board.target}: installed {', '.join(PACKAGES)} into {VENV} but cannot import them")
+    return venv_python
+
+
+def measure_remote(board: Board, python: str, workdir: str, model: Model, point: Point, bench: Bench) -> dict:
+    """One record measured on the board; its `bundle` is the local path the user gave."""
+    args = measure_args(f"bundles/{model.path.name}", point.threads, point.prompt_tokens, point.gen_tokens,
+                        bench.repetitions, warmup=bench.warmup, target=board.target, pin=bench.pin_threads,
+                        name=model.name, role=model.role)
+    command = f"cd {shlex.quote(workdir)} && {python} -m benchmarks.measure {shlex.join(args)}"
+    proc = board.run(command, timeout=MEASURE_TIMEOUT_S, check=False)
+    record = record_from_output(proc, f"{model.name} on {board.target}")
+    return record | {"bundle": str(model.path)}
+
+
+def run_ssh(target: str, models: list[Model], points: list[Point], bench: Bench) -> list[dict]:
+    """Every (model, point) on the board; error records for what could not run."""
+    models = [m for m in models if m.engine == "edgestill-runtime"]
+    board, workdir = Board(target, bench), None
+    records = []
+    try:
+        python = find_python(board, bench)
+        workdir = board.run("mktemp -d /tmp/edgestill-bench.XXXXXX").stdout.strip()
+        board.put([(REPO / c, c) for c in CODE], workdir)
+        board.run(f"mkdir -p {shlex.quote(workdir)}/bundles")
+        for model in models:
+            records += measure_model(board, python, workdir, model, points, bench)
+    except (TargetError, subprocess.TimeoutExpired) as err:
+        message = str(err) if isinstance(err, TargetError) else f"{target}: no answer within {err.timeout:.0f} s"
+        log.error("%s", message)
+        done = {(r["name"], r["threads"], r["prompt_tokens"], r["gen_tokens"]) for r in records}
+        records += [error_record(facts(m), settings(p, bench, target), message) for m in models for p in points
+                    if (m.name, p.threads, p.prompt_tokens, p.gen_tokens) not in done]
+    finally:
+        if workdir:
+            try:
+                board.run(f"rm -rf {shlex.quote(workdir)}", check=False)
+            except (TargetError, subprocess.TimeoutExpired):
+                log.warning("%s: could not remove %s", target, workdir)
+    return records
+
+
+def measure_model(board: Board, python: str, workdir: str, model: Model, points: list[Point],
+                  bench: Bench) -> list[dict]:
+    """Copy one bundle over, measure it at every point, remove it (boards have little disk)."""
+    board.put([(model.path, f"bundles/{model.path.name}")], workdir)
+    records = []
+    for point in points:
+        log.info("%s: %s, threads %d, %d prompt + %d generated tokens", board.target, model.name,
+                 point.threads, point.prompt_tokens, point.gen_tokens)
+        try:
+            records.append(measure_remote(board, python, workdir, model, point, bench))
+        except (UserError, RuntimeError) as err:
+            log.error("  %s: %s", model.name, err)
+            records.append(error_record(facts(model), settings(point, bench, board.target), str(err)))
+    board.run(f"rm -rf {shlex.quote(workdir)}/bundles/{shlex.quote(model.path.name)}", check=False)
+    return records
