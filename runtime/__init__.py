@@ -1,4 +1,4 @@
-"""The runtime: run an exported bundle on a CPU with onnxruntime, numpy and tokenizers only.
+"""The runtime: run an exported bundle on a CPU with onnxruntime, numpy, tokenizers and jinja2 only.
 
     from runtime import Bundle, Generator
     gen = Generator(Bundle.open("build/default/bundle-int8"), threads=2)
@@ -6,10 +6,17 @@
 
 Command line: `python -m runtime generate BUNDLE --prompt "..."` and `python -m runtime chat BUNDLE`.
 This package never imports torch, transformers, optimum or datasets (a contract test checks it),
-so an app can embed it with three small dependencies.
+so an app can embed it with a few small dependencies. Every deliberate error is a
+`RuntimeFailure` (runtime/errors.py).
 """
 
-from runtime.bundle import Bundle, BundleError
+from runtime.bundle import Bundle
+from runtime.errors import (BundleError, ChecksumError, ContextLengthError, EncodingError, FormatVersionError,
+                            InputError, ManifestError, MissingFileError, ModelLoadError, PromptError,
+                            RuntimeFailure, SamplingError, TokenizerError)
 from runtime.generator import Generator
+from runtime.sampling import Sampling
 
-__all__ = ["Bundle", "BundleError", "Generator"]
+__all__ = ["Bundle", "Generator", "Sampling", "RuntimeFailure", "BundleError", "ManifestError",
+           "FormatVersionError", "MissingFileError", "ChecksumError", "ModelLoadError", "TokenizerError",
+           "InputError", "PromptError", "EncodingError", "ContextLengthError", "SamplingError"]

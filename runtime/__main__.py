@@ -1,20 +1,26 @@
-"""Command line for the runtime: generate from one prompt, or chat line by line.
+"""Command line for the runtime: answer one prompt, or chat interactively with streaming output.
 
     python -m runtime generate build/default/bundle-int8 --prompt "Paragraph to summarise ..."
-    python -m runtime chat build/default/bundle-int8        # one answer per stdin line
+    python -m runtime generate build/default/bundle-int8 --prompt "..." --json   # one JSON object
+    python -m runtime chat build/default/bundle-int8        # multi-turn, the bundle's chat template
 
-Each prompt is wrapped in the bundle's chat template and instruction (from manifest.json)
-unless `--raw`. Answers stream to stdout; errors are one line on stderr with exit code 2.
+`generate` wraps the prompt in the bundle's template and instruction (manifest.json) unless
+`--raw`. `chat` keeps the conversation and renders it with the bundle's chat template; an empty
+line or /reset starts over, /quit or end of input leaves. `--json` prints one JSON object per
+answer ({"text", "tokens", "prompt_tokens", "seconds", "tokens_per_second"})
+instead of streaming text. Errors are one line on stderr with exit code 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import time
 
 from edgestill.errors import UserError, cli_main
 from runtime.bundle import Bundle
-from runtime.generator import Generator
+from runtime.generator import Generator, clean_text
 
 
 class _Parser(argparse.ArgumentParser):
@@ -30,36 +36,79 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("bundle", help="bundle folder, e.g. build/default/bundle-int8")
         if name == "generate":
             p.add_argument("--prompt", required=True)
-        p.add_argument("--max-new-tokens", type=int, default=64)
+            p.add_argument("--raw", action="store_true", help="no chat template, no instruction")
+        p.add_argument("--max-new-tokens", type=int, default=64 if name == "generate" else 256)
         p.add_argument("--temperature", type=float, default=0.0)
         p.add_argument("--top-k", type=int, default=0)
         p.add_argument("--top-p", type=float, default=1.0)
+        p.add_argument("--repetition-penalty", type=float, default=1.0)
         p.add_argument("--seed", type=int, default=None)
+        p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+        p.add_argument("--truncate", choices=["left"], default=None, help="drop the oldest prompt tokens if too long")
         p.add_argument("--threads", type=int, default=None)
-        p.add_argument("--raw", action="store_true", help="no chat template, no instruction")
         p.add_argument("--no-verify", action="store_true", help="skip the sha256 check of the files")
+        p.add_argument("--json", action="store_true", help="one JSON object per answer, no streaming")
     return parser
 
 
-def _answer(gen: Generator, text: str, args: argparse.Namespace) -> None:
-    for piece in gen.stream(text, max_new_tokens=args.max_new_tokens, raw=args.raw,
-                            temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                            seed=args.seed):
-        sys.stdout.write(piece)
-        sys.stdout.flush()
-    sys.stdout.write("\n")
+def _settings(args: argparse.Namespace) -> dict:
+    return dict(max_new_tokens=args.max_new_tokens, stop=args.stop, truncate=args.truncate,
+                temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                repetition_penalty=args.repetition_penalty, seed=args.seed)
+
+
+def _answer(gen: Generator, prompt_text: str, args: argparse.Namespace) -> str:
+    """Stream (or, with --json, collect and print as JSON) the answer to an already formatted prompt."""
+    settings, start, pieces, tokens = _settings(args), time.perf_counter(), [], []
+    stop = settings.pop("stop")
+    prompt_ids = gen.encode(prompt_text, raw=True)
+
+    def counted(ids):
+        for token in ids:
+            tokens.append(token)
+            yield token
+    for piece in gen.pieces(counted(gen.stream_ids(prompt_ids, **settings)), stop):
+        pieces.append(piece)
+        if not args.json:
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+    text, seconds = "".join(pieces), time.perf_counter() - start
+    if args.json:
+        record = {"text": text, "tokens": len(tokens), "prompt_tokens": len(prompt_ids), "seconds": round(seconds, 4),
+                  "tokens_per_second": round(len(tokens) / seconds, 2) if seconds else None}
+        sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
+    else:
+        sys.stdout.write("\n")
     sys.stdout.flush()
+    return text
+
+
+def _chat(gen: Generator, args: argparse.Namespace) -> None:
+    messages: list[dict] = []
+    interactive = sys.stdin.isatty()
+    while True:
+        if interactive:
+            sys.stdout.write("> ")
+            sys.stdout.flush()
+        line = sys.stdin.readline()
+        if not line or line.strip() == "/quit":
+            return
+        text = line.rstrip("\n")
+        if not text.strip() or text.strip() == "/reset":
+            messages = []
+            continue
+        messages.append({"role": "user", "content": text})
+        reply = _answer(gen, gen.chat_prompt(messages), args)
+        messages.append({"role": "assistant", "content": reply})
 
 
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     gen = Generator(Bundle.open(args.bundle, verify=not args.no_verify), threads=args.threads)
     if args.command == "generate":
-        _answer(gen, args.prompt, args)
-        return 0
-    for line in sys.stdin:
-        if line.strip():
-            _answer(gen, line.rstrip("\n"), args)
+        _answer(gen, gen.bundle.format_prompt(clean_text(args.prompt), raw=args.raw), args)
+    else:
+        _chat(gen, args)
     return 0
 
 

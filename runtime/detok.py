@@ -78,3 +78,28 @@ class StopFilter:
     def flush(self) -> str:
         out, self.held = ("" if self.stopped else self.held), ""
         return out
+
+
+class Answer:
+    """One answer being written: token ids in, text pieces out, cut at the first stop string."""
+
+    def __init__(self, tokenizer: Tokenizer, stops: tuple[str, ...] | list[str] = ()):
+        self.text, self.stops = TextStream(tokenizer), StopFilter(tuple(stops))
+        self.pieces: list[str] = []
+
+    @property
+    def stopped(self) -> bool:
+        return self.stops.stopped
+
+    def push(self, token_id: int) -> str:
+        """Text that is final once `token_id` is added (maybe ""); also kept in `pieces`."""
+        piece = self.stops.push(self.text.push(token_id))
+        self.pieces.append(piece)
+        return piece
+
+    def finish(self) -> str:
+        """The held-back tail at the end of generation (also kept in `pieces`)."""
+        tail = self.stops.push(self.text.flush())
+        tail += "" if self.stops.stopped else self.stops.flush()
+        self.pieces.append(tail)
+        return tail

@@ -1,131 +1,249 @@
-"""Text generation from a bundle with onnxruntime: the KV-cache decode loop, sampling, streaming.
+"""Text generation from a bundle: checked inputs, the decode loop, streaming, chat and batches.
 
     from runtime import Bundle, Generator
     gen = Generator(Bundle.open("build/default/bundle-int8"), threads=2)
     for piece in gen.stream("The council voted ...", max_new_tokens=48):
         print(piece, end="", flush=True)
+    gen.chat([{"role": "user", "content": "Hi!"}])            # the bundle's own chat template
+    gen.generate_batch(["first text", "second text"])         # several prompts decoded together
 
-The graph is onnxruntime-genai's builder layout (docs/contracts.md): `input_ids`,
-`attention_mask`, `past_key_values.{i}.key|value` [batch, kv_heads, past, head_dim]
-(+ `position_ids` when the graph has it) in; `logits`, `present.{i}.key|value` out. Prefill
-feeds the whole prompt with an empty (length 0) past; each decode step feeds one token and the
-previous step's presents, kept as OrtValues so the cache is not copied through numpy.
-Batch size is 1.
+Every argument is checked before any work and a bad one raises a `runtime.errors.InputError`
+subclass (`PromptError`, `EncodingError`, `ContextLengthError`, `SamplingError`) that says what
+to change. Context policy: prompt + `max_new_tokens` must fit `bundle.context_length`; otherwise
+`ContextLengthError`, unless `truncate="left"`, which drops the oldest prompt tokens. A
+Generator holds no per-generation state (each call makes its own KV cache, runtime/engine.py),
+so several threads may share one.
 """
 
 from __future__ import annotations
 
-import os
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
-import onnxruntime as ort
 
-from runtime.bundle import Bundle, BundleError
-from runtime.detok import StopFilter, TextStream
-from runtime.sampling import pick
+from runtime.bundle import Bundle
+from runtime.detok import Answer
+from runtime.engine import Model
+from runtime.errors import ContextLengthError, EncodingError, PromptError, SamplingError
+from runtime.sampling import Sampling, penalize, pick
 
-_NP_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
+TRUNCATE = (None, "left")
+
+
+def clean_text(text, what: str = "prompt", allow_empty: bool = False) -> str:
+    """`text` as a str after checking it is valid Unicode (bytes must be UTF-8) and not blank."""
+    if isinstance(text, (bytes, bytearray)):
+        try:
+            text = bytes(text).decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise EncodingError(f"{what} is not valid UTF-8 (bad byte at offset {err.start}); decode it with "
+                                f"errors='replace' or fix the source") from None
+    if not isinstance(text, str):
+        raise PromptError(f"{what} must be str (or UTF-8 bytes), got {type(text).__name__}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise EncodingError(f"{what} holds a lone surrogate at index {err.start}, which is not valid Unicode; "
+                            f"clean it with text.encode('utf-8', 'replace').decode()") from None
+    if not allow_empty and not text.strip():
+        raise PromptError(f"{what} is empty; give some text to answer")
+    return text
+
+
+def _stops(stop) -> tuple[str, ...]:
+    stops = (stop,) if isinstance(stop, (str, bytes)) else tuple(stop or ())
+    return tuple(clean_text(s, "stop string", allow_empty=True) for s in stops)
 
 
 class Generator:
-    """One onnxruntime session over a bundle's model, generating for one sequence at a time."""
+    """Generates text from one bundle with one onnxruntime session (thread safe)."""
 
-    def __init__(self, bundle: Bundle, threads: int | None = None):
+    def __init__(self, bundle: Bundle, threads: int | None = None, providers: Sequence[str] | None = None):
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 0):
+            raise SamplingError(f"threads={threads!r}: use a positive integer (or None for all cores)")
         self.bundle = bundle
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads or 0  # 0 = onnxruntime's default (all cores)
-        opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3
-        model = bundle.model_path
-        if not model.is_file():
-            raise BundleError(f"bundle {bundle.path}: model file {model.name} is missing; re-export it")
-        self.session = ort.InferenceSession(os.fspath(model), opts, providers=["CPUExecutionProvider"])
-        self.input_names = [i.name for i in self.session.get_inputs()]
-        self.output_names = [o.name for o in self.session.get_outputs()]
-        m = bundle.manifest["model"]
-        self.num_layers, self.kv_heads, self.head_dim = m["num_layers"], m["num_kv_heads"], m["head_dim"]
-        past = next(i for i in self.session.get_inputs() if i.name.startswith("past_key_values."))
-        self.kv_dtype = _NP_DTYPES[past.type]
+        self.model = Model(bundle, threads, providers)
+        self.eos = frozenset(bundle.eos_token_ids)
+        self.vocab_size = self.model.vocab_size
+        self.context_length = bundle.context_length
+
+    # ------------------------------------------------------------------ checks
+
+    def _max_new(self, max_new_tokens) -> int:
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)) \
+                or not 1 <= max_new_tokens < self.context_length:
+            raise SamplingError(f"max_new_tokens={max_new_tokens!r}: use an integer from 1 to "
+                                f"{self.context_length - 1} (the context holds {self.context_length} tokens)")
+        return int(max_new_tokens)
+
+    def check_ids(self, ids: Sequence[int], max_new_tokens: int, truncate: str | None = None) -> list[int]:
+        """Prompt token ids that fit the context with `max_new_tokens` (see the context policy)."""
+        if truncate not in TRUNCATE:
+            raise SamplingError(f"truncate={truncate!r}: use None (error when too long) or 'left'")
+        ids = [int(t) for t in ids]
+        if not ids:
+            raise PromptError("the prompt has no tokens; give some text")
+        if min(ids) < 0 or max(ids) >= self.vocab_size:
+            raise PromptError(f"prompt token ids must be in 0..{self.vocab_size - 1}")
+        room = self.context_length - max_new_tokens  # max_new_tokens 0: logits() of a whole sequence
+        if len(ids) > room:
+            if truncate != "left":
+                raise ContextLengthError(
+                    f"prompt of {len(ids)} tokens + max_new_tokens {max_new_tokens} exceeds the context of "
+                    f"{self.context_length} tokens; shorten the prompt, lower max_new_tokens, or pass "
+                    f"truncate='left' to drop the oldest prompt tokens")
+            ids = ids[len(ids) - room:]
+        return ids
+
+    def encode(self, text, raw: bool = False) -> list[int]:
+        """Token ids of the checked `text` in the bundle's prompt template (see Bundle.format_prompt)."""
+        return self.bundle.encode(clean_text(text), raw=raw)
 
     # ------------------------------------------------------------------ token level
 
-    def empty_past(self) -> dict[str, ort.OrtValue]:
-        """Length-0 KV cache for prefill: {past_key_values.i.key|value: [1, kv_heads, 0, head_dim]}."""
-        zero = np.zeros((1, self.kv_heads, 0, self.head_dim), dtype=self.kv_dtype)
-        return {f"past_key_values.{i}.{kind}": ort.OrtValue.ortvalue_from_numpy(zero)
-                for i in range(self.num_layers) for kind in ("key", "value")}
+    def _chooser(self, sampling: Sampling, prompt: list[int]) -> Callable[[np.ndarray], int]:
+        rng = np.random.default_rng(sampling.seed)
+        seen = np.zeros(self.vocab_size, dtype=bool)
+        seen[prompt] = True
+        penalty = sampling.repetition_penalty
 
-    def forward(self, ids: Sequence[int], past: dict[str, ort.OrtValue], past_len: int
-                ) -> tuple[np.ndarray, dict[str, ort.OrtValue]]:
-        """Run `ids` after a cache of `past_len` tokens.
+        def choose(logits: np.ndarray) -> int:
+            if penalty != 1.0:
+                logits = penalize(logits, np.flatnonzero(seen), penalty)
+            token = int(np.argmax(logits)) if sampling.greedy else \
+                pick(logits, sampling.temperature, sampling.top_k, sampling.top_p, rng)
+            seen[token] = True
+            return token
+        return choose
 
-        Returns:
-            logits [len(ids), vocab] (float32 numpy) and the new cache (past_len + len(ids) long).
-        """
-        n = len(ids)
-        feeds = dict(past)
-        feeds["input_ids"] = ort.OrtValue.ortvalue_from_numpy(np.asarray([ids], dtype=np.int64))
-        feeds["attention_mask"] = ort.OrtValue.ortvalue_from_numpy(np.ones((1, past_len + n), dtype=np.int64))
-        if "position_ids" in self.input_names:
-            pos = np.arange(past_len, past_len + n, dtype=np.int64)[None]
-            feeds["position_ids"] = ort.OrtValue.ortvalue_from_numpy(pos)
-        outs = dict(zip(self.output_names, self.session.run_with_ort_values(self.output_names, feeds)))
-        logits = outs.pop("logits").numpy()[0]
-        present = {name.replace("present.", "past_key_values.", 1): v for name, v in outs.items()
-                   if name.startswith("present.")}
-        return logits.astype(np.float32, copy=False), present
-
-    def logits(self, ids: Sequence[int]) -> np.ndarray:
-        """Logits [len(ids), vocab] for a whole sequence in one pass (used by export validation)."""
-        return self.forward(ids, self.empty_past(), 0)[0]
+    def _steps(self, rows: list[list[int]], max_new: int, sampling: Sampling, ignore_eos: bool,
+               done: np.ndarray) -> Iterator[np.ndarray]:
+        """Yield, per decode step, one token id per row (-1 for a finished row). The caller may set
+        `done[row]` to finish a row early; a row also finishes at eos (not yielded)."""
+        cache = self.model.new_cache(len(rows), max(map(len, rows)) + max_new)
+        choosers = [self._chooser(sampling, row) for row in rows]
+        logits = np.stack([cache.prefill(b, row) for b, row in enumerate(rows)])
+        eos = frozenset() if ignore_eos else self.eos
+        pad = min(self.eos) if self.eos else 0
+        tokens = np.empty(len(rows), dtype=np.int64)
+        for step in range(max_new):
+            for b, choose in enumerate(choosers):
+                token = -1 if done[b] else choose(logits[b])
+                if token in eos:
+                    token, done[b] = -1, True
+                tokens[b] = token
+            if done.all() and (tokens < 0).all():
+                return
+            yield tokens
+            if step + 1 == max_new or done.all():
+                return
+            logits = cache.step(np.where(tokens < 0, pad, tokens))
 
     def stream_ids(self, prompt_ids: Sequence[int], max_new_tokens: int, temperature: float = 0.0,
-                   top_k: int = 0, top_p: float = 1.0, seed: int | None = None,
-                   ignore_eos: bool = False) -> Iterator[int]:
+                   top_k: int = 0, top_p: float = 1.0, seed: int | None = None, ignore_eos: bool = False,
+                   repetition_penalty: float = 1.0, truncate: str | None = None) -> Iterator[int]:
         """Yield up to `max_new_tokens` new token ids; the first right after prefill.
 
         Stops before yielding an eos id unless `ignore_eos` (then exactly `max_new_tokens`).
+        Arguments are checked now, before the first token.
         """
-        if not prompt_ids:
-            raise ValueError("prompt_ids is empty; give at least one token")
-        rng = np.random.default_rng(seed)
-        eos = set() if ignore_eos else set(self.bundle.eos_token_ids)
-        logits, past = self.forward(list(prompt_ids), self.empty_past(), 0)
-        length = len(prompt_ids)
-        for step in range(max_new_tokens):
-            token = pick(logits[-1], temperature, top_k, top_p, rng)
-            if token in eos:
+        max_new = self._max_new(max_new_tokens)
+        sampling = Sampling(temperature, top_k, top_p, repetition_penalty, seed).checked(self.vocab_size)
+        ids = self.check_ids(prompt_ids, max_new, truncate)
+        return self._stream_one(ids, max_new, sampling, ignore_eos)
+
+    def _stream_one(self, ids, max_new, sampling, ignore_eos) -> Iterator[int]:
+        for tokens in self._steps([ids], max_new, sampling, ignore_eos, np.zeros(1, dtype=bool)):
+            if tokens[0] < 0:
                 return
-            yield token
-            if step + 1 == max_new_tokens:
-                return
-            logits, past = self.forward([token], past, length)
-            length += 1
+            yield int(tokens[0])
+
+    def generate_ids_batch(self, prompts_ids: Sequence[Sequence[int]], max_new_tokens: int,
+                           ignore_eos: bool = False, truncate: str | None = None, **sampling) -> list[list[int]]:
+        """New token ids for each prompt, decoded together as one batch (same ids as one by one)."""
+        return [answer for answer, _ in self._batch(prompts_ids, max_new_tokens, (), ignore_eos, truncate, sampling)]
+
+    def _batch(self, prompts_ids, max_new_tokens, stop, ignore_eos, truncate, sampling) -> list[tuple[list, Answer]]:
+        if not isinstance(prompts_ids, (list, tuple)) or not prompts_ids:
+            raise PromptError("give a non-empty list of prompts")
+        max_new = self._max_new(max_new_tokens)
+        settings = Sampling(**sampling).checked(self.vocab_size)
+        rows = [self.check_ids(ids, max_new, truncate) for ids in prompts_ids]
+        out = [([], Answer(self.bundle.tokenizer, stop)) for _ in rows]
+        done = np.zeros(len(rows), dtype=bool)
+        for tokens in self._steps(rows, max_new, settings, ignore_eos, done):
+            for b, token in enumerate(tokens):
+                if token >= 0:
+                    out[b][0].append(int(token))
+                    out[b][1].push(int(token))
+                    done[b] |= out[b][1].stopped
+        for _, answer in out:
+            answer.finish()
+        return out
+
+    def logits(self, ids: Sequence[int]) -> np.ndarray:
+        """Logits [len(ids), vocab] (float32) for a whole sequence in one pass (export validation)."""
+        ids = self.check_ids(ids, 0)
+        cache = self.model.new_cache(1, len(ids))
+        return cache.prefill_all(ids).astype(np.float32, copy=True)
 
     # ------------------------------------------------------------------ text level
 
-    def stream(self, text: str, max_new_tokens: int = 64, stop: Sequence[str] = (), raw: bool = False,
-               **sampling) -> Iterator[str]:
+    def stream(self, text, max_new_tokens: int = 64, stop: Sequence[str] = (), raw: bool = False,
+               truncate: str | None = None, **sampling) -> Iterator[str]:
         """Yield text pieces of the answer to `text` (prompted with the bundle's template unless `raw`).
 
-        `sampling`: temperature, top_k, top_p, seed, ignore_eos (see `stream_ids`). Generation ends
-        at eos, after `max_new_tokens`, or at the first `stop` string (which is not yielded).
+        `sampling`: temperature, top_k, top_p, repetition_penalty, seed, ignore_eos. Generation ends
+        at eos, after `max_new_tokens`, or at the first `stop` string (which is not yielded). Pieces
+        never split a character.
         """
-        ids = self.bundle.encode(text, raw=raw)
-        detok, stops = TextStream(self.bundle.tokenizer), StopFilter(tuple(stop))
-        for token in self.stream_ids(ids, max_new_tokens, **sampling):
-            piece = stops.push(detok.push(token))
+        ids = self.stream_ids(self.encode(text, raw), max_new_tokens, truncate=truncate, **sampling)
+        return self.pieces(ids, stop)
+
+    def pieces(self, ids: Iterator[int], stop: Sequence[str] = ()) -> Iterator[str]:
+        """Text pieces for a stream of token ids, cut at the first `stop` string."""
+        answer = Answer(self.bundle.tokenizer, _stops(stop))
+        for token in ids:
+            piece = answer.push(token)
             if piece:
                 yield piece
-            if stops.stopped:
+            if answer.stopped:
                 return
-        tail = stops.push(detok.flush())
-        tail += "" if stops.stopped else stops.flush()
+        tail = answer.finish()
         if tail:
             yield tail
 
-    def generate(self, text: str, max_new_tokens: int = 64, stop: Sequence[str] = (), raw: bool = False,
-                 **sampling) -> str:
+    def generate(self, text, max_new_tokens: int = 64, stop: Sequence[str] = (), raw: bool = False,
+                 truncate: str | None = None, **sampling) -> str:
         """The whole answer to `text` as one string (see `stream`)."""
-        return "".join(self.stream(text, max_new_tokens, stop, raw, **sampling))
+        return "".join(self.stream(text, max_new_tokens, stop, raw, truncate, **sampling))
+
+    def generate_batch(self, texts: Sequence, max_new_tokens: int = 64, stop: Sequence[str] = (),
+                       raw: bool = False, truncate: str | None = None, ignore_eos: bool = False,
+                       **sampling) -> list[str]:
+        """Answers to several prompts, decoded together (greedy answers equal `generate`'s)."""
+        if not isinstance(texts, (list, tuple)) or not texts:
+            raise PromptError("generate_batch needs a non-empty list of prompts")
+        rows = [self.encode(text, raw) for text in texts]
+        out = self._batch(rows, max_new_tokens, _stops(stop), ignore_eos, truncate, sampling)
+        return ["".join(answer.pieces) for _, answer in out]
+
+    def chat_prompt(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
+        """The prompt text for `messages` as transformers' apply_chat_template renders it."""
+        from runtime.chat_template import check_messages, render_chat  # jinja2 only when chatting
+        messages = check_messages(messages)
+        for i, message in enumerate(messages):
+            message["content"] = clean_text(message["content"], f"messages[{i}].content", allow_empty=True)
+        if not any(m["content"].strip() for m in messages):
+            raise PromptError("every message is empty; give some text to answer")
+        return render_chat(self.bundle.chat_template, messages, self.bundle.special_tokens, add_generation_prompt)
+
+    def chat_stream(self, messages: list[dict], max_new_tokens: int = 256, stop: Sequence[str] = (),
+                    truncate: str | None = None, **sampling) -> Iterator[str]:
+        """Stream the assistant's next message for `messages` ([{"role", "content"}, ...])."""
+        return self.stream(self.chat_prompt(messages), max_new_tokens, stop, True, truncate, **sampling)
+
+    def chat(self, messages: list[dict], max_new_tokens: int = 256, stop: Sequence[str] = (),
+             truncate: str | None = None, **sampling) -> str:
+        """The assistant's next message for `messages`, rendered with the bundle's chat template."""
+        return "".join(self.chat_stream(messages, max_new_tokens, stop, truncate, **sampling))

@@ -45,8 +45,8 @@ def test_refuses_flipped_byte(bundle_copy):
 
 
 def test_refuses_missing_and_resized_files(bundle_copy):
-    (bundle_copy / "tokenizer.json").unlink()
-    with pytest.raises(BundleError, match=r"tokenizer\.json is missing"):
+    (bundle_copy / "tokenizer_config.json").unlink()
+    with pytest.raises(BundleError, match=r"tokenizer_config\.json is missing"):
         Bundle.open(bundle_copy)
     with open(bundle_copy / "genai_config.json", "a") as f:
         f.write(" ")
@@ -64,3 +64,49 @@ def test_refuses_no_manifest_and_other_version(bundle_copy, tmp_path):
     (bundle_copy / "manifest.json").unlink()
     with pytest.raises(BundleError, match="no manifest.json"):
         Bundle.open(bundle_copy)
+
+
+def test_each_damage_has_its_own_error_type(bundle_copy):
+    from runtime import (ChecksumError, FormatVersionError, Generator, ManifestError, MissingFileError,
+                         ModelLoadError, RuntimeFailure, TokenizerError)
+
+    model = bundle_copy / "model.onnx"
+    whole = model.read_bytes()
+    model.write_bytes(whole[: len(whole) // 3])  # truncated, as by an interrupted copy
+    with pytest.raises(ChecksumError, match=r"model\.onnx has \d+ bytes"):
+        Bundle.open(bundle_copy)
+    with pytest.raises(ModelLoadError, match=r"cannot load model\.onnx.*re-export"):
+        Generator(Bundle.open(bundle_copy, verify=False))
+    model.unlink()
+    with pytest.raises(MissingFileError, match=r"model\.onnx is missing"):
+        Generator(Bundle.open(bundle_copy, verify=False))
+    model.write_bytes(whole)
+
+    tokenizer = bundle_copy / "tokenizer.json"
+    text = tokenizer.read_bytes()
+    tokenizer.write_bytes(text[:100])
+    with pytest.raises(TokenizerError, match=r"tokenizer\.json cannot be read"):
+        Bundle.open(bundle_copy, verify=False)
+    tokenizer.unlink()
+    with pytest.raises(TokenizerError, match=r"tokenizer\.json is missing"):
+        Bundle.open(bundle_copy)
+    tokenizer.write_bytes(text)
+
+    manifest = json.loads((bundle_copy / "manifest.json").read_text())
+    (bundle_copy / "manifest.json").write_text(json.dumps({**manifest, "format_version": 2}))
+    with pytest.raises(FormatVersionError, match="version 2.*re-export"):
+        Bundle.open(bundle_copy)
+    (bundle_copy / "manifest.json").write_text(json.dumps({**manifest, "model": {"onnx": "model.onnx"}}))
+    with pytest.raises(ManifestError, match=r"lacks model\.num_kv_heads"):
+        Bundle.open(bundle_copy)
+    (bundle_copy / "manifest.json").write_text("[1, 2")
+    with pytest.raises(ManifestError, match="not valid JSON"):
+        Bundle.open(bundle_copy)
+    for cls in (ChecksumError, FormatVersionError, ManifestError, MissingFileError, ModelLoadError, TokenizerError):
+        assert issubclass(cls, BundleError) and issubclass(cls, RuntimeFailure) and issubclass(cls, UserError)
+
+
+def test_reads_chat_template_and_special_tokens(fp32_bundle):
+    bundle = Bundle.open(fp32_bundle, verify=False)
+    assert "messages" in bundle.chat_template
+    assert bundle.special_tokens["eos_token"] == "<|im_end|>"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from runtime import Bundle, Generator
+from runtime import Bundle, Generator, SamplingError
 from tests.export.tiny_bundles import TEXTS
 
 
@@ -33,7 +33,8 @@ def test_greedy_matches_transformers_generate(gen, tiny_llama_dir):
 def test_stream_ids_counts_and_eos(gen):
     ids = gen.bundle.encode(TEXTS[0])
     assert len(list(gen.stream_ids(ids, 7, ignore_eos=True))) == 7
-    assert list(gen.stream_ids(ids, 0)) == []
+    with pytest.raises(SamplingError, match="max_new_tokens=0"):
+        gen.stream_ids(ids, 0)  # checked when called, before the first token
 
 
 def test_seeded_sampling_is_reproducible_and_top_k_1_is_greedy(gen):
@@ -63,14 +64,14 @@ def test_stop_string_cuts_output(gen):
     assert cut == full[:full.index(stop)]
 
 
-def test_logits_match_stepwise_decode(gen):
-    """Prefill of n tokens and n single-token steps through the cache give the same logits."""
+def test_logits_match_stepwise_decode_through_the_bound_cache(gen):
+    """Prefill of n tokens and single-token steps through the shared KV buffers give the same logits."""
+    assert gen.model.share_buffer  # the builder's graph: past and present are one bound buffer
     ids = gen.bundle.encode(TEXTS[0])[:12]
     whole = gen.logits(ids)
-    past, rows = gen.empty_past(), []
-    for i, token in enumerate(ids):
-        logits, past = gen.forward([token], past, i)
-        rows.append(logits[0])
+    cache = gen.model.new_cache(1, len(ids))
+    rows = [cache.prefill(0, ids[:1])]
+    rows += [cache.step(np.array([token]))[0].copy() for token in ids[1:]]
     np.testing.assert_allclose(np.stack(rows), whole, atol=1e-4)
 
 
@@ -92,3 +93,70 @@ def test_onnxruntime_genai_runs_the_bundle_unchanged(precision, request):
         got.append(int(generator.get_next_tokens()[0]))
     got = [t for t in got if t not in gen.bundle.eos_token_ids]  # genai also returns the eos id
     assert got == list(gen.stream_ids(ids, 8))[:len(got)] and got
+
+
+def test_repetition_penalty_matches_transformers(gen, tiny_llama_dir):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir, dtype=torch.float32).eval()
+    ids = gen.bundle.encode(TEXTS[0])
+    with torch.no_grad():
+        out = model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                             max_new_tokens=24, do_sample=False, repetition_penalty=1.5, eos_token_id=None,
+                             pad_token_id=2)
+    want = out[0, len(ids):].tolist()
+    got = list(gen.stream_ids(ids, 24, repetition_penalty=1.5, ignore_eos=True))
+    assert got == want
+    assert got != list(gen.stream_ids(ids, 24, ignore_eos=True))  # the penalty changed something
+
+
+def test_batch_gives_the_same_answers_as_one_by_one(gen):
+    """Prompts of different lengths, decoded as one batch (right-padded mask), equal single runs."""
+    texts = [TEXTS[0], "Short.", TEXTS[1] * 3]
+    singles = [gen.generate(t, max_new_tokens=20, ignore_eos=True) for t in texts]
+    assert gen.generate_batch(texts, max_new_tokens=20, ignore_eos=True) == singles
+    rows = [gen.bundle.encode(t) for t in texts]
+    assert gen.generate_ids_batch(rows, 12) == [list(gen.stream_ids(r, 12)) for r in rows]
+    sampled = dict(temperature=0.9, top_k=40, seed=5, ignore_eos=True)  # each row gets its own seeded rng
+    assert gen.generate_batch(texts[:2], max_new_tokens=10, **sampled) == \
+        [gen.generate(t, max_new_tokens=10, **sampled) for t in texts[:2]]
+
+
+def test_batch_stops_rows_independently(gen):
+    sampling = dict(temperature=1.0, seed=0, ignore_eos=True)
+    full = gen.generate(TEXTS[0], max_new_tokens=24, **sampling)
+    stop = full[len(full) // 2: len(full) // 2 + 3]
+    got = gen.generate_batch([TEXTS[0], TEXTS[1]], max_new_tokens=24, stop=[stop], **sampling)
+    assert got[0] == full[:full.index(stop)]
+    other = gen.generate(TEXTS[1], max_new_tokens=24, stop=[stop], **sampling)
+    assert got[1] == other
+
+
+def test_chunked_prefill_equals_one_pass(gen):
+    from runtime import engine
+
+    ids = (gen.bundle.encode(TEXTS[0]) * 8)[: engine.PREFILL_CHUNK * 2 + 5]
+    cache = gen.model.new_cache(1, len(ids))
+    np.testing.assert_allclose(cache.prefill(0, ids), gen.logits(ids)[-1], atol=1e-4)
+
+
+def test_context_policy_errors_or_truncates_left(gen):
+    from runtime import ContextLengthError
+
+    ids = list(range(100, 100 + gen.context_length - 3))
+    with pytest.raises(ContextLengthError, match=r"exceeds the context of \d+ tokens.*truncate='left'"):
+        gen.stream_ids(ids, 8)
+    assert gen.check_ids(ids, 8, truncate="left") == ids[-(gen.context_length - 8):]
+    kept = ids[-(gen.context_length - 4):]
+    assert list(gen.stream_ids(ids, 4, truncate="left", ignore_eos=True)) == \
+        list(gen.stream_ids(kept, 4, ignore_eos=True))
+
+
+def test_refeed_fallback_gives_the_same_answers(fp32_bundle, gen):
+    """Graphs without a shared past/present buffer use the OrtValue re-feed path: same greedy ids."""
+    other = Generator(Bundle.open(fp32_bundle, verify=False), threads=1)
+    other.model.share_buffer = False
+    rows = [gen.bundle.encode(t) for t in TEXTS]
+    assert other.generate_ids_batch(rows, 10) == gen.generate_ids_batch(rows, 10)
+    np.testing.assert_allclose(other.logits(rows[0]), gen.logits(rows[0]), atol=1e-4)

@@ -1,0 +1,114 @@
+"""Bad input to the Generator: a specific RuntimeFailure subclass with a useful message, never a crash.
+
+A property-based test (hypothesis) throws arbitrary text and settings at `generate`: the result
+is either text or an `InputError`, and the Generator keeps working afterwards.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from runtime import (Bundle, ContextLengthError, EncodingError, Generator, InputError, PromptError, RuntimeFailure,
+                     SamplingError)
+from runtime.sampling import MAX_REPETITION_PENALTY, MAX_TEMPERATURE, MIN_REPETITION_PENALTY
+
+
+@pytest.fixture(scope="module")
+def gen(fp32_bundle):
+    return Generator(Bundle.open(fp32_bundle, verify=False), threads=1)
+
+
+@pytest.mark.parametrize("prompt, error, message", [
+    ("", PromptError, "empty"),
+    ("  \n\t", PromptError, "empty"),
+    (None, PromptError, "must be str"),
+    ("bad \ud800 surrogate", EncodingError, "lone surrogate at index 4"),
+    (b"bad \xff\xfe bytes", EncodingError, "not valid UTF-8.*offset 4"),
+    ("word " * 3000, ContextLengthError, "exceeds the context"),
+])
+def test_bad_prompts(gen, prompt, error, message):
+    with pytest.raises(error, match=message):
+        gen.generate(prompt, max_new_tokens=4)
+    assert issubclass(error, InputError) and issubclass(error, ValueError) and issubclass(error, RuntimeFailure)
+
+
+def test_utf8_bytes_are_accepted(gen):
+    assert gen.generate("Café".encode(), max_new_tokens=2, ignore_eos=True) == gen.generate("Café", max_new_tokens=2,
+                                                                                            ignore_eos=True)
+
+
+@pytest.mark.parametrize("setting, value, message", [
+    ("max_new_tokens", 0, "max_new_tokens=0"),
+    ("max_new_tokens", 10**9, "max_new_tokens=1000000000: use an integer from 1 to"),
+    ("max_new_tokens", -3, "max_new_tokens=-3"),
+    ("max_new_tokens", 2.5, "max_new_tokens=2.5"),
+    ("temperature", -0.5, "temperature=-0.5 is out of range"),
+    ("temperature", float("nan"), "temperature=nan"),
+    ("temperature", 1e6, "temperature=1000000.0 is out of range"),
+    ("temperature", "hot", "temperature must be a number"),
+    ("top_k", -1, "top_k=-1 is out of range"),
+    ("top_k", 10**12, "top_k=1000000000000 is out of range"),
+    ("top_k", 2.0, "top_k must be an integer"),
+    ("top_p", 0.0, "top_p=0.0 is out of range"),
+    ("top_p", 1.5, "top_p=1.5 is out of range"),
+    ("repetition_penalty", 0.0, "repetition_penalty=0.0"),
+    ("repetition_penalty", 1e-300, "repetition_penalty=1e-300 is out of range"),
+    ("repetition_penalty", float("inf"), "repetition_penalty=inf"),
+    ("seed", -1, "seed=-1 is out of range"),
+    ("truncate", "right", "truncate='right'"),
+])
+def test_bad_settings(gen, setting, value, message):
+    with pytest.raises(SamplingError, match=message):
+        gen.generate("A paragraph.", **{"max_new_tokens": 4, setting: value})
+
+
+def test_bad_generator_settings(fp32_bundle):
+    bundle = Bundle.open(fp32_bundle, verify=False)
+    with pytest.raises(InputError, match=r"providers \['NoSuchExecutionProvider'\] are not in this onnxruntime"):
+        Generator(bundle, providers=["NoSuchExecutionProvider"])
+    with pytest.raises(SamplingError, match="threads=-2"):
+        Generator(bundle, threads=-2)
+
+
+def test_bad_token_ids_and_stop_strings(gen):
+    with pytest.raises(PromptError, match="no tokens"):
+        gen.stream_ids([], 4)
+    with pytest.raises(PromptError, match="token ids must be in"):
+        gen.stream_ids([gen.vocab_size + 5], 4)
+    with pytest.raises(EncodingError, match="stop string"):
+        gen.generate("A paragraph.", stop=["\udfff"])
+    with pytest.raises(PromptError):
+        gen.generate_batch([], max_new_tokens=2)
+
+
+def _valid(temperature, top_k, top_p, penalty, max_new) -> bool:
+    return (math.isfinite(temperature) and 0 <= temperature <= MAX_TEMPERATURE and 0 <= top_k <= 49152
+            and 0 < top_p <= 1 and MIN_REPETITION_PENALTY <= penalty <= MAX_REPETITION_PENALTY and 1 <= max_new)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=st.one_of(st.text(max_size=40), st.binary(max_size=20)),
+       temperature=st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.floats(0, 3)),
+       top_k=st.integers(-3, 60000), top_p=st.one_of(st.floats(-1, 2), st.just(1.0)),
+       penalty=st.one_of(st.floats(-1, 3), st.just(1.0)), max_new=st.integers(-2, 4),
+       seed=st.one_of(st.none(), st.integers(0, 2**32)))
+def test_any_input_gives_text_or_an_input_error(gen, text, temperature, top_k, top_p, penalty, max_new, seed):
+    try:
+        out = gen.generate(text, max_new_tokens=max_new, temperature=temperature, top_k=top_k, top_p=top_p,
+                           repetition_penalty=penalty, seed=seed)
+    except InputError:
+        valid = _valid(temperature, top_k, top_p, penalty, max_new)
+        try:
+            decoded = text.decode() if isinstance(text, bytes) else text
+            usable = decoded.strip() != "" and bool(decoded.encode() or True)  # encode() fails on surrogates
+        except UnicodeError:
+            usable = False
+        assert not (valid and usable), (text, temperature, top_k, top_p, penalty, max_new)
+        return
+    assert isinstance(out, str)
+    out.encode("utf-8")  # valid Unicode: no lone surrogates from split characters
+    assert _valid(temperature, top_k, top_p, penalty, max_new)
