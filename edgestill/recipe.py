@@ -46,7 +46,7 @@ class Task:
     n_train: int = 200
     n_eval: int = 24
     eval_labels: Optional[str] = None  # labelled eval data (.jsonl with "input", "output")
-    rationale: bool = False
+    rationale: bool = False  # the teacher also explains each input step by step (teacher.jsonl "rationale")
     topics: list[str] = field(default_factory=list)  # optional topic hints that widen generated inputs
     max_input_tokens: int = 160
     max_output_tokens: int = 48
@@ -55,7 +55,7 @@ class Task:
 @dataclass
 class Teacher:
     source: str = "smollm2-135m-instruct"  # bundled name, a local HF folder or a .gguf file
-    load_in: Literal["fp32", "bf16"] = "fp32"
+    load_in: Literal["fp32", "bf16", "int8", "nf4"] = "fp32"  # int8 / nf4: bitsandbytes, for large teachers
     batch_size: int = 16
 
 
@@ -259,8 +259,6 @@ def _check(recipe: Recipe, where: str, base: Path) -> None:
     for key in ("n_train", "n_eval", "max_input_tokens", "max_output_tokens"):
         if getattr(t, key) < 1:
             raise UserError(f"{where}: task.{key}: must be >= 1")
-    if t.rationale:
-        raise UserError(f"{where}: task.rationale: distilling step-by-step is not implemented yet; use false")
     for key in ("inputs", "eval_labels"):
         value = getattr(t, key)
         if value is not None:

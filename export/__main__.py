@@ -1,14 +1,21 @@
 """Export a recipe's student (and its teacher) to bundles: `python -m export RECIPE [key=value ...]`.
 
     python -m export recipes/default.yaml                      # bundle-fp32, bundle-int8, teacher-bundle-fp32
-    python -m export recipes/default.yaml export.precisions=[int4] --build-root build
+    python -m export recipes/default.yaml export.precisions=[int4,int4-mixed] --overwrite
 
 Reads `build/<name>/student/` (HF checkpoint + distill_report.json, written by
 `python -m distill RECIPE`) and writes `build/<name>/bundle-<precision>/` for each of
-`export.precisions`, plus `build/<name>/teacher-bundle-fp32/` from the teacher folder named in
-distill_report.json. Each bundle is validated against PyTorch on the eval inputs in
-`build/<name>/data/teacher.jsonl` (split "eval"), or the recipe's seed inputs. Bundles already
-finished and intact are skipped; `--force` rebuilds them.
+`export.precisions` (presets: export/quantize.py), plus `build/<name>/teacher-bundle-fp32/`
+from the teacher folder named in distill_report.json. Each bundle is validated against PyTorch
+on eval inputs and scored on the held-out teacher text (split "eval" of
+`build/<name>/data/teacher.jsonl`; the recipe's seed examples if there is none). A summary goes
+to stdout and `build/<name>/export_summary.json`.
+
+Exit status: 0 when every bundle reaches its preset's quality floor; 1 when one does not (all
+bundles are still written, the failing ones marked in their manifest.json); 2 for bad input.
+Bundles already finished from the same weights and preset are kept (`--force` rebuilds them);
+an existing folder that is not one (stale, damaged, foreign) is refused unless `--overwrite`
+(or `export.overwrite=true`).
 """
 
 from __future__ import annotations
@@ -19,9 +26,11 @@ import logging
 from pathlib import Path
 
 from edgestill.errors import UserError, cli_main
-from edgestill.files import read_jsonl
+from edgestill.files import atomic_write_json, read_jsonl
 from edgestill.recipe import Recipe, load_recipe, split_args
 from export.bundle import export_bundle
+from export.quality import eval_pairs
+from export.validate import Reference
 
 log = logging.getLogger("export")
 VALIDATION_TEXTS = 4
@@ -52,21 +61,58 @@ def teacher_folder(report: dict, student: Path) -> Path:
 
 
 def export_recipe(recipe: Recipe, build_root: str | Path = "build", force: bool = False,
-                  threads: int | None = None) -> list[dict]:
+                  threads: int | None = None, overwrite: bool = False) -> list[dict]:
     """Export every bundle of `recipe`; return their manifests (student bundles, then the teacher)."""
     build = recipe.build_dir(build_root)
     student, report = read_student(recipe, build)
     teacher = teacher_folder(report, student)
     instruction = (report.get("task") or {}).get("instruction", recipe.task.instruction)
     texts = eval_texts(recipe, build)
+    pairs = eval_pairs(build / "data" / "teacher.jsonl", [(e.input, e.output) for e in recipe.task.seed_examples])
     source = {"teacher": (report.get("teacher") or {}).get("source", recipe.teacher.source),
               "recipe": recipe.name}
+    common = dict(source=source, threads=threads, force=force, overwrite=overwrite or recipe.export.overwrite,
+                  quality_pairs=pairs)
+    reference = _LazyReference(student)
     manifests = [export_bundle(student, build / f"bundle-{p}", p, "student", instruction, texts,
-                               name=f"{recipe.name}-{p}", source=source, threads=threads, force=force)
+                               name=f"{recipe.name}-{p}", reference=reference, **common)
                  for p in recipe.export.precisions]
     manifests.append(export_bundle(teacher, build / "teacher-bundle-fp32", "fp32", "teacher", instruction,
-                                   texts, name="teacher-fp32", source=source, threads=threads, force=force))
+                                   texts, name="teacher-fp32", **common))
     return manifests
+
+
+class _LazyReference:
+    """A Reference loaded on first use (skipped bundles need no PyTorch model)."""
+
+    def __init__(self, model_dir: Path):
+        self.model_dir, self._ref = model_dir, None
+
+    def __getattr__(self, name):
+        if self._ref is None:
+            self._ref = Reference(self.model_dir)
+        return getattr(self._ref, name)
+
+
+def summary_row(m: dict) -> dict:
+    """One line of the export summary: size, quality figures and the floor verdict."""
+    floor = m.get("quality_floor") or {}
+    return {"name": m["name"], "precision": m["precision"],
+            "bytes": sum(f["bytes"] for f in m["files"].values()),
+            "max_abs_logit_diff": m["validation"]["max_abs_logit_diff"],
+            **(m.get("quality") or {}), "floor": floor.get("floor"), "passed": floor.get("passed", True),
+            "export_seconds": m.get("export_seconds")}
+
+
+def print_summary(rows: list[dict]) -> None:
+    for r in rows:
+        extra = ""
+        if "top1_agreement_vs_teacher" in r:
+            extra = (f", top-1 vs teacher {r['top1_agreement_vs_teacher']:.3f}, "
+                     f"ppl {r['perplexity_teacher_text']:.2f}")
+        verdict = "ok" if r["passed"] else f"FAILS its floor {r['floor']}"
+        print(f"{r['name']}: {r['bytes'] / 1e6:.1f} MB, top-1 vs fp32 {r['top1_agreement_vs_fp32']:.3f}{extra}, "
+              f"max |logit diff| {r['max_abs_logit_diff']:.2g}: {verdict}")
 
 
 def main(argv: list[str]) -> int:
@@ -74,16 +120,20 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m export", description=__doc__.split("\n")[0])
     parser.add_argument("recipe")
     parser.add_argument("--build-root", default="build")
-    parser.add_argument("--force", action="store_true", help="rebuild bundles that are up to date")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace existing folders that are not up-to-date bundles (stale, damaged)")
+    parser.add_argument("--force", action="store_true", help="rebuild up-to-date bundles too")
     parser.add_argument("--threads", type=int, default=None, help="onnxruntime threads for validation")
     args = parser.parse_args(rest)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     recipe = load_recipe(args.recipe, overrides)
-    for m in export_recipe(recipe, args.build_root, args.force, args.threads):
-        q = m["validation"]
-        print(f"{m['name']}: {sum(f['bytes'] for f in m['files'].values()) / 1e6:.1f} MB, "
-              f"top-1 vs fp32 {q['top1_agreement_vs_fp32']:.3f}, max |logit diff| {q['max_abs_logit_diff']:.2g}")
-    return 0
+    rows = [summary_row(m) for m in export_recipe(recipe, args.build_root, args.force, args.threads, args.overwrite)]
+    atomic_write_json(recipe.build_dir(args.build_root) / "export_summary.json", {"bundles": rows})
+    print_summary(rows)
+    failing = [r["name"] for r in rows if not r["passed"]]
+    if failing:
+        print(f"below their quality floor (written, marked in manifest.json): {', '.join(failing)}")
+    return 1 if failing else 0
 
 
 if __name__ == "__main__":

@@ -2,13 +2,19 @@
 
     from export import export_bundle
     export_bundle("build/default/student", "build/default/bundle-int8", "int8", role="student",
-                  instruction="Summarize ...", eval_texts=["A paragraph ..."])
+                  instruction="Summarize ...", eval_texts=["A paragraph ..."],
+                  quality_pairs=[("A paragraph ...", "The teacher's answer.", True)])
 
-Steps: the builder writes into a temp folder next to the target; the model's own tokenizer
-files are copied over the builder's; a first manifest.json makes the folder openable by the
-runtime; validation runs it against PyTorch; the final manifest.json (with the numbers) is
-written last and the temp folder is renamed into place, so a killed export never leaves a half
-bundle. An existing bundle whose manifest verifies is kept (skipped) unless `force`.
+Steps: the input folder is checked (export/inputs.py); the builder writes into a temp folder
+next to the target; the model's own tokenizer files are copied over the builder's; a first
+manifest.json makes the folder openable by the runtime; validation runs it against PyTorch
+(fp32 must reproduce it); quality is measured on held-out teacher text and judged against the
+preset's floor; the final manifest.json is written last and the temp folder is renamed into
+place, so a killed export never leaves a half bundle that looks whole.
+
+An existing folder at the target is kept when it is an intact bundle of the same preset exported
+from the same weights (skipped, "up to date"); any other existing folder is refused unless
+`overwrite`.
 """
 
 from __future__ import annotations
@@ -19,12 +25,15 @@ import shutil
 import time
 from pathlib import Path
 
+from edgestill.errors import UserError
+from export.inputs import check_model_dir, source_fingerprint
 from export.manifest import describe_model, prompt_template, write_manifest
 from export.onnx_build import build_onnx
+from export.quality import measure, sequences
 from export.quantize import Preset, preset
 from export.tie_embedding import tie_int8_embedding_file
-from export.validate import check_fp32, compare, load_torch_model
-from runtime import Bundle, BundleError
+from export.validate import Reference, check_fp32, compare
+from runtime import Bundle, BundleError, Generator
 
 log = logging.getLogger(__name__)
 
@@ -32,16 +41,39 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jin
                    "special_tokens_map.json")
 
 
-def existing_bundle(out_dir: Path, precision: str) -> dict | None:
-    """The manifest of a finished, intact bundle of this precision at `out_dir`, else None."""
-    if not (out_dir / "manifest.json").is_file():
+def existing_bundle(out_dir: Path, chosen: Preset, fingerprint: str, overwrite: bool) -> dict | None:
+    """The manifest of an up-to-date bundle at `out_dir`; None if there is none (then export).
+
+    Raises UserError for an existing folder that is not an intact, up-to-date bundle of this
+    preset, unless `overwrite`.
+    """
+    if not out_dir.exists():
         return None
     try:
-        bundle = Bundle.open(out_dir)
+        manifest = Bundle.open(out_dir).manifest
     except BundleError as err:
-        log.warning("%s; exporting it again", err)
+        reason = str(err)
+    else:
+        if manifest.get("precision") != chosen.precision:
+            reason = f"it holds a {manifest.get('precision')!r} bundle"
+        elif not same_settings(manifest.get("quantization"), chosen.quantization):
+            reason = "it was quantized with other settings"
+        elif (manifest.get("source") or {}).get("fingerprint") != fingerprint:
+            reason = "it was exported from other weights (stale)"
+        else:
+            return manifest
+    if overwrite:
+        log.info("%s: %s; replacing it", out_dir, reason)
         return None
-    return bundle.manifest if bundle.manifest.get("precision") == precision else None
+    raise UserError(f"output folder {out_dir} exists and is not an up-to-date {chosen.precision} bundle of "
+                    f"this model ({reason}); pass --overwrite (recipe: export.overwrite=true) to replace it")
+
+
+def same_settings(recorded: dict | None, wanted: dict | None) -> bool:
+    """Whether a manifest's quantization record matches the preset's (the embedding note aside)."""
+    if recorded is None or wanted is None:
+        return recorded is wanted
+    return all(recorded.get(k) == v for k, v in wanted.items() if k != "embedding")
 
 
 def copy_tokenizer(model_dir: Path, bundle_dir: Path) -> None:
@@ -66,15 +98,32 @@ def build_model(model_dir: Path, bundle_dir: Path, chosen: Preset, log_file: Pat
     return chosen.quantization
 
 
+def judge(quality: dict, chosen: Preset) -> dict:
+    """manifest["quality_floor"]: the preset's floor on top1_agreement_vs_fp32 and whether it holds."""
+    value = quality.get("top1_agreement_vs_fp32")
+    return {"metric": "top1_agreement_vs_fp32", "floor": chosen.floor, "value": value,
+            "passed": value is not None and value >= chosen.floor}
+
+
 def export_bundle(model_dir, out_dir, precision: str, role: str, instruction: str,
                   eval_texts: list[str], name: str | None = None, source: dict | None = None,
-                  threads: int | None = None, force: bool = False) -> dict:
+                  threads: int | None = None, force: bool = False, overwrite: bool = False,
+                  quality_pairs: list[tuple[str, str, bool]] | None = None,
+                  reference: Reference | None = None) -> dict:
     """Export `model_dir` (HF checkpoint) to a validated bundle at `out_dir`; return its manifest.
 
-    Raises `ValidationError` if an fp32 bundle does not reproduce PyTorch.
+    `eval_texts` (inputs) drive validation; `quality_pairs` ((input, teacher answer, ended), the
+    held-out teacher text) drive the quality figures. An existing folder at `out_dir` is kept
+    if it is this bundle, up to date; else refused unless `overwrite`; `force` rebuilds it anyway.
+    `reference` shares one PyTorch model between presets. Raises `ValidationError` if an fp32
+    bundle does not reproduce PyTorch; a bundle below its quality floor is written and marked
+    (`manifest["quality_floor"]["passed"]` false): the caller decides what that means.
     """
     model_dir, out_dir = Path(model_dir), Path(out_dir)
-    if not force and (manifest := existing_bundle(out_dir, precision)) is not None:
+    chosen = preset(precision)
+    check_model_dir(model_dir)
+    fingerprint = source_fingerprint(model_dir)
+    if not force and (manifest := existing_bundle(out_dir, chosen, fingerprint, overwrite)) is not None:
         log.info("%s: up to date, skipped", out_dir)
         return manifest
     if not eval_texts:
@@ -84,27 +133,31 @@ def export_bundle(model_dir, out_dir, precision: str, role: str, instruction: st
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     log_file = out_dir.parent / f".{out_dir.name}.builder.log"
-    quantization = build_model(model_dir, tmp, preset(precision), log_file)
+    quantization = build_model(model_dir, tmp, chosen, log_file)
     copy_tokenizer(model_dir, tmp)
     model_info, tokens = describe_model(tmp)
-    torch_model = load_torch_model(model_dir)
+    reference = reference or Reference(model_dir)
     fields = {"name": name or f"{role}-{precision}", "role": role, "precision": precision,
-              "quantization": quantization,
-              "params": sum(p.numel() for p in torch_model.parameters()),
+              "quantization": quantization, "params": reference.params,
               "model": model_info, "tokens": tokens,
               "prompt": {"template": prompt_template(model_dir), "instruction": instruction},
-              "source": {"model_dir": str(model_dir.resolve()), **(source or {})}}
+              "source": {"model_dir": str(model_dir.resolve()), "fingerprint": fingerprint, **(source or {})}}
     write_manifest(tmp, fields)  # lets the runtime open the folder for validation
-    result = compare(Bundle.open(tmp, verify=False), torch_model, eval_texts, threads)
+    bundle = Bundle.open(tmp, verify=False)
+    result = compare(bundle, reference, eval_texts, threads)
     if precision == "fp32":
         check_fp32(result, out_dir)
-    fields["validation"] = result
-    fields["quality"] = {k: result[k] for k in ("top1_agreement_vs_fp32", "greedy_matching_prefix_mean")}
-    fields["export_seconds"] = round(time.perf_counter() - start, 1)
+    quality = {"top1_agreement_vs_fp32": round(result["top1_agreement_vs_fp32"], 4),
+               "greedy_matching_prefix_mean": result["greedy_matching_prefix_mean"]}
+    if quality_pairs:  # held-out teacher text replaces the prompt-only agreement
+        quality.update(measure(Generator(bundle, threads=threads), sequences(bundle, quality_pairs), reference))
+    fields.update(validation=result, quality=quality, quality_floor=judge(quality, chosen),
+                  export_seconds=round(time.perf_counter() - start, 1))
     manifest = write_manifest(tmp, fields)
     shutil.rmtree(out_dir, ignore_errors=True)
     tmp.rename(out_dir)
     log_file.unlink(missing_ok=True)
-    log.info("%s: %s, max |logit diff| %.2g, top-1 agreement %.3f, %.0f s", out_dir, precision,
-             result["max_abs_logit_diff"], result["top1_agreement_vs_fp32"], fields["export_seconds"])
+    log.info("%s: %s, max |logit diff| %.2g, top-1 vs fp32 %.3f (floor %.2f), %.0f s", out_dir, precision,
+             result["max_abs_logit_diff"], quality["top1_agreement_vs_fp32"], chosen.floor,
+             fields["export_seconds"])
     return manifest

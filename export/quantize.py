@@ -1,18 +1,33 @@
-"""Precision presets: how each bundle precision is built, named and documented in one place.
+"""Precision presets: how each bundle precision is built, named, documented and judged.
 
-Every preset is weight-only: the graph keeps fp32 activations and KV cache, and `MatMulNBits`
-nodes hold the quantized weights (symmetric, round-to-nearest, block size 32).
-`accuracy_level=4` lets onnxruntime's CPU kernel quantize activations to int8 on the fly and use
-integer dot products: measured on 2 cores, 11 ms/token instead of 301 ms/token without it, at a
-top-1 agreement with fp32 of 0.92-0.945 for the 135M teacher.
+A preset is a stable name usable in a recipe's `export.precisions`. Each says what the
+builder (onnxruntime-genai's model builder) quantizes, how the embedding / LM head are handled,
+and the quality floor it must reach: `top1_agreement_vs_fp32` on held-out teacher text
+(export/quality.py). A bundle below its floor is written, marked failing in manifest.json
+(`quality_floor.passed: false`) and makes `python -m export` exit non-zero.
+
+Every quantized preset is weight-only (`MatMulNBits`, symmetric round-to-nearest unless said
+otherwise): activations and the KV cache stay fp32. `accuracy_level=4` lets onnxruntime's CPU
+kernel quantize activations to int8 per block and use integer dot products; it is what makes
+MatMulNBits fast on x86 and ARM64 alike (measured on the 8-layer default student, 2 loaded
+cores: int8 block 32 58 ms/token with level 4, 1583 ms/token with level 1 (fp32 activations),
+which raises top-1 vs fp32 from 0.954 to 0.978 only). The activation rounding it adds is the
+main loss of the int8 presets; a smaller block means finer activation scales (block 16: 0.966).
+See export/README.md for the measured table.
 
 - fp32: the reference; tied embeddings stay one shared matrix.
-- int8: every MatMul including the LM head in 8 bits. The builder keeps the tied embedding as a
-  separate fp32 table (it quantizes the embedding Gather only in 4 bits), so for tied models
-  `export.tie_embedding` then points the embedding lookup at the LM head's int8 matrix
-  (GatherBlockQuantized, bits=8); an untied model keeps an fp32 embedding table.
-- int4: every MatMul in 4 bits, and the tied embedding shares the LM head's 4-bit matrix
-  (GatherBlockQuantized); the smallest bundle, with the largest quality loss.
+- int8: every MatMul incl. the LM head in 8 bits, block 16; for tied models the embedding lookup
+  reads the LM head's int8 matrix (export/tie_embedding.py, GatherBlockQuantized bits=8).
+- int8-b32: as int8 with block 32 (the builder's default): smaller, a little less accurate.
+- int4: every MatMul in 4 bits (RTN, block 32); the tied embedding shares the LM head's 4-bit
+  matrix (the builder emits GatherBlockQuantized itself).
+- int4-b64: as int4 with block 64 (smaller scales table, less accurate).
+- int4-kquant: k-quant (llama.cpp-style per-block scale search) instead of RTN, block 32.
+- int4-mixed: k-quant with the LM head and the most sensitive layers (llama.cpp's "mixed"
+  selection: first/last eighth of layers and every third qkv/v/down projection) in 8 bits.
+
+x86 and ARM64 get the same presets: MatMulNBits with accuracy_level 4 has integer-dot kernels
+on both (AVX2/AVX512-VNNI and NEON dot-product); no preset differs by architecture yet.
 """
 
 from __future__ import annotations
@@ -22,28 +37,40 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True)
 class Preset:
-    precision: str
+    precision: str  # the stable name (recipe export.precisions, bundle-<name>/)
     builder_precision: str  # the builder's --precision
     builder_options: dict = field(default_factory=dict)  # the builder's --extra_options
     quantization: dict | None = None  # what manifest.json records
     tie_int8_embedding: bool = False  # run export.tie_embedding after the builder
+    floor: float = 0.98  # minimum top1_agreement_vs_fp32 on held-out teacher text
 
     def extra_options(self) -> list[str]:
         return [f"{k}={v}" for k, v in self.builder_options.items()]
 
 
-def _nbits(bits: int) -> Preset:
-    options = {"accuracy_level": 4, "block_size": 32, "is_symmetric": "true"}
-    record = {"method": "matmulnbits", "bits": bits, "block_size": 32, "accuracy_level": 4,
-              "symmetric": True, "algorithm": "rtn", "lm_head": True,
+def _nbits(name: str, bits: int, block: int, floor: float, algo: str = "rtn", **options) -> Preset:
+    builder = {"accuracy_level": 4, "block_size": block, **options}
+    if algo == "rtn":
+        builder["is_symmetric"] = "true"
+    else:
+        builder["algo_config"] = algo
+    record = {"method": "matmulnbits", "bits": bits, "block_size": block, "accuracy_level": 4,
+              "symmetric": algo == "rtn", "algorithm": algo, "lm_head": f"int{bits}",
               "embedding": "int4 (tied to lm_head)" if bits == 4 else "fp32"}
-    return Preset(f"int{bits}", f"int{bits}", options, record, tie_int8_embedding=bits == 8)
+    if algo == "k_quant_mixed":
+        record["lm_head"] = "int8"
+        record["mixed_int8"] = "lm_head, first/last eighth of layers, every third qkv/v/down_proj"
+    return Preset(name, f"int{bits}", builder, record, tie_int8_embedding=bits == 8, floor=floor)
 
 
 PRESETS = {
-    "fp32": Preset("fp32", "fp32"),
-    "int8": _nbits(8),
-    "int4": _nbits(4),
+    "fp32": Preset("fp32", "fp32", floor=0.99),
+    "int8": _nbits("int8", 8, 16, 0.98),
+    "int8-b32": _nbits("int8-b32", 8, 32, 0.98),
+    "int4": _nbits("int4", 4, 32, 0.95),
+    "int4-b64": _nbits("int4-b64", 4, 64, 0.95),
+    "int4-kquant": _nbits("int4-kquant", 4, 32, 0.95, algo="k_quant"),
+    "int4-mixed": _nbits("int4-mixed", 4, 32, 0.95, algo="k_quant_mixed"),
 }
 
 

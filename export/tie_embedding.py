@@ -40,8 +40,8 @@ def tie_int8_embedding(model: onnx.ModelProto) -> bool:
     if gather is None or gather.op_type != "Gather" or head is None or len(head.input) != 3:
         return False
     a = _attrs(head)
-    if a["bits"] != 8:
-        return False
+    if a["bits"] != 8 or a["K"] % a["block_size"]:
+        return False  # a padded last block (K not a multiple of the block) cannot be gathered
     inits = {t.name: t for t in model.graph.initializer}
     table = inits.get(gather.input[0])
     if table is None or list(table.dims) != [a["N"], a["K"]]:

@@ -2,10 +2,13 @@
 
 For every validation text, both see the same prompt token ids (the bundle's template and
 instruction). Measured: the largest absolute logit difference over all prompt positions, the
-top-1 agreement of the bundle with the fp32 PyTorch model over those positions, and whether 32
+top-1 agreement of the bundle with the fp32 PyTorch model over those positions, and whether 64
 greedy tokens (eos ignored) are identical. An fp32 bundle must match within
 `FP32_LOGIT_TOLERANCE` and generate the same greedy tokens, else `ValidationError`; quantized
-bundles only record their numbers (they are expected to differ a little).
+bundles record their numbers and are judged by their quality floor (export/quality.py).
+
+`Reference` holds the fp32 PyTorch model of one folder and caches its results by token ids, so
+the presets of one student share one PyTorch pass.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from edgestill.errors import UserError
 from runtime import Bundle, Generator
 
 FP32_LOGIT_TOLERANCE = 1e-3
-GREEDY_TOKENS = 32
+GREEDY_TOKENS = 64
 
 
 class ValidationError(UserError):
@@ -50,17 +53,41 @@ def torch_greedy(model, ids: list[int], n: int) -> list[int]:
     return tokens
 
 
-def compare(bundle: Bundle, model, texts: list[str], threads: int | None = None) -> dict:
-    """Numbers for the bundle against the PyTorch `model` on `texts` (see module docstring)."""
+class Reference:
+    """The fp32 PyTorch model of `model_dir`, its logits/greedy tokens/top-1 cached by token ids."""
+
+    def __init__(self, model_dir: Path):
+        self.model = load_torch_model(model_dir)
+        self.params = sum(p.numel() for p in self.model.parameters())
+        self._cache: dict[tuple, object] = {}
+
+    def _get(self, key: tuple, compute):
+        if key not in self._cache:
+            self._cache[key] = compute()
+        return self._cache[key]
+
+    def logits(self, ids: list[int]) -> np.ndarray:
+        return self._get(("logits", *ids), lambda: torch_logits(self.model, ids))
+
+    def greedy(self, ids: list[int], n: int) -> list[int]:
+        return self._get(("greedy", n, *ids), lambda: torch_greedy(self.model, ids, n))
+
+    def top1(self, ids: list[int], start: int) -> np.ndarray:
+        """Argmax at positions start..len(ids)-2 (those that predict ids[start+1:])."""
+        return self._get(("top1", start, *ids), lambda: torch_logits(self.model, ids)[start:-1].argmax(-1))
+
+
+def compare(bundle: Bundle, reference: Reference, texts: list[str], threads: int | None = None) -> dict:
+    """Numbers for the bundle against the PyTorch `reference` on `texts` (see module docstring)."""
     gen = Generator(bundle, threads=threads)
     max_diff, agree, positions, identical, prefix = 0.0, 0, 0, True, []
     for text in texts:
         ids = bundle.encode(text)
-        ref, got = torch_logits(model, ids), gen.logits(ids)
+        ref, got = reference.logits(ids), gen.logits(ids)
         max_diff = max(max_diff, float(np.abs(ref - got).max()))
         agree += int((ref.argmax(-1) == got.argmax(-1)).sum())
         positions += len(ids)
-        want = torch_greedy(model, ids, GREEDY_TOKENS)
+        want = reference.greedy(ids, GREEDY_TOKENS)
         have = list(gen.stream_ids(ids, GREEDY_TOKENS, ignore_eos=True))
         identical &= want == have
         prefix.append(next((i for i, (a, b) in enumerate(zip(want, have)) if a != b), len(want)))

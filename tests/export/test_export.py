@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from pathlib import Path
 
 import onnx
 import pytest
@@ -21,7 +22,7 @@ def test_fp32_bundle_passes_validation(fp32_bundle):
     m = json.loads((fp32_bundle / "manifest.json").read_text())
     v = m["validation"]
     assert v["max_abs_logit_diff"] <= 1e-3
-    assert v["greedy_tokens_identical"] and v["greedy_tokens"] == 32
+    assert v["greedy_tokens_identical"] and v["greedy_tokens"] == 64
     assert v["top1_agreement_vs_fp32"] == 1.0
     assert m["quantization"] is None and m["params"] > 0
 
@@ -49,7 +50,7 @@ def test_int8_quantizes_every_matmul_including_lm_head(int8_bundle, fp32_bundle)
     head = [n for n in graph_ops(int8_bundle) if n.name.startswith("/lm_head/")]
     assert [n.op_type for n in head] == ["MatMulNBits"]
     attrs = {a.name: onnx.helper.get_attribute_value(a) for a in head[0].attribute}
-    assert attrs["bits"] == 8 and attrs["accuracy_level"] == 4 and attrs["block_size"] == 32
+    assert attrs["bits"] == 8 and attrs["accuracy_level"] == 4 and attrs["block_size"] == 16
 
 
 def test_int8_embedding_reads_the_lm_head_int8_matrix(int8_bundle, fp32_bundle):
@@ -64,7 +65,7 @@ def test_int8_embedding_reads_the_lm_head_int8_matrix(int8_bundle, fp32_bundle):
     assert json.loads((int8_bundle / "manifest.json").read_text())["quantization"]["embedding"].startswith("int8")
 
 
-def test_finished_bundle_is_skipped_and_damaged_one_rebuilt(tmp_path, tiny_llama_dir, fp32_bundle, caplog):
+def test_finished_bundle_is_skipped_and_damaged_one_refused_unless_overwrite(tmp_path, tiny_llama_dir, fp32_bundle):
     import shutil
 
     from export import export_bundle
@@ -76,7 +77,9 @@ def test_finished_bundle_is_skipped_and_damaged_one_rebuilt(tmp_path, tiny_llama
     export_bundle(tiny_llama_dir, out, "fp32", "student", INSTRUCTION, TEXTS)
     assert (out / "manifest.json").stat().st_mtime_ns == before
     (out / "genai_config.json").write_text("{}")
-    export_bundle(tiny_llama_dir, out, "fp32", "student", INSTRUCTION, TEXTS)
+    with pytest.raises(UserError, match=r"bundle-fp32 exists .*genai_config.json.*--overwrite"):
+        export_bundle(tiny_llama_dir, out, "fp32", "student", INSTRUCTION, TEXTS)
+    export_bundle(tiny_llama_dir, out, "fp32", "student", INSTRUCTION, TEXTS, overwrite=True)
     Bundle.open(out)
     assert not list(tmp_path.glob(".*tmp"))
 
@@ -120,3 +123,208 @@ def test_int8_embedding_is_tied_only_for_tied_checkpoints(tmp_path, tiny_llama_d
     assert ties_embeddings(tiny_llama_dir)
     (tmp_path / "config.json").write_text(json.dumps({"tie_word_embeddings": False}))
     assert not ties_embeddings(tmp_path)
+
+
+# ------------------------------------------------------------------ quality, floors, presets
+
+
+def test_quality_on_held_out_teacher_text(fp32_bundle, int8_bundle, tiny_llama_dir):
+    """Figures recomputed from PyTorch: fp32 agrees with itself; perplexity is exp(mean NLL)."""
+    import numpy as np
+    import torch
+
+    from export.validate import load_torch_model
+    from tests.export.tiny_bundles import PAIRS
+
+    q32 = json.loads((fp32_bundle / "manifest.json").read_text())["quality"]
+    assert q32["top1_agreement_vs_fp32"] == 1.0 and q32["quality_texts"] == 2
+    bundle, model = Bundle.open(fp32_bundle), load_torch_model(tiny_llama_dir)
+    nll, hits, n = 0.0, 0, 0
+    for text, answer, ended in PAIRS:
+        prompt = bundle.encode(text)
+        target = bundle.tokenizer.encode(answer, add_special_tokens=False).ids + ([2] if ended else [])
+        with torch.no_grad():
+            logp = torch.log_softmax(model(input_ids=torch.tensor([prompt + target])).logits[0], -1)
+        rows = logp[len(prompt) - 1:-1]
+        nll -= float(rows[torch.arange(len(target)), torch.tensor(target)].sum())
+        hits += int((rows.argmax(-1) == torch.tensor(target)).sum())
+        n += len(target)
+    assert q32["quality_positions"] == n
+    assert q32["perplexity_teacher_text"] == pytest.approx(float(np.exp(nll / n)), rel=1e-3)
+    assert q32["top1_agreement_vs_teacher"] == pytest.approx(hits / n, abs=1e-4)
+    m8 = json.loads((int8_bundle / "manifest.json").read_text())
+    assert set(m8["quality"]) >= {"top1_agreement_vs_fp32", "top1_agreement_vs_teacher", "perplexity_teacher_text"}
+    floor = m8["quality_floor"]
+    assert floor["metric"] == "top1_agreement_vs_fp32" and floor["floor"] == 0.98
+    assert floor["passed"] == (m8["quality"]["top1_agreement_vs_fp32"] >= 0.98)
+
+
+def test_every_recipe_precision_is_a_preset_with_a_floor():
+    from edgestill.recipe import PRECISIONS
+    from export.quantize import PRESETS
+
+    assert set(PRECISIONS) == set(PRESETS)
+    assert all(0.5 < p.floor <= 1.0 for p in PRESETS.values())
+    assert PRESETS["int8"].floor == 0.98 and PRESETS["int4"].floor == 0.95
+
+
+def fragile_model(src, out):
+    """A copy of the tiny model whose embedding (= tied LM head) has one outlier column: 4-bit blocks
+    holding it round the other 31 weights to zero, so int4 changes most top-1 choices."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(src, out)
+    weights = load_file(out / "model.safetensors")
+    key = next(k for k in weights if k.endswith("embed_tokens.weight"))
+    torch.manual_seed(0)
+    weights[key][:, 0] = torch.randn(weights[key].shape[0]) * 0.15
+    save_file(weights, out / "model.safetensors", metadata={"format": "pt"})
+    return out
+
+
+def test_cli_exits_1_when_a_bundle_is_below_its_floor(tmp_path, tiny_llama_dir, capsys):
+    """A quantization-fragile model in int4: written, marked failing, exit 1; the rest is written."""
+    from export.__main__ import main
+
+    build = _tiny_build(tmp_path, fragile_model(tiny_llama_dir, tmp_path / "fragile"))
+    recipe = _tiny_recipe(tmp_path)
+    assert main([str(recipe), "export.precisions=[fp32,int4]", "--build-root", str(tmp_path / "build")]) == 1
+    int4 = Bundle.open(build / "bundle-int4").manifest
+    assert int4["quality_floor"]["passed"] is False and int4["quality"]["top1_agreement_vs_fp32"] < 0.95
+    assert Bundle.open(build / "bundle-fp32").manifest["quality_floor"]["passed"] is True
+    assert Bundle.open(build / "teacher-bundle-fp32").manifest["role"] == "teacher"  # everything else written
+    summary = json.loads((build / "export_summary.json").read_text())["bundles"]
+    assert [(r["precision"], r["passed"]) for r in summary] == [("fp32", True), ("int4", False), ("fp32", True)]
+    out = capsys.readouterr().out
+    assert "FAILS its floor 0.95" in out and "tiny-int4" in out.splitlines()[-1]
+
+
+# ------------------------------------------------------------------ bad input
+
+
+def _tiny_build(tmp_path, model_dir):
+    """build/tiny/ shaped like distill's output, with `model_dir` as both student and teacher."""
+    import shutil
+
+    from tests.export.tiny_bundles import PAIRS
+
+    build = tmp_path / "build" / "tiny"
+    shutil.copytree(model_dir, build / "student")
+    (build / "student" / "distill_report.json").write_text(json.dumps(
+        {"task": {"instruction": "Summarize."}, "teacher": {"source": "tiny", "dir": str(model_dir)}}))
+    (build / "data").mkdir()
+    (build / "data" / "teacher.jsonl").write_text("".join(
+        json.dumps({"id": i, "split": "eval", "input": text, "output": answer * 3, "ended": ended}) + "\n"
+        for i, (text, answer, ended) in enumerate(PAIRS)))
+    return build
+
+
+def _tiny_recipe(tmp_path):
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text("name: tiny\ntask:\n  instruction: Summarize.\n  seed_examples: [{input: a, output: b}]\n")
+    return recipe
+
+
+@pytest.fixture
+def student_copy(tmp_path, tiny_llama_dir):
+    import shutil
+
+    return Path(shutil.copytree(tiny_llama_dir, tmp_path / "student"))
+
+
+def _export(model_dir, out, **kw):
+    from export import export_bundle
+    from tests.export.tiny_bundles import INSTRUCTION, TEXTS
+
+    return export_bundle(model_dir, out, "fp32", "student", INSTRUCTION, TEXTS, **kw)
+
+
+def test_refuses_a_pickle_checkpoint(student_copy, tmp_path):
+    (student_copy / "pytorch_model.bin").write_bytes(b"\x80\x04K\x01.")  # a pickle
+    with pytest.raises(UserError, match=r"pickle weights \(pytorch_model.bin\).*safetensors only"):
+        _export(student_copy, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("missing", ["model.safetensors", "tokenizer.json", "config.json"])
+def test_refuses_a_folder_missing_files(student_copy, tmp_path, missing):
+    (student_copy / missing).unlink()
+    with pytest.raises(UserError, match=rf"missing {missing}"):
+        _export(student_copy, tmp_path / "out")
+
+
+def test_refuses_an_unsupported_architecture(student_copy, tmp_path):
+    config = json.loads((student_copy / "config.json").read_text())
+    (student_copy / "config.json").write_text(json.dumps({**config, "architectures": ["BertForMaskedLM"]}))
+    with pytest.raises(UserError, match=r"'BertForMaskedLM' is not supported.*supported: LlamaForCausalLM"):
+        _export(student_copy, tmp_path / "out")
+
+
+def test_refuses_an_existing_folder_unless_overwrite(tiny_llama_dir, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(UserError, match=r"out exists and is not an up-to-date fp32 bundle.*--overwrite"):
+        _export(tiny_llama_dir, out)
+    assert (out / "notes.txt").read_text() == "mine"
+    _export(tiny_llama_dir, out, overwrite=True)
+    assert not (out / "notes.txt").exists() and Bundle.open(out).manifest["precision"] == "fp32"
+
+
+def test_refuses_a_stale_bundle_of_other_weights(fp32_bundle, student_copy, tmp_path):
+    import shutil
+
+    out = Path(shutil.copytree(fp32_bundle, tmp_path / "bundle-fp32"))
+    config = json.loads((student_copy / "config.json").read_text())
+    (student_copy / "config.json").write_text(json.dumps({**config, "rms_norm_eps": 1e-6}))
+    with pytest.raises(UserError, match=r"other weights \(stale\)"):
+        _export(student_copy, out)
+
+
+# ------------------------------------------------------------------ onnxruntime-genai runs the bundle
+
+
+@pytest.mark.parametrize("which", ["fp32_bundle", "int8_bundle"])
+def test_onnxruntime_genai_greedy_equals_our_runtime(which, request):
+    import onnxruntime_genai as og
+
+    from runtime import Generator
+
+    path = request.getfixturevalue(which)
+    bundle = Bundle.open(path)
+    ours = Generator(bundle, threads=1)
+    model = og.Model(str(path))
+    for text in ["The council voted to expand bike lanes.", "Café owners say the rules are costly.", "Hi"]:
+        ids = bundle.encode(text)
+        params = og.GeneratorParams(model)
+        params.set_search_options(max_length=len(ids) + 24, do_sample=False)
+        gen = og.Generator(model, params)
+        gen.append_tokens(ids)
+        theirs = []
+        while not gen.is_done():
+            gen.generate_next_token()
+            theirs.append(int(gen.get_next_tokens()[0]))
+        theirs = theirs[:theirs.index(2)] if 2 in theirs else theirs  # ours stops before eos
+        assert theirs == list(ours.stream_ids(ids, 24)) and len(theirs) > 0
+
+
+@pytest.mark.parametrize("precision", ["int8-b32", "int4-b64", "int4-kquant", "int4-mixed"])
+def test_every_other_preset_exports_a_runnable_bundle(precision, tiny_llama_dir, tmp_path):
+    """Each named preset builds, validates and records its settings (fp32/int8/int4: fixtures above)."""
+    from export import export_bundle
+    from export.quantize import PRESETS
+    from tests.export.tiny_bundles import INSTRUCTION, PAIRS, TEXTS
+
+    m = export_bundle(tiny_llama_dir, tmp_path / precision, precision, "student", INSTRUCTION, TEXTS[:1],
+                      quality_pairs=PAIRS)
+    wanted = PRESETS[precision].quantization
+    assert m["precision"] == precision and m["quantization"]["algorithm"] == wanted["algorithm"]
+    nbits = [n for n in graph_ops(tmp_path / precision) if n.op_type == "MatMulNBits"]
+    attrs = [{a.name: onnx.helper.get_attribute_value(a) for a in n.attribute} for n in nbits]
+    assert {a["block_size"] for a in attrs} == {wanted["block_size"]} and {a["accuracy_level"] for a in attrs} == {4}
+    head_bits = next(a["bits"] for n, a in zip(nbits, attrs) if n.name.startswith("/lm_head/"))
+    assert head_bits == (8 if precision in ("int8-b32", "int4-mixed") else 4)
+    assert m["quality_floor"]["floor"] == PRESETS[precision].floor and "perplexity_teacher_text" in m["quality"]

@@ -13,6 +13,11 @@ TEXTS = [
     "The city council voted on Tuesday to expand the bike lane network by 40 kilometres.",
     "Café owners in Zürich say the new rules are “confusing” — and costly.",
 ]
+# Held-out "teacher text": (input, teacher answer, whether the teacher stopped with eos).
+PAIRS = [
+    (TEXTS[0], "The council approved 40 km of new bike lanes.", True),
+    (TEXTS[1], "Zürich café owners find the new rules confusing and expensive.", False),
+]
 
 
 def tiny_bundle(tmp_path_factory, model_dir: Path, precision: str) -> Path:
@@ -20,5 +25,6 @@ def tiny_bundle(tmp_path_factory, model_dir: Path, precision: str) -> Path:
     from export import export_bundle
 
     out = tmp_path_factory.getbasetemp() / "tiny-bundles" / f"bundle-{precision}"
-    export_bundle(model_dir, out, precision, "student", INSTRUCTION, TEXTS, name=f"tiny-{precision}")
+    export_bundle(model_dir, out, precision, "student", INSTRUCTION, TEXTS, name=f"tiny-{precision}",
+                  quality_pairs=PAIRS)
     return out
