@@ -2,8 +2,10 @@
 
 Writes `data/teacher.jsonl`, one record per input, in input order:
 {"id", "split", "input", "output", "target_ids", "ended", "prompt", "teacher",
- "topk_offset", "topk_len"[, "label"]}. `target_ids` are the answer's token ids (plus the end
-token when the teacher stopped by itself); row t of the top-k store holds the teacher's top-k
+ "topk_offset", "topk_len"[, "label"]}; with `task.rationale` also "rationale" (str, the
+teacher's greedy answer to `rationale_message`), "rationale_ids", "rationale_topk_offset",
+"rationale_topk_len" (its top-k rows, stored after the answer's). `target_ids` are the
+answer's token ids (plus the end token when the teacher stopped by itself); row t of the top-k store holds the teacher's top-k
 log-probs for predicting target_ids[t]. Records are appended and fsynced one by one; a resumed
 run skips answered ids, so a kill -9 loses at most the batch in flight, and the resumed
 data is identical to an uninterrupted run's.
@@ -23,6 +25,7 @@ from distill.prompts import chat_prompt, user_message
 from distill.topk import TopkStore
 
 log = logging.getLogger(__name__)
+RATIONALE_TOKENS_PER_ANSWER_TOKEN = 2  # a rationale may run to twice `task.max_output_tokens`
 
 
 def eos_ids(model, tokenizer) -> list[int]:
@@ -37,30 +40,22 @@ def answer_batch(model, tokenizer, prompts: list[str], max_new_tokens: int, k: i
 
     Returns one dict per prompt: output (str), target_ids (list[int]), ended (bool),
     topk_ids (int64 [n, k]), topk_logp (float32 [n, k]) with n = len(target_ids).
+    Runs through `distill.generate` (shared prompt prefix once, finished rows dropped).
     """
-    import torch
+    from distill.generate import greedy_topk
 
-    tokenizer.padding_side = "left"
-    enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-    stop = eos_ids(model, tokenizer)
-    with torch.inference_mode():
-        out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
-                             output_logits=True, return_dict_in_generate=True,
-                             eos_token_id=stop, pad_token_id=tokenizer.pad_token_id)
-        logits = torch.stack(out.logits, dim=1).float()  # [B, steps, V]
-        top = torch.log_softmax(logits, dim=-1).topk(k, dim=-1)
-    generated = out.sequences[:, enc["input_ids"].shape[1]:]
-    return [_one_answer(tokenizer, row.tolist(), top.indices[b], top.values[b], stop)
-            for b, row in enumerate(generated)]
+    stop = set(eos_ids(model, tokenizer))
+    answers = greedy_topk(model, tokenizer, prompts, max_new_tokens, k, stop)
+    return [_one_answer(tokenizer, a, stop) for a in answers]
 
 
-def _one_answer(tokenizer, row: list[int], ids, logp, stop: list[int]) -> dict:
-    end = next((i for i, t in enumerate(row) if t in stop), None)
-    n = len(row) if end is None else end + 1
-    text_ids = row[:n] if end is None else row[:end]
+def _one_answer(tokenizer, answer: dict, stop: set[int]) -> dict:
+    row = answer["tokens"]
+    ended = bool(row) and row[-1] in stop
+    text_ids = row[:-1] if ended else row
     return {"output": tokenizer.decode(text_ids, skip_special_tokens=True).strip(),
-            "target_ids": row[:n], "ended": end is not None,
-            "topk_ids": ids[:n].numpy(), "topk_logp": logp[:n].numpy()}
+            "target_ids": row, "ended": ended,
+            "topk_ids": answer["topk_ids"], "topk_logp": answer["topk_logp"]}
 
 
 def prepare_answers(recipe: Recipe, data_dir: Path, inputs: list[dict], model, tokenizer,
@@ -69,7 +64,7 @@ def prepare_answers(recipe: Recipe, data_dir: Path, inputs: list[dict], model, t
     path = data_dir / "teacher.jsonl"
     store = TopkStore(data_dir, recipe.distill.loss.top_k, len(tokenizer))
     records = read_jsonl(path)
-    store.truncate_to(max((r["topk_offset"] + r["topk_len"] for r in records), default=0))
+    store.truncate_to(max((_rows_end(r) for r in records), default=0))
     done = {r["id"] for r in records}
     batch = recipe.teacher.batch_size
     # Batches are fixed slices of the inputs, and a half-answered batch is answered again whole:
@@ -83,18 +78,45 @@ def prepare_answers(recipe: Recipe, data_dir: Path, inputs: list[dict], model, t
                 continue
             prompts = [chat_prompt(tokenizer, user_message(recipe.task.instruction, r["input"])) for r in chunk]
             answers = answer_batch(model, tokenizer, prompts, recipe.task.max_output_tokens, store.k)
-            for rec, prompt, ans in zip(chunk, prompts, answers):
+            rationales = _rationales(recipe, model, tokenizer, chunk, store.k)
+            for rec, prompt, ans, why in zip(chunk, prompts, answers, rationales):
                 if rec["id"] not in done:
-                    records.append(_write(out, store, rec, prompt, ans, teacher_name))
+                    records.append(_write(out, store, rec, prompt, ans, teacher_name, why))
                     bar.update(1)
     return sorted(records, key=lambda r: r["id"])
 
 
-def _write(out: JsonlAppender, store: TopkStore, rec: dict, prompt: str, ans: dict, teacher: str) -> dict:
+def _rationales(recipe: Recipe, model, tokenizer, chunk: list[dict], k: int) -> list[dict | None]:
+    """With `task.rationale`: a second greedy pass asking the teacher to think step by step."""
+    if not recipe.task.rationale:
+        return [None] * len(chunk)
+    prompts = [chat_prompt(tokenizer, rationale_message(recipe.task.instruction, r["input"])) for r in chunk]
+    return answer_batch(model, tokenizer, prompts, RATIONALE_TOKENS_PER_ANSWER_TOKEN * recipe.task.max_output_tokens, k)
+
+
+def rationale_message(instruction: str, text: str) -> str:
+    """The user turn that asks for a rationale (distilling step-by-step) instead of the answer."""
+    return f"{user_message(instruction, text)}\n\nThink step by step: briefly explain how to do this for the text above."
+
+
+def _rows_end(record: dict) -> int:
+    """First top-k row after everything `record` points at (its answer and rationale rows)."""
+    end = record["topk_offset"] + record["topk_len"]
+    if "rationale_topk_offset" in record:
+        end = max(end, record["rationale_topk_offset"] + record["rationale_topk_len"])
+    return end
+
+
+def _write(out: JsonlAppender, store: TopkStore, rec: dict, prompt: str, ans: dict, teacher: str,
+           why: dict | None = None) -> dict:
     offset = store.append(np.asarray(ans["topk_ids"]), np.asarray(ans["topk_logp"]))
     record = {"id": rec["id"], "split": rec["split"], "input": rec["input"], "output": ans["output"],
               "target_ids": ans["target_ids"], "ended": ans["ended"], "prompt": prompt, "teacher": teacher,
               "topk_offset": offset, "topk_len": len(ans["target_ids"])}
+    if why is not None:
+        record.update({"rationale": why["output"], "rationale_ids": why["target_ids"],
+                       "rationale_topk_offset": store.append(np.asarray(why["topk_ids"]), np.asarray(why["topk_logp"])),
+                       "rationale_topk_len": len(why["target_ids"])})
     if "label" in rec:
         record["label"] = rec["label"]
     out.write(record)

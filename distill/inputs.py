@@ -24,7 +24,7 @@ from edgestill.errors import UserError
 from edgestill.files import JsonlAppender, read_jsonl
 from edgestill.metrics import words
 from edgestill.recipe import Recipe
-from distill.prompts import chat_prompt, input_generation_prompt
+from distill.prompts import chat_messages_prompt, input_generation_messages, pick_shown
 
 log = logging.getLogger(__name__)
 
@@ -158,35 +158,46 @@ def _generate_inputs(recipe: Recipe, records: list[dict], out: JsonlAppender, mo
         return
     dedup = Deduper([r["input"] for r in records], seeds=[ex.input for ex in task.seed_examples])
     rng = random.Random(recipe.distill.seed * 1_000_003 + len(records))
+    write = local_writer(model, tokenizer)
     max_batches = 10 * (need // batch + 1)
     bar = tqdm(total=need, desc="teacher writes inputs", unit="input")
+    sampled = kept = 0
     for _ in range(max_batches):
-        prompts = [chat_prompt(tokenizer, input_generation_prompt(task, rng)) for _ in range(batch)]
-        for text in sample_texts(model, tokenizer, prompts, task.max_input_tokens, rng.randrange(2**31)):
+        shown = pick_shown(task, rng)  # one choice of seeds per batch: the rows share their prefix
+        conversations = [input_generation_messages(task, rng, shown) for _ in range(batch)]
+        for text in write(conversations, task.max_input_tokens, rng.randrange(2**31)):
             text = clean_generated(text)
             split = _next_split(recipe, records)
+            sampled += split is not None
             if split and acceptable(text, tokenizer, task.max_input_tokens) and dedup.add(text):
                 records.append(_append(out, records, split, text, "teacher"))
+                kept += 1
                 bar.update(1)
         if _next_split(recipe, records) is None:
             bar.close()
+            log.info("teacher inputs: kept %d of %d sampled texts (%.0f%%)", kept, sampled, 100 * kept / max(sampled, 1))
             return
     bar.close()
     raise UserError(f"the teacher wrote only {len(records)} usable inputs in {max_batches} batches; "
                     "give more varied seed_examples or task.topics, or your own task.inputs file")
 
 
-def sample_texts(model, tokenizer, prompts: list[str], max_new_tokens: int, seed: int) -> list[str]:
-    """Sampled continuations (temperature 0.9, top-p 0.95) of a batch of chat prompts."""
-    import torch
+def local_writer(model, tokenizer):
+    """`write(conversations, max_new_tokens, seed) -> texts` on the local torch teacher.
 
-    torch.manual_seed(seed)
-    tokenizer.padding_side = "left"
-    enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-    with torch.inference_mode():
-        out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=True, temperature=0.9,
-                             top_p=0.95, pad_token_id=tokenizer.pad_token_id)
-    return tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+    Measured on the default recipe (bundled teacher, 1 thread, CPU seconds): 0.69 s per
+    accepted input at batch 64 and 0.88 s at batch 32, against 3.2 s with `model.generate` and
+    the old single-message prompt (1.6 s per sampled text, about half rejected).
+    """
+    from distill.answers import eos_ids
+    from distill.generate import newline_counts, sample
+
+    stop, newlines = set(eos_ids(model, tokenizer)), newline_counts(tokenizer)
+
+    def write(conversations: list[list[dict]], max_new_tokens: int, seed: int) -> list[str]:
+        prompts = [chat_messages_prompt(tokenizer, c) for c in conversations]
+        return sample(model, tokenizer, prompts, max_new_tokens, seed, stop, newlines)
+    return write
 
 
 def describe(records: list[dict]) -> str:
