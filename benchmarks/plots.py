@@ -56,38 +56,34 @@ def speed_and_memory(models: list[dict], path: Path) -> Path:
 
 def size_vs_quality(models: list[dict], path: Path, metric: str = "rouge_l_vs_teacher") -> Path:
     """Scatter of bundle size (MB, log scale) against `metric`, one point per model in our runtime."""
-    fig = Figure(figsize=(6, 4.5))
-    ax = fig.subplots()
-    for m in models:
-        y = (m.get("quality") or {}).get(metric)
-        if y is None or not m.get("file_bytes") or m.get("engine", "edgestill-runtime") != "edgestill-runtime":
-            continue
-        x = m["file_bytes"] / 1e6
-        ax.scatter([x], [y], s=50, color=color(m))
-        ax.annotate(m.get("label") or m["name"], (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
-    ax.set_xscale("log")
-    ax.set_xlabel("bundle size, MB (log)")
-    ax.set_ylabel(metric)
-    ax.set_ylim(0, 1.05)
-    ax.set_title("Size vs quality (up and left is better)")
-    ax.grid(alpha=0.3)
-    return save_png(fig, path)
+    ours = [m for m in models if m.get("file_bytes") and m.get("engine", "edgestill-runtime") == "edgestill-runtime"]
+    return _quality_scatter(ours, path, metric, lambda m: m["file_bytes"] / 1e6, "bundle size, MB (log)",
+                            "Size vs quality (up and left is better)", log_x=True)
 
 
 def quality_vs_speed(models: list[dict], path: Path, metric: str = "rouge_l_vs_teacher") -> Path:
     """Scatter of each model's `metric` against its decode tok/s, points labelled by name."""
+    return _quality_scatter(models, path, metric, lambda m: m.get("decode_tok_s_p50") or 0.0,
+                            "decode tokens/s (p50)", "Quality vs speed (up and right is better)")
+
+
+def _quality_scatter(models: list[dict], path: Path, metric: str, x_of, xlabel: str, title: str,
+                     log_x: bool = False) -> Path:
     fig = Figure(figsize=(6, 4.5))
     ax = fig.subplots()
     for m in models:
-        x, y = m.get("decode_tok_s_p50") or 0.0, (m.get("quality") or {}).get(metric)
+        y = (m.get("quality") or {}).get(metric)
         if y is None:
             continue
+        x = x_of(m)
         ax.scatter([x], [y], s=50, color=color(m))
         ax.annotate(m.get("label") or m["name"], (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
-    ax.set_xlabel("decode tokens/s (p50)")
+    if log_x:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(metric)
     ax.set_ylim(0, 1.05)
-    ax.set_title("Quality vs speed (up and right is better)")
+    ax.set_title(title)
     ax.grid(alpha=0.3)
     return save_png(fig, path)
 

@@ -59,8 +59,13 @@ def _one_answer(tokenizer, answer: dict, stop: set[int]) -> dict:
 
 
 def prepare_answers(recipe: Recipe, data_dir: Path, inputs: list[dict], model, tokenizer,
-                    teacher_name: str) -> list[dict]:
-    """Answer every input not yet in `teacher.jsonl`; return all teacher records in id order."""
+                    teacher_name: str, answer=None) -> list[dict]:
+    """Answer every input not yet in `teacher.jsonl`; return all teacher records in id order.
+
+    `answer(user_messages, max_new_tokens, k) -> [answer dict | None]` defaults to the local
+    `model` (`local_answerer`); a server teacher passes its own. A None answer (a request that
+    failed for good) is skipped and logged; a later run asks for it again."""
+    answer = answer or local_answerer(model, tokenizer)
     path = data_dir / "teacher.jsonl"
     store = TopkStore(data_dir, recipe.distill.loss.top_k, len(tokenizer))
     records = read_jsonl(path)
@@ -76,22 +81,33 @@ def prepare_answers(recipe: Recipe, data_dir: Path, inputs: list[dict], model, t
         for chunk in chunks:
             if all(r["id"] in done for r in chunk):
                 continue
-            prompts = [chat_prompt(tokenizer, user_message(recipe.task.instruction, r["input"])) for r in chunk]
-            answers = answer_batch(model, tokenizer, prompts, recipe.task.max_output_tokens, store.k)
-            rationales = _rationales(recipe, model, tokenizer, chunk, store.k)
+            messages = [user_message(recipe.task.instruction, r["input"]) for r in chunk]
+            prompts = [chat_prompt(tokenizer, m) for m in messages]
+            answers = answer(messages, recipe.task.max_output_tokens, store.k)
+            rationales = _rationales(recipe, answer, chunk, store.k)
             for rec, prompt, ans, why in zip(chunk, prompts, answers, rationales):
-                if rec["id"] not in done:
+                if ans is None or (recipe.task.rationale and why is None):
+                    log.warning("teacher answers: input %d failed; skipped (a later run retries it)", rec["id"])
+                elif rec["id"] not in done:
                     records.append(_write(out, store, rec, prompt, ans, teacher_name, why))
                     bar.update(1)
     return sorted(records, key=lambda r: r["id"])
 
 
-def _rationales(recipe: Recipe, model, tokenizer, chunk: list[dict], k: int) -> list[dict | None]:
+def local_answerer(model, tokenizer):
+    """`answer(user_messages, max_new_tokens, k)` on the local torch teacher (`answer_batch`)."""
+    def answer(messages: list[str], max_new_tokens: int, k: int) -> list[dict]:
+        prompts = [chat_prompt(tokenizer, m) for m in messages]
+        return answer_batch(model, tokenizer, prompts, max_new_tokens, k)
+    return answer
+
+
+def _rationales(recipe: Recipe, answer, chunk: list[dict], k: int) -> list[dict | None]:
     """With `task.rationale`: a second greedy pass asking the teacher to think step by step."""
     if not recipe.task.rationale:
         return [None] * len(chunk)
-    prompts = [chat_prompt(tokenizer, rationale_message(recipe.task.instruction, r["input"])) for r in chunk]
-    return answer_batch(model, tokenizer, prompts, RATIONALE_TOKENS_PER_ANSWER_TOKEN * recipe.task.max_output_tokens, k)
+    messages = [rationale_message(recipe.task.instruction, r["input"]) for r in chunk]
+    return answer(messages, RATIONALE_TOKENS_PER_ANSWER_TOKEN * recipe.task.max_output_tokens, k)
 
 
 def rationale_message(instruction: str, text: str) -> str:
@@ -111,7 +127,8 @@ def _write(out: JsonlAppender, store: TopkStore, rec: dict, prompt: str, ans: di
            why: dict | None = None) -> dict:
     offset = store.append(np.asarray(ans["topk_ids"]), np.asarray(ans["topk_logp"]))
     record = {"id": rec["id"], "split": rec["split"], "input": rec["input"], "output": ans["output"],
-              "target_ids": ans["target_ids"], "ended": ans["ended"], "prompt": prompt, "teacher": teacher,
+              "target_ids": ans["target_ids"], "ended": ans["ended"], "prompt": prompt,
+              "teacher": ans.get("teacher", teacher),
               "topk_offset": offset, "topk_len": len(ans["target_ids"])}
     if why is not None:
         record.update({"rationale": why["output"], "rationale_ids": why["target_ids"],

@@ -2,7 +2,8 @@
 
     data = teacher_data(recipe, data_dir)   # -> TeacherData(records, tokenizer, model, info)
 
-Owns the choice of teacher source (bundled/local model today) and calls `distill.inputs` and
+Owns the choice of teacher source (bundled/local model, or an OpenAI-compatible server through
+`distill.server_teacher`) and calls `distill.inputs` and
 `distill.answers`; `distill.__main__` only sees the finished records. `model` is the local
 teacher model when there is one (the student copies its layers), else None.
 """
@@ -13,9 +14,10 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from edgestill.recipe import Recipe
+from edgestill.errors import UserError
+from edgestill.recipe import Recipe, TeacherSource
 
 log = logging.getLogger(__name__)
 
@@ -28,19 +30,70 @@ class TeacherData:
     info: dict = field(default_factory=dict)  # what the report says about the teacher
 
 
-def teacher_data(recipe: Recipe, data_dir: Path) -> TeacherData:
-    """Make sure inputs and answers are complete in `data_dir`; return them with the teacher."""
-    from distill.answers import prepare_answers
-    from distill.inputs import describe, prepare_inputs
+@dataclass
+class OpenTeacher:
+    """One ready teacher: how it writes inputs and answers, and what the report says about it."""
+    name: str                    # the records' "teacher" field
+    tokenizer: Any
+    model: Any                   # local model (the student copies its layers), or None
+    write: Callable              # write(conversations, max_new_tokens, seed) -> texts
+    answer: Callable             # answer(user_messages, max_new_tokens, k) -> [answer | None]
+    targets: str = "topk"        # "topk" (soft targets) or "sequence" (answer text only)
+    info: Callable = dict        # () -> dict, called once the answers are done
+
+
+def open_teacher(t: TeacherSource, recipe: Recipe) -> OpenTeacher:
+    """Load a local teacher, or connect to a server one (`distill.server_teacher`)."""
+    if t.source == "openai":
+        from distill.server_teacher import open_server_teacher
+
+        return open_server_teacher(t, recipe)
+    from distill.answers import local_answerer
+    from distill.inputs import local_writer
     from distill.student import count_params
     from distill.teacher import load_teacher, teacher_dir
 
+    model, tok = load_teacher(t.source, t.load_in)
+    info = {"source": t.source, "dir": str(Path(teacher_dir(t.source)).resolve()),
+            "params": count_params(model), "layers": model.config.num_hidden_layers}
+    return OpenTeacher(t.source, tok, model, local_writer(model, tok), local_answerer(model, tok), info=lambda: info)
+
+
+def teacher_data(recipe: Recipe, data_dir: Path) -> TeacherData:
+    """Make sure inputs and answers are complete in `data_dir`; return them with the teacher.
+
+    With `teacher.sources`, the first teacher writes the inputs and every teacher answers
+    (`distill.multi_teacher`); `info` then lists each teacher under "teachers"."""
+    from distill.answers import prepare_answers
+    from distill.inputs import describe, prepare_inputs
+
     t0 = time.perf_counter()
-    model, tok = load_teacher(recipe.teacher.source, recipe.teacher.load_in)
-    inputs = prepare_inputs(recipe, data_dir, model, tok)
+    teachers = [open_teacher(t, recipe) for t in [recipe.teacher, *recipe.teacher.sources]]
+    main = teachers[0]
+    inputs = prepare_inputs(recipe, data_dir, main.model, main.tokenizer, writer=main.write)
     log.info("inputs ready: %s", describe(inputs))
-    records = prepare_answers(recipe, data_dir, inputs, model, tok, recipe.teacher.source)
-    info = {"source": recipe.teacher.source, "dir": str(Path(teacher_dir(recipe.teacher.source)).resolve()),
-            "params": count_params(model), "layers": model.config.num_hidden_layers,
-            "seconds": round(time.perf_counter() - t0, 1)}
-    return TeacherData(records, tok, model, info)
+    if len(teachers) == 1:
+        _check_soft_targets(recipe, main)
+        answer = main.answer
+    else:
+        from distill.multi_teacher import combined_answerer
+
+        answer = combined_answerer(recipe, teachers, inputs)
+    records = prepare_answers(recipe, data_dir, inputs, main.model, main.tokenizer, main.name, answer=answer)
+    info = main.info()
+    if len(teachers) > 1:
+        info = {**info, "combine": recipe.teacher.combine, "teachers": [t.info() for t in teachers]}
+    info["seconds"] = round(time.perf_counter() - t0, 1)
+    return TeacherData(records, main.tokenizer, main.model, info)
+
+
+def soft_targets_asked(recipe: Recipe) -> bool:
+    loss = recipe.distill.loss
+    return loss.kind != "sft" and loss.alpha < 1.0
+
+
+def _check_soft_targets(recipe: Recipe, teacher: OpenTeacher) -> None:
+    if teacher.targets != "topk" and soft_targets_asked(recipe):
+        raise UserError(f"teacher {teacher.name}: returns no log-probs that map onto teacher.tokenizer, so soft "
+                        "targets are impossible: set distill.loss.alpha=1 (sequence-level KD) or use a server "
+                        "that returns logprobs (e.g. llama.cpp's server)")

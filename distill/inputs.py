@@ -106,8 +106,11 @@ def read_user_inputs(path: str) -> list[dict]:
     return rows
 
 
-def prepare_inputs(recipe: Recipe, data_dir: Path, model, tokenizer) -> list[dict]:
-    """Make sure `inputs.jsonl` holds n_eval eval and n_train train inputs; return all records."""
+def prepare_inputs(recipe: Recipe, data_dir: Path, model, tokenizer, writer=None) -> list[dict]:
+    """Make sure `inputs.jsonl` holds n_eval eval and n_train train inputs; return all records.
+
+    `writer` (`write(conversations, max_new_tokens, seed) -> texts`) defaults to `local_writer`
+    on `model`; a server teacher passes its own (`distill.server_teacher.server_writer`)."""
     path = data_dir / "inputs.jsonl"
     task = recipe.task
     records = read_jsonl(path)
@@ -117,7 +120,7 @@ def prepare_inputs(recipe: Recipe, data_dir: Path, model, tokenizer) -> list[dic
                 records.append(_append(out, records, "eval", row["input"], "labels", row.get("output")))
         if task.inputs:
             _take_user_inputs(recipe, records, out)
-        _generate_inputs(recipe, records, out, model, tokenizer)
+        _generate_inputs(recipe, records, out, model, tokenizer, writer)
     return records
 
 
@@ -151,14 +154,15 @@ def _take_user_inputs(recipe: Recipe, records: list[dict], out: JsonlAppender) -
             records.append(_append(out, records, split, row["input"], "user"))
 
 
-def _generate_inputs(recipe: Recipe, records: list[dict], out: JsonlAppender, model, tokenizer) -> None:
+def _generate_inputs(recipe: Recipe, records: list[dict], out: JsonlAppender, model, tokenizer,
+                     writer=None) -> None:
     task, batch = recipe.task, recipe.teacher.batch_size
     need = sum(_wanted(recipe, records).values())
     if not need:
         return
     dedup = Deduper([r["input"] for r in records], seeds=[ex.input for ex in task.seed_examples])
     rng = random.Random(recipe.distill.seed * 1_000_003 + len(records))
-    write = local_writer(model, tokenizer)
+    write = writer or local_writer(model, tokenizer)
     max_batches = 10 * (need // batch + 1)
     bar = tqdm(total=need, desc="teacher writes inputs", unit="input")
     sampled = kept = 0

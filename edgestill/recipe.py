@@ -53,10 +53,29 @@ class Task:
 
 
 @dataclass
-class Teacher:
-    source: str = "smollm2-135m-instruct"  # bundled name, a local HF folder or a .gguf file
+class TeacherSource:
+    """One teacher: `teacher` itself, or an extra one in `teacher.sources`."""
+    source: str = "smollm2-135m-instruct"  # bundled name, a local HF folder, a .gguf file, or openai (a server)
     load_in: Literal["fp32", "bf16", "int8", "nf4"] = "fp32"  # int8 / nf4: bitsandbytes, for large teachers
-    batch_size: int = 16
+    # source: openai -- an OpenAI-compatible server (distill/server_teacher.py)
+    base_url: Optional[str] = None  # e.g. http://127.0.0.1:8000/v1
+    model: Optional[str] = None  # the server's model name
+    api_key_env: Optional[str] = None  # name of the environment variable holding the API key
+    timeout_s: float = 120.0  # per request
+    retries: int = 4  # extra tries on 429 / 5xx / timeouts, with exponential backoff
+    tokenizer: Optional[str] = None  # the served model's tokenizer: bundled name or local HF folder
+
+
+@dataclass
+class Teacher(TeacherSource):
+    batch_size: int = 16  # with source openai: requests in flight at once (at most 8)
+    # Several teachers (distill/multi_teacher.py): this one writes the inputs and gives the student
+    # its layers; `sources` are more teachers. round_robin: input i is answered by teacher
+    # i mod n (soft targets only when all share the first teacher's tokenizer); average: the first
+    # teacher answers and every teacher's top-k over that answer is averaged (local teachers with
+    # the same tokenizer only).
+    sources: list[TeacherSource] = field(default_factory=list)
+    combine: Literal["round_robin", "average"] = "round_robin"
 
 
 @dataclass
@@ -267,6 +286,10 @@ def _check(recipe: Recipe, where: str, base: Path) -> None:
                 raise UserError(f"{where}: task.{key}: file not found: {path}")
             setattr(t, key, str(path))
     recipe.teacher.source = _check_teacher(recipe.teacher.source, where, base)
+    _check_server_teacher(recipe.teacher, where, base)
+    for i, extra in enumerate(recipe.teacher.sources):
+        extra.source = _check_teacher(extra.source, f"{where}: teacher.sources[{i}]", base)
+        _check_server_teacher(extra, f"{where}: teacher.sources[{i}]", base)
     _check_student(recipe.student, where)
     d = recipe.distill
     if min(d.steps, d.batch_size, d.checkpoint_every, d.grad_accum) < 1 or d.lr <= 0:
@@ -326,7 +349,7 @@ def _resolve(value: str, base: Path) -> Path:
 
 
 def _check_teacher(source: str, where: str, base: Path) -> str:
-    if source in BUNDLED_TEACHERS:
+    if source in BUNDLED_TEACHERS or source == "openai":
         return source
     path = _resolve(source, base)
     if path.is_file() and path.suffix == ".gguf":
@@ -335,7 +358,28 @@ def _check_teacher(source: str, where: str, base: Path) -> str:
         return str(path)
     raise UserError(
         f"{where}: teacher.source: '{source}' is not a bundled teacher ({', '.join(BUNDLED_TEACHERS)}), "
-        "a local Hugging Face folder with config.json, or a .gguf file")
+        "a local Hugging Face folder with config.json, a .gguf file, or openai (a server)")
+
+
+def _check_server_teacher(t: TeacherSource, where: str, base: Path) -> None:
+    """teacher.source openai: base_url, model and a local tokenizer are needed; ranges."""
+    if t.source != "openai":
+        return
+    if not t.base_url or not re.match(r"^https?://[^/\s]+", t.base_url):
+        raise UserError(f"{where}: teacher.base_url: give the server's URL, e.g. http://127.0.0.1:8000/v1")
+    if not t.model:
+        raise UserError(f"{where}: teacher.model: give the model name the server serves")
+    if t.timeout_s <= 0 or t.retries < 0:
+        raise UserError(f"{where}: teacher: timeout_s must be > 0 and retries >= 0")
+    if not t.tokenizer:
+        raise UserError(f"{where}: teacher.tokenizer: give the served model's tokenizer (a bundled name like "
+                        f"{BUNDLED_TEACHERS[0]} or a local HF folder); the student is built from it")
+    if t.tokenizer not in BUNDLED_TEACHERS:
+        path = _resolve(t.tokenizer, base)
+        if not any((path / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")):
+            raise UserError(f"{where}: teacher.tokenizer: '{t.tokenizer}' is not a bundled teacher "
+                            f"({', '.join(BUNDLED_TEACHERS)}) or a local HF folder with a tokenizer")
+        t.tokenizer = str(path)
 
 
 def load_recipe(path: str | os.PathLike, overrides: list[str] = ()) -> Recipe:
