@@ -30,7 +30,7 @@ def build_student(recipe, teacher, teacher_tok, train_records: list[dict]) -> Bu
 
     if teacher is None:
         raise UserError("student: the teacher is remote, so there are no teacher layers to copy; "
-                        "set student.base to a local model folder or .gguf file")
+                        "set teacher.tokenizer to a local model folder with weights (the same model the server serves)")
     model = make_student(teacher, recipe.student.layers, recipe.student.init)
     tok = copy.deepcopy(teacher_tok)
     tok.chat_template = STUDENT_CHAT_TEMPLATE
@@ -57,8 +57,6 @@ def _pruned(model, tok, recipe, train_records: list[dict]):
 
 
 def _trimmed(model, tok, instruction: str, train_records: list[dict]) -> BuiltStudent:
-    import numpy as np
-
     from distill.prompts import chat_prompt, user_message
     from distill import vocab
 
@@ -68,8 +66,7 @@ def _trimmed(model, tok, instruction: str, train_records: list[dict]) -> BuiltSt
     keep = vocab.plan_trim(tok, texts, extra_ids=extra)
     new_tok = vocab.trimmed_tokenizer(tok, keep)
     vocab.trim_model(model, keep)
-    id_map = vocab.remap_ids(np.arange(len(tok)), keep)
-    return BuiltStudent(model, new_tok, id_map, {"vocab_size": len(keep), "teacher_vocab_size": len(tok)})
+    return BuiltStudent(model, new_tok, vocab.id_map(keep, len(tok)), {"vocab_size": len(keep), "teacher_vocab_size": len(tok)})
 
 
 def student_config(teacher_config, layers: list[int]):
