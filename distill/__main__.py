@@ -30,7 +30,7 @@ def run(recipe: Recipe, build_root: str = "build") -> dict:
 
     from distill.data import teacher_data
     from distill.evaluate import evaluate
-    from distill.student import build_student, count_params
+    from distill.student import build_student, count_params, resolve_layers
     from distill.topk import TopkStore
     from distill.train import build_examples, sft_loss, train
 
@@ -43,6 +43,8 @@ def run(recipe: Recipe, build_root: str = "build") -> dict:
     train_recs = [r for r in data.records if r["split"] == "train"]
     eval_recs = [r for r in data.records if r["split"] == "eval"]
     store = TopkStore(data_dir, recipe.distill.loss.top_k, len(data.tokenizer))
+
+    selection = resolve_layers(recipe, data.model, data.tokenizer, train_recs)
 
     def fresh_student():
         torch.manual_seed(recipe.distill.seed)  # the same initialisation for the student and its baselines
@@ -82,7 +84,8 @@ def run(recipe: Recipe, build_root: str = "build") -> dict:
         "task": {"instruction": instruction},
         "teacher": data.info,
         "student": {"params": count_params(built.model), "layers": recipe.student.layers,
-                    "init": recipe.student.init, **built.info},
+                    "init": recipe.student.init, **built.info,
+                    **({"layer_selection": selection} if selection else {})},
         "data": {"train": len(train_recs), "eval": len(eval_recs), "seconds": data.info.get("seconds")},
         "train": summary, **result, "baselines": baselines, "seconds": round(time.perf_counter() - t0, 1),
     }

@@ -31,13 +31,36 @@ def build_student(recipe, teacher, teacher_tok, train_records: list[dict]) -> Bu
     if teacher is None:
         raise UserError("student: the teacher is remote, so there are no teacher layers to copy; "
                         "set teacher.tokenizer to a local model folder with weights (the same model the server serves)")
-    model = make_student(teacher, recipe.student.layers, recipe.student.init)
+    layers = recipe.student.layers
+    if isinstance(layers, int):  # random init: the first N layers' shapes (they are all alike)
+        layers = list(range(layers))
+    model = make_student(teacher, layers, recipe.student.init)
     tok = copy.deepcopy(teacher_tok)
     tok.chat_template = STUDENT_CHAT_TEMPLATE
     model = _pruned(model, tok, recipe, train_records)
     if not recipe.student.trim_vocab:
         return BuiltStudent(model, tok, None, {"vocab_size": len(tok)})
     return _trimmed(model, tok, recipe.task.instruction, train_records)
+
+
+def resolve_layers(recipe, teacher, teacher_tok, train_records: list[dict]) -> dict | None:
+    """`student.layers: N` -> the N teacher layers of highest block influence on the training
+    text (distill/layers.py), written back into the recipe; returns what the report says about
+    the choice (None when the recipe lists the layers itself)."""
+    asked = recipe.student.layers
+    if not isinstance(asked, int) or recipe.student.init != "teacher-layers":
+        return None
+    if teacher is None:
+        raise UserError("student.layers: choosing layers needs the teacher's weights; set teacher.tokenizer "
+                        "to a local model folder with weights, or list the layers")
+    from distill.layers import block_influence, select_layers
+    from distill.prompts import chat_prompt, user_message
+
+    texts = [chat_prompt(teacher_tok, user_message(recipe.task.instruction, r["input"])) + r["output"]
+             for r in train_records[:32]]  # 32 sequences: the ranking settles well before that
+    scores = block_influence(teacher, teacher_tok, texts)
+    recipe.student.layers = select_layers(scores, asked)
+    return {"method": "block-influence", "asked": asked, "scores": [round(x, 4) for x in scores]}
 
 
 WIDTHS = ("hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads")

@@ -28,7 +28,7 @@ from edgestill.errors import UserError, cli_main
 
 BUNDLED_TEACHERS = ("smollm2-135m-instruct",)
 # Bundle presets (export/quantize.py PRESETS; a test keeps the two lists equal).
-Precision = Literal["fp32", "int8", "int8-b32", "int4", "int4-b64", "int4-kquant", "int4-mixed"]
+Precision = Literal["fp32", "int8", "int8-b32", "int4", "int4-b64", "int4-kquant", "int4-mixed", "int4-qat"]
 PRECISIONS = typing.get_args(Precision)
 
 
@@ -81,7 +81,9 @@ class Teacher(TeacherSource):
 @dataclass
 class Student:
     init: Literal["teacher-layers", "random"] = "teacher-layers"
-    layers: list[int] = field(default_factory=lambda: [0, 6, 12, 18, 24, 29])
+    # Teacher layers to copy, or a count N: the N layers of highest block influence on the task's
+    # training text (distill/layers.py).
+    layers: list[int] | int = field(default_factory=lambda: [0, 6, 12, 18, 24, 29])
     # Width pruning (Minitron-style, distill/prune.py): null keeps the teacher's size.
     hidden_size: Optional[int] = None
     intermediate_size: Optional[int] = None
@@ -120,6 +122,8 @@ class Distill:
 class Export:
     precisions: list[Precision] = field(default_factory=lambda: ["fp32", "int8"])
     overwrite: bool = False  # replace existing bundle folders that are not up to date
+    qat_steps: int = 60  # the quantization-aware pass of the int4-qat preset (export/qat.py)
+    qat_lr: float = 3e-4
 
 
 BENCH_ENGINES = ("edgestill-runtime", "onnxruntime-genai", "transformers-eager", "llama.cpp")
@@ -332,10 +336,18 @@ def _check_bench(b: Bench, where: str) -> None:
 
 
 def _check_student(s: Student, where: str) -> None:
+    if isinstance(s.layers, int):
+        if s.layers < 1:
+            raise UserError(f"{where}: student.layers: give a number of layers >= 1, or list them, e.g. [0, 6, 12]")
+        return _check_widths(s, where)
     if s.init == "teacher-layers" and not s.layers:
-        raise UserError(f"{where}: student.layers: list the teacher layers to keep, e.g. [0, 6, 12]")
+        raise UserError(f"{where}: student.layers: list the teacher layers to keep, e.g. [0, 6, 12], or give a count")
     if len(set(s.layers)) != len(s.layers) or any(i < 0 for i in s.layers):
         raise UserError(f"{where}: student.layers: layer indices must be distinct and >= 0")
+    _check_widths(s, where)
+
+
+def _check_widths(s: Student, where: str) -> None:
     for key in ("hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads"):
         if getattr(s, key) is not None and getattr(s, key) < 1:
             raise UserError(f"{where}: student.{key}: must be >= 1 (or null to keep the teacher's)")

@@ -29,6 +29,8 @@ from edgestill.errors import UserError, cli_main
 from edgestill.files import atomic_write_json, read_jsonl
 from edgestill.recipe import Recipe, load_recipe, split_args
 from export.bundle import export_bundle
+from export.inputs import source_fingerprint
+from export.quantize import preset
 from export.quality import eval_pairs
 from export.validate import Reference
 
@@ -74,12 +76,37 @@ def export_recipe(recipe: Recipe, build_root: str | Path = "build", force: bool 
     common = dict(source=source, threads=threads, force=force, overwrite=overwrite or recipe.export.overwrite,
                   quality_pairs=pairs)
     reference = _LazyReference(student)
-    manifests = [export_bundle(student, build / f"bundle-{p}", p, "student", instruction, texts,
-                               name=f"{recipe.name}-{p}", reference=reference, **common)
-                 for p in recipe.export.precisions]
+    manifests = []
+    for p in recipe.export.precisions:
+        model_dir, qat = qat_source(recipe, build, student, instruction, p)
+        manifests.append(export_bundle(model_dir, build / f"bundle-{p}", p, "student", instruction, texts,
+                                       name=f"{recipe.name}-{p}", reference=reference, qat=qat, **common))
     manifests.append(export_bundle(teacher, build / "teacher-bundle-fp32", "fp32", "teacher", instruction,
                                    texts, name="teacher-fp32", **common))
     return manifests
+
+
+def qat_source(recipe: Recipe, build: Path, student: Path, instruction: str, precision: str
+               ) -> tuple[Path, dict | None]:
+    """(folder to export, qat_report or None): for a *-qat preset, the student after the
+    quantization-aware pass (build/<name>/student-<precision>/, reused while it is from the same
+    student weights and settings), else the student itself."""
+    chosen = preset(precision)
+    if not chosen.qat:
+        return student, None
+    from dataclasses import asdict
+
+    from export.qat import QatSettings, qat_student, read_report
+
+    settings = QatSettings(bits=chosen.bits, block=chosen.block, steps=recipe.export.qat_steps,
+                           lr=recipe.export.qat_lr, seed=recipe.distill.seed)
+    folder = build / f"student-{precision}"
+    report = read_report(folder)
+    fingerprint = source_fingerprint(student)
+    if report and report.get("settings") == asdict(settings) and report.get("source_fingerprint") == fingerprint:
+        log.info("%s: up to date, reused", folder)
+        return folder, report
+    return folder, qat_student(student, folder, build / "data" / "teacher.jsonl", instruction, settings)
 
 
 class _LazyReference:
@@ -101,7 +128,8 @@ def summary_row(m: dict) -> dict:
             "bytes": sum(f["bytes"] for f in m["files"].values()),
             "max_abs_logit_diff": m["validation"]["max_abs_logit_diff"],
             **(m.get("quality") or {}), "floor": floor.get("floor"), "passed": floor.get("passed", True),
-            "export_seconds": m.get("export_seconds")}
+            "export_seconds": m.get("export_seconds"),
+            **({"qat_simulated_top1_vs_fp32": m["qat"]["simulated_top1_vs_fp32"]} if m.get("qat") else {})}
 
 
 def print_summary(rows: list[dict]) -> None:

@@ -32,6 +32,7 @@ def test_defaults_and_overrides(tmp_path):
     assert recipe.distill.loss.temperature == 2.0 and isinstance(recipe.distill.loss.temperature, float)
     assert recipe.teacher.source == "smollm2-135m-instruct"
     assert recipe.build_dir("b") == Path("b/t")
+    assert load_recipe(write(tmp_path, GOOD), ["student.layers=8"]).student.layers == 8  # chosen at distill time
 
 
 def test_relative_files_resolve_next_to_recipe(tmp_path):
@@ -49,6 +50,8 @@ BAD = {
     "missing key": ("name: t\ntask: {instruction: x}\n", ["task.seed_examples", "missing"]),
     "bad precision": (GOOD + "export: {precisions: [fp64]}\n", ["export.precisions[0]", "'int8'"]),
     "bench range": (GOOD + "bench: {gen_tokens: 0}\n", ["bench.gen_tokens", ">= 1"]),
+    "no layers": (GOOD + "student: {layers: 0}\n", ["student.layers", "number of layers >= 1"]),
+    "layers text": (GOOD + "student: {layers: some}\n", ["student.layers", "a list of an integer or an integer"]),
     "not yaml": ("name: [unclosed\n", ["not valid YAML"]),
 }
 

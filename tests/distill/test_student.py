@@ -42,3 +42,48 @@ def test_random_init_differs_from_teacher(teacher4):
 def test_out_of_range_layer_is_a_user_error(teacher4):
     with pytest.raises(UserError, match=r"student.layers.*0..3"):
         make_student(teacher4, [0, 4])
+
+
+def test_block_influence_ranks_a_do_nothing_layer_last(teacher4, teacher_dir):
+    """A layer whose output projections are zero passes its input through unchanged: BI 0, dropped first."""
+    import copy
+
+    from transformers import AutoTokenizer
+
+    from distill.layers import block_influence, select_layers
+
+    model = copy.deepcopy(teacher4)
+    layer = model.model.layers[2]
+    with torch.no_grad():
+        layer.self_attn.o_proj.weight.zero_()
+        layer.mlp.down_proj.weight.zero_()
+    tok = AutoTokenizer.from_pretrained(teacher_dir)
+    scores = block_influence(model, tok, ["The council voted to add bike lanes.", "Rain is expected on Sunday."])
+    assert len(scores) == 4 and scores[2] < 1e-6 < min(scores[i] for i in (0, 1, 3))
+    assert select_layers(scores, 3) == [0, 1, 3]
+
+
+def test_select_layers_orders_and_checks():
+    from distill.layers import select_layers
+
+    assert select_layers([0.9, 0.1, 0.5, 0.5, 0.8], 3) == [0, 2, 4]  # tie 2/3: the earlier layer
+    with pytest.raises(UserError, match="student.layers: 6 layers asked, the teacher has 5"):
+        select_layers([0.1] * 5, 6)
+
+
+def test_recipe_layer_count_is_resolved_from_the_teacher(teacher4, teacher_dir):
+    from types import SimpleNamespace
+
+    from transformers import AutoTokenizer
+
+    from distill.student import resolve_layers
+
+    tok = AutoTokenizer.from_pretrained(teacher_dir)
+    recipe = SimpleNamespace(student=SimpleNamespace(layers=2, init="teacher-layers"),
+                             task=SimpleNamespace(instruction="Summarize."))
+    records = [{"input": "The museum opens a new wing.", "output": "A new wing opens."}]
+    info = resolve_layers(recipe, teacher4, tok, records)
+    assert info["method"] == "block-influence" and len(info["scores"]) == 4
+    assert recipe.student.layers == sorted(sorted(range(4), key=lambda i: -info["scores"][i])[:2])
+    listed = SimpleNamespace(student=SimpleNamespace(layers=[0, 3], init="teacher-layers"), task=recipe.task)
+    assert resolve_layers(listed, teacher4, tok, records) is None and listed.student.layers == [0, 3]

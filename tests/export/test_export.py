@@ -328,3 +328,31 @@ def test_every_other_preset_exports_a_runnable_bundle(precision, tiny_llama_dir,
     head_bits = next(a["bits"] for n, a in zip(nbits, attrs) if n.name.startswith("/lm_head/"))
     assert head_bits == (8 if precision in ("int8-b32", "int4-mixed") else 4)
     assert m["quality_floor"]["floor"] == PRESETS[precision].floor and "perplexity_teacher_text" in m["quality"]
+
+
+def test_int4_qat_preset_runs_the_pass_and_its_simulation_is_the_bundle(tmp_path, tiny_llama_dir, capsys):
+    """The fragile model (see fragile_model) through `python -m export` with int4 and int4-qat: the QAT
+    pass runs on the train split and lowers the simulated int4 model's KL to fp32; the top-1 agreement
+    it simulated in PyTorch before and after the pass is what the int4 and int4-qat bundles measure in
+    onnxruntime (so the pass trains for the bundle's real grid). On the real student: README."""
+    from export.__main__ import main
+    from tests.export.tiny_bundles import PAIRS
+
+    build = _tiny_build(tmp_path, fragile_model(tiny_llama_dir, tmp_path / "fragile"))
+    with open(build / "data" / "teacher.jsonl", "a") as f:
+        for i in range(8):
+            text, answer, ended = PAIRS[i % 2]
+            f.write(json.dumps({"id": 10 + i, "split": "train", "input": f"{text} ({i})", "output": answer * 3,
+                                "ended": ended}) + "\n")
+    args = [str(_tiny_recipe(tmp_path)), "export.precisions=[int4,int4-qat]", "export.qat_steps=12",
+            "export.qat_lr=1e-4", "--build-root", str(tmp_path / "build")]
+    assert main(args) == 1  # both below the 0.95 floor: the model is built to be fragile
+    plain = Bundle.open(build / "bundle-int4").manifest
+    qat = Bundle.open(build / "bundle-int4-qat").manifest
+    assert qat["source"]["model_dir"] == str((build / "student-int4-qat").resolve())
+    sim, kl = qat["qat"]["simulated_top1_vs_fp32"], qat["qat"]["simulated_kl_vs_fp32"]
+    assert kl["after"] < kl["before"]
+    assert abs(sim["before"] - plain["quality"]["top1_agreement_vs_fp32"]) <= 0.02
+    assert abs(sim["after"] - qat["quality"]["top1_agreement_vs_fp32"]) <= 0.02
+    summary = json.loads((build / "export_summary.json").read_text())["bundles"]
+    assert summary[1]["qat_simulated_top1_vs_fp32"] == sim

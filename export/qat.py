@@ -1,0 +1,286 @@
+"""Quantization-aware distillation: a short extra pass that makes a student survive its bundle's quantization.
+
+    python -m export.qat build/default/student build/default/student-qat-int4 --bits 4 --block 32 \\
+        --data build/default/data/teacher.jsonl --instruction "Summarize ..." [--steps 60] [--lr 3e-4]
+
+(`python -m export RECIPE export.precisions=[int4-qat]` runs it for you.)
+
+A copy of the student trains with the bundle's quantization simulated in PyTorch:
+
+- weights rounded per block of `block` input channels, symmetric, as onnxruntime's MatMulNBits
+  quantizer does (the value of largest magnitude in a block maps to -2^(bits-1); bit-exact with
+  `onnxruntime.capi._pybind_state.quantize_matmul_4bits/_8bits`, checked by a test); the tied
+  embedding shares the LM head's quantized matrix, as in our int4/int8 bundles;
+- the inputs of every quantized matmul rounded to int8 per block (what `accuracy_level=4` does on
+  the CPU): the main loss of the int8 presets;
+- gradients pass straight through both roundings (straight-through estimator).
+
+The teacher of this pass is the fp32 student itself: the loss is KL(fp32 || quantized) at T=1 over
+the whole vocabulary on every position of the train split (prompt + teacher answer), which is what
+a bundle's floor measures (top-1 agreement with the fp32 student). The fp32 master weights are
+saved (safetensors, atomically: temp folder + rename); the builder's round-to-nearest then lands
+on the grid the pass trained for. `qat_report.json` in the output folder holds the simulated top-1
+agreement with fp32 and KL(fp32 || quantized) on the eval split's answer positions, before and
+after the pass. The pass is short (a minute or
+two), so it is not checkpointed: a killed pass leaves no output folder and starts again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils import parametrize
+from tqdm import tqdm
+
+from edgestill.errors import UserError, cli_main
+from edgestill.files import atomic_write_json, read_jsonl
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class QatSettings:
+    bits: int = 4
+    block: int = 32
+    steps: int = 60
+    batch_size: int = 8
+    lr: float = 3e-4
+    seed: int = 0
+    activations: bool = True  # simulate accuracy_level=4's int8 activation rounding
+
+
+def fake_quant_weight(w: torch.Tensor, bits: int, block: int) -> torch.Tensor:
+    """w [N, K] rounded as MatMulNBits symmetric does, per block of `block` along K; same shape."""
+    n, k = w.shape
+    wp = F.pad(w, (0, (-k) % block)).reshape(n, -1, block)
+    peak = wp.gather(-1, wp.abs().argmax(-1, keepdim=True))  # signed value of largest magnitude
+    scale = peak / -(2 ** (bits - 1))
+    scale = torch.where(scale == 0, torch.ones_like(scale), scale)
+    q = torch.clamp(torch.round(wp / scale), -(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+    return (q * scale).reshape(n, -1)[:, :k]
+
+
+def fake_quant_activation(x: torch.Tensor, block: int) -> torch.Tensor:
+    """x [..., K] rounded to int8 per block of `block` along K (symmetric, scale max|x|/127)."""
+    k = x.shape[-1]
+    xp = F.pad(x, (0, (-k) % block))
+    xb = xp.reshape(*xp.shape[:-1], -1, block)
+    scale = (xb.abs().amax(-1, keepdim=True) / 127).clamp_min(1e-12)
+    q = (torch.round(xb / scale).clamp(-127, 127) * scale).reshape(xp.shape)[..., :k]
+    return x + (q - x).detach()
+
+
+class FakeQuantWeight(nn.Module):
+    """A parametrization: the forward pass sees the quantized weight, gradients reach the fp32 one."""
+
+    def __init__(self, bits: int, block: int):
+        super().__init__()
+        self.bits, self.block = bits, block
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        return w + (fake_quant_weight(w, self.bits, self.block) - w).detach()
+
+
+def quantized_modules(model) -> list[nn.Module]:
+    """The modules whose weights the bundle quantizes: every Linear of the decoder and the LM head,
+    plus the embedding when it is tied to the LM head."""
+    mods = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    emb = model.get_input_embeddings()
+    if emb.weight is model.get_output_embeddings().weight:
+        mods.append(emb)
+    return mods
+
+
+def attach_fake_quant(model, s: QatSettings) -> list:
+    """Parametrize the quantized weights (and hook the matmul inputs); returns the hook handles."""
+    handles = []
+    for mod in quantized_modules(model):
+        parametrize.register_parametrization(mod, "weight", FakeQuantWeight(s.bits, s.block))
+        if s.activations and isinstance(mod, nn.Linear):
+            handles.append(mod.register_forward_pre_hook(lambda _m, args: (fake_quant_activation(args[0], s.block),)))
+    return handles
+
+
+def detach_fake_quant(model, handles: list) -> None:
+    """Back to a plain model holding the fp32 master weights."""
+    for h in handles:
+        h.remove()
+    for mod in quantized_modules_parametrized(model):
+        parametrize.remove_parametrizations(mod, "weight", leave_parametrized=False)
+
+
+def quantized_modules_parametrized(model) -> list[nn.Module]:
+    return [m for m in model.modules() if parametrize.is_parametrized(m, "weight")]
+
+
+@dataclass
+class Seq:
+    ids: list[int]
+    n_prompt: int
+
+
+def load_sequences(data: Path, tokenizer, instruction: str, split: str) -> list[Seq]:
+    """Student prompt + the teacher's answer (+ eos when it stopped) for one split of teacher.jsonl."""
+    from distill.train import tokenized_prompts
+
+    records = [r for r in read_jsonl(data) if r.get("split") == split and r.get("output")]
+    prompts = tokenized_prompts(tokenizer, instruction, [r["input"] for r in records])
+    out = []
+    for r, p in zip(records, prompts):
+        answer = tokenizer(r["output"], add_special_tokens=False)["input_ids"]
+        answer += [tokenizer.eos_token_id] if r.get("ended") else []
+        out.append(Seq(list(p) + answer, len(p)))
+    return out
+
+
+def _batch(seqs: list[Seq], pad_id: int) -> dict[str, torch.Tensor]:
+    width = max(len(s.ids) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s.ids)] = torch.tensor(s.ids)
+        mask[i, : len(s.ids)] = 1
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def kl_to_reference(logits: torch.Tensor, ref_logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over unmasked positions of KL(softmax(ref) || softmax(logits)); logits [B, T, V], mask [B, T]."""
+    ref = F.log_softmax(ref_logits.float(), -1)
+    kl = (ref.exp() * (ref - F.log_softmax(logits.float(), -1))).sum(-1)
+    return (kl * mask).sum() / mask.sum().clamp_min(1)
+
+
+@torch.no_grad()
+def agreement(model, reference, seqs: list[Seq], pad_id: int) -> tuple[float, float]:
+    """(top-1 agreement, mean KL(reference || model)) at the positions that predict answer tokens."""
+    same = total = 0
+    kl = 0.0
+    for i in range(0, len(seqs), 8):
+        chunk = seqs[i:i + 8]
+        batch = _batch(chunk, pad_id)
+        mine, ref = model(**batch).logits, reference(**batch).logits
+        answer = torch.zeros_like(batch["attention_mask"])
+        for j, s in enumerate(chunk):
+            answer[j, s.n_prompt - 1:len(s.ids) - 1] = 1
+        n = int(answer.sum())
+        same += int(((mine.argmax(-1) == ref.argmax(-1)) * answer).sum())
+        kl += float(kl_to_reference(mine, ref, answer)) * n
+        total += n
+    return same / max(total, 1), kl / max(total, 1)
+
+
+def qat_student(student_dir: Path, out_dir: Path, data: Path, instruction: str, s: QatSettings) -> dict:
+    """Run the pass on `student_dir` and write the result to `out_dir`; returns qat_report.json."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    t0 = time.perf_counter()
+    torch.manual_seed(s.seed)
+    tok = AutoTokenizer.from_pretrained(student_dir)
+    train, held = (load_sequences(data, tok, instruction, split) for split in ("train", "eval"))
+    if not train:
+        raise UserError(f"{data}: no train records with an answer; run `python -m distill RECIPE` first")
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    reference = AutoModelForCausalLM.from_pretrained(student_dir, dtype=torch.float32).eval()
+    model = AutoModelForCausalLM.from_pretrained(student_dir, dtype=torch.float32)
+    handles = attach_fake_quant(model, s)
+    model.eval()
+    before = agreement(model, reference, held, pad) if held else (None, None)
+    losses = _train(model, reference, train, pad, s)
+    model.eval()
+    after = agreement(model, reference, held, pad) if held else (None, None)
+    detach_fake_quant(model, handles)
+    from export.inputs import source_fingerprint
+
+    report = {"settings": asdict(s), "source": str(student_dir.resolve()),
+              "source_fingerprint": source_fingerprint(student_dir),
+              "simulated_top1_vs_fp32": {"before": _r(before[0]), "after": _r(after[0]), "positions_from": "eval split"},
+              "simulated_kl_vs_fp32": {"before": _r(before[1], 6), "after": _r(after[1], 6)},
+              "loss": {"first": _r(losses[0]), "last": _r(sum(losses[-5:]) / len(losses[-5:]))},
+              "train_sequences": len(train), "seconds": round(time.perf_counter() - t0, 1)}
+    _save(model, tok, student_dir, out_dir, report)
+    log.info("QAT int%d: simulated top-1 vs fp32 %s -> %s in %.0f s", s.bits, report["simulated_top1_vs_fp32"]["before"],
+             report["simulated_top1_vs_fp32"]["after"], report["seconds"])
+    return report
+
+
+def _r(x, digits: int = 4):
+    return None if x is None else round(x, digits)
+
+
+def _train(model, reference, train: list[Seq], pad: int, s: QatSettings) -> list[float]:
+    opt = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=0.0)
+    warm = max(1, s.steps // 10)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda i: min(1.0, (i + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(i, s.steps) / s.steps)))
+    gen = torch.Generator().manual_seed(s.seed)
+    order: list[int] = []
+    losses = []
+    model.train()
+    for _ in tqdm(range(s.steps), desc=f"QAT int{s.bits}", unit="step"):
+        if len(order) < s.batch_size:
+            order += torch.randperm(len(train), generator=gen).tolist()
+        batch = _batch([train[i] for i in order[: s.batch_size]], pad)
+        del order[: s.batch_size]
+        with torch.no_grad():
+            ref_logits = reference(**batch).logits
+        loss = kl_to_reference(model(**batch).logits, ref_logits, batch["attention_mask"])
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+    return losses
+
+
+def _save(model, tok, student_dir: Path, out_dir: Path, report: dict) -> None:
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tok.save_pretrained(tmp)
+    for name in ("chat_template.jinja", "generation_config.json"):  # keep the student's own files
+        if (student_dir / name).is_file():
+            shutil.copyfile(student_dir / name, tmp / name)
+    atomic_write_json(tmp / "qat_report.json", report)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    tmp.rename(out_dir)
+
+
+def read_report(folder: Path) -> dict | None:
+    """qat_report.json of a finished pass, else None."""
+    f = Path(folder) / "qat_report.json"
+    return json.loads(f.read_text()) if f.is_file() else None
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="python -m export.qat", description=__doc__.split("\n")[0])
+    p.add_argument("student")
+    p.add_argument("out")
+    p.add_argument("--data", required=True, help="teacher.jsonl with train/eval splits")
+    p.add_argument("--instruction", required=True)
+    for f in ("bits", "block", "steps", "batch_size", "seed"):
+        p.add_argument(f"--{f.replace('_', '-')}", type=int, default=getattr(QatSettings, f))
+    p.add_argument("--lr", type=float, default=QatSettings.lr)
+    p.add_argument("--no-activations", action="store_true", help="do not simulate int8 activation rounding")
+    a = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    student = Path(a.student)
+    if not (student / "config.json").is_file():
+        raise UserError(f"{student}: not a student folder (no config.json)")
+    s = QatSettings(a.bits, a.block, a.steps, a.batch_size, a.lr, a.seed, not a.no_activations)
+    print(json.dumps(qat_student(student, Path(a.out), Path(a.data), a.instruction, s), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    cli_main(main)
