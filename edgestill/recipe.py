@@ -124,6 +124,8 @@ class Export:
     overwrite: bool = False  # replace existing bundle folders that are not up to date
     qat_steps: int = 60  # the quantization-aware pass of the int4-qat preset (export/qat.py)
     qat_lr: float = 3e-4
+    # The student under bitsandbytes before export (export/bnb_preview.py), scored like the bundles.
+    bitsandbytes: list[Literal["int8", "nf4"]] = field(default_factory=list)
 
 
 BENCH_ENGINES = ("edgestill-runtime", "onnxruntime-genai", "transformers-eager", "llama.cpp")

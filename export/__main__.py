@@ -143,6 +143,15 @@ def print_summary(rows: list[dict]) -> None:
               f"max |logit diff| {r['max_abs_logit_diff']:.2g}: {verdict}")
 
 
+def bitsandbytes_summary(recipe: Recipe, build: Path) -> dict:
+    """export.bitsandbytes: the student under bitsandbytes in PyTorch, scored like the bundles."""
+    from export.bnb_preview import bitsandbytes_quality
+
+    student, report = read_student(recipe, build)
+    instruction = (report.get("task") or {}).get("instruction", recipe.task.instruction)
+    return bitsandbytes_quality(student, build / "data" / "teacher.jsonl", instruction, recipe.export.bitsandbytes)
+
+
 def main(argv: list[str]) -> int:
     overrides, rest = split_args(argv)
     parser = argparse.ArgumentParser(prog="python -m export", description=__doc__.split("\n")[0])
@@ -156,8 +165,13 @@ def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     recipe = load_recipe(args.recipe, overrides)
     rows = [summary_row(m) for m in export_recipe(recipe, args.build_root, args.force, args.threads, args.overwrite)]
-    atomic_write_json(recipe.build_dir(args.build_root) / "export_summary.json", {"bundles": rows})
+    summary = {"bundles": rows}
+    if recipe.export.bitsandbytes:
+        summary["pytorch_bitsandbytes"] = bitsandbytes_summary(recipe, recipe.build_dir(args.build_root))
+    atomic_write_json(recipe.build_dir(args.build_root) / "export_summary.json", summary)
     print_summary(rows)
+    for mode, r in summary.get("pytorch_bitsandbytes", {}).items():
+        print(f"student in PyTorch with bitsandbytes {mode}: top-1 vs fp32 {r['top1_agreement_vs_fp32']:.3f}")
     failing = [r["name"] for r in rows if not r["passed"]]
     if failing:
         print(f"below their quality floor (written, marked in manifest.json): {', '.join(failing)}")

@@ -334,7 +334,8 @@ def test_int4_qat_preset_runs_the_pass_and_its_simulation_is_the_bundle(tmp_path
     """The fragile model (see fragile_model) through `python -m export` with int4 and int4-qat: the QAT
     pass runs on the train split and lowers the simulated int4 model's KL to fp32; the top-1 agreement
     it simulated in PyTorch before and after the pass is what the int4 and int4-qat bundles measure in
-    onnxruntime (so the pass trains for the bundle's real grid). On the real student: README."""
+    onnxruntime (so the pass trains for the bundle's real grid). On the real student: README.
+    export.bitsandbytes adds the student under bitsandbytes int8/nf4 in PyTorch, scored the same way."""
     from export.__main__ import main
     from tests.export.tiny_bundles import PAIRS
 
@@ -345,7 +346,7 @@ def test_int4_qat_preset_runs_the_pass_and_its_simulation_is_the_bundle(tmp_path
             f.write(json.dumps({"id": 10 + i, "split": "train", "input": f"{text} ({i})", "output": answer * 3,
                                 "ended": ended}) + "\n")
     args = [str(_tiny_recipe(tmp_path)), "export.precisions=[int4,int4-qat]", "export.qat_steps=12",
-            "export.qat_lr=1e-4", "--build-root", str(tmp_path / "build")]
+            "export.qat_lr=1e-4", "export.bitsandbytes=[int8,nf4]", "--build-root", str(tmp_path / "build")]
     assert main(args) == 1  # both below the 0.95 floor: the model is built to be fragile
     plain = Bundle.open(build / "bundle-int4").manifest
     qat = Bundle.open(build / "bundle-int4-qat").manifest
@@ -354,5 +355,9 @@ def test_int4_qat_preset_runs_the_pass_and_its_simulation_is_the_bundle(tmp_path
     assert kl["after"] < kl["before"]
     assert abs(sim["before"] - plain["quality"]["top1_agreement_vs_fp32"]) <= 0.02
     assert abs(sim["after"] - qat["quality"]["top1_agreement_vs_fp32"]) <= 0.02
-    summary = json.loads((build / "export_summary.json").read_text())["bundles"]
-    assert summary[1]["qat_simulated_top1_vs_fp32"] == sim
+    summary = json.loads((build / "export_summary.json").read_text())
+    assert summary["bundles"][1]["qat_simulated_top1_vs_fp32"] == sim
+    bnb = summary["pytorch_bitsandbytes"]  # the student in PyTorch under bitsandbytes, scored the same way
+    assert bnb["int8"]["kl_vs_fp32"] < bnb["nf4"]["kl_vs_fp32"] and bnb["nf4"]["top1_agreement_vs_fp32"] < 1
+    assert bnb["int8"]["positions"] == qat["quality"]["quality_positions"]
+    assert "bitsandbytes nf4: top-1 vs fp32" in capsys.readouterr().out
