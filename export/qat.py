@@ -115,12 +115,8 @@ def detach_fake_quant(model, handles: list) -> None:
     """Back to a plain model holding the fp32 master weights."""
     for h in handles:
         h.remove()
-    for mod in quantized_modules_parametrized(model):
+    for mod in [m for m in model.modules() if parametrize.is_parametrized(m, "weight")]:
         parametrize.remove_parametrizations(mod, "weight", leave_parametrized=False)
-
-
-def quantized_modules_parametrized(model) -> list[nn.Module]:
-    return [m for m in model.modules() if parametrize.is_parametrized(m, "weight")]
 
 
 @dataclass
