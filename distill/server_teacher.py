@@ -22,7 +22,9 @@ and its record skipped (a later run asks again); finished records are never lost
 bundled teacher), that model is loaded too: the student copies its layers.
 
 Only the stdlib HTTP client is used (`urllib.request`): one small POST per request needs no
-client library. Tested against `transformers serve` (tests/distill/test_server_teacher.py).
+client library. Tested against `transformers serve` (tests/distill/test_server_teacher.py: no
+log-probs, sequence level) and llama-cpp-python's server on the bundled GGUF
+(tests/distill/test_llama_cpp_server.py: soft targets).
 """
 
 from __future__ import annotations

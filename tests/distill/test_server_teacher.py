@@ -42,17 +42,23 @@ def start_server(model_dir: Path, log_path: Path) -> tuple[subprocess.Popen, str
     log = open(log_path, "wb")
     proc = subprocess.Popen([str(exe), "serve", str(model_dir), "--host", "127.0.0.1", "--port", str(port),
                              "--device", "cpu", "--dtype", "float32"], stdout=log, stderr=subprocess.STDOUT, env=env)
+    return proc, wait_healthy(proc, f"http://127.0.0.1:{port}", "/health", log_path, "transformers serve")
+
+
+def wait_healthy(proc: subprocess.Popen, root: str, probe: str, log_path: Path, name: str) -> str:
+    """Poll `root + probe` until it answers (then return root + "/v1"); raise if the server exits or
+    stays silent for 120 s."""
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"transformers serve exited: {log_path.read_text()[-2000:]}")
+            raise RuntimeError(f"{name} exited: {log_path.read_text()[-2000:]}")
         try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).read()
-            return proc, f"http://127.0.0.1:{port}/v1"
+            urllib.request.urlopen(root + probe, timeout=2).read()
+            return root + "/v1"
         except OSError:
             time.sleep(0.5)
     proc.kill()
-    raise RuntimeError("transformers serve did not become healthy in 120 s")
+    raise RuntimeError(f"{name} did not answer in 120 s")
 
 
 def stop(proc: subprocess.Popen) -> None:
