@@ -10,7 +10,8 @@ genai_config.json says `past_present_share_buffer` (GroupQueryAttention writes t
 into the past buffer in place), every `past_key_values.*` input and its `present.*` output are
 bound, once, to the same preallocated numpy buffer [batch, kv_heads, capacity, head_dim]: a
 decode step copies nothing but one token id in and one row of logits out, and allocates nothing
-(the attention mask is a view of a ones buffer; logits land in a bound buffer). Rows of a batch
+(the attention mask spans the whole buffer and is bound once, a step sets one entry; logits
+land in a bound buffer). Rows of a batch
 are prefilled one by one (each a view of its row of the buffers) and then decoded together with
 a right-padded mask, so prompts of different lengths batch without padding tokens.
 Graphs without a shared buffer fall back to feeding the previous step's presents as OrtValues.
@@ -104,7 +105,13 @@ class KVCache:
         shape = (batch, model.kv_heads, capacity, model.head_dim)
         self.buffers = {name: np.zeros(shape, model.kv_dtype) for name in model.kv_names}  # lazily paged in
         self.lengths = np.zeros(batch, dtype=np.int64)  # tokens cached per row
-        self.ones = np.ones(batch * capacity, dtype=np.int64)  # batch 1: mask views, never copied
+        self.ones = np.ones(capacity, dtype=np.int64)  # prefill masks: views, never copied
+        # The decode mask spans the whole buffer, bound once: row b is 1 for its lengths[b] cached
+        # tokens, 0 after (the graph reads each row's length from it). A step sets one 1 in place;
+        # rebinding a mask of the current length every step cost ~0.12 ms/token (5%) here.
+        self.mask = np.zeros((batch, capacity), dtype=np.int64)
+        self._mask_bound = False
+        self.rows = np.arange(batch)
         self.ids = np.zeros((batch, 1), dtype=np.int64)
         self.logits = np.zeros((batch, 1, model.vocab_size), dtype=model.logits_dtype)
         self.binding = self._bind_rows(slice(None), self.ids, self.logits)
@@ -156,13 +163,13 @@ class KVCache:
         if int(self.lengths.max()) >= self.capacity:
             raise IndexError(f"KV cache full ({self.capacity} tokens)")
         self.ids[:, 0] = tokens
+        if not self._mask_bound:
+            for row, n in enumerate(self.lengths):
+                self.mask[row, :n] = 1
+            self._bind_mask(self.binding, self.mask)
+            self._mask_bound = True
+        self.mask[self.rows, self.lengths] = 1
         self.lengths += 1
-        total = int(self.lengths.max())
-        if self.batch == 1:
-            mask = self.ones[:total].reshape(1, total)
-        else:  # right-padded: row b attends to its own lengths[b] tokens
-            mask = (np.arange(total)[None, :] < self.lengths[:, None]).astype(np.int64)
-        self._bind_mask(self.binding, mask)
         self.model.session.run_with_iobinding(self.binding)
         return self.logits[:, 0]
 
