@@ -126,18 +126,20 @@ def collate(examples: list[Example], pad_id: int, t_pad_id: int | None = None) -
     the next token); targets [N]; topk_ids/topk_logp [N, k]; and, when the examples carry the
     teacher side, t_input_ids/t_attention_mask/t_rows/t_cols (same N answer tokens, same order).
     """
-    ids, mask, rows, cols = _padded([(e.input_ids, e.n_prompt) for e in examples], pad_id)
+    ids, mask, rows, cols = padded([(e.input_ids, e.n_prompt) for e in examples], pad_id)
     out = {"input_ids": ids, "attention_mask": mask, "rows": rows, "cols": cols,
            "targets": torch.tensor([t for e in examples for t in e.input_ids[e.n_prompt:]], dtype=torch.long),
            "topk_ids": torch.from_numpy(np.concatenate([e.topk_ids for e in examples]).astype(np.int64)),
            "topk_logp": torch.from_numpy(np.concatenate([e.topk_logp for e in examples]))}
     if examples[0].t_input_ids is not None:
-        t = _padded([(e.t_input_ids, e.t_n_prompt) for e in examples], pad_id if t_pad_id is None else t_pad_id)
+        t = padded([(e.t_input_ids, e.t_n_prompt) for e in examples], pad_id if t_pad_id is None else t_pad_id)
         out.update(zip(("t_input_ids", "t_attention_mask", "t_rows", "t_cols"), t))
     return out
 
 
-def _padded(seqs: list[tuple[list[int], int]], pad_id: int):
+def padded(seqs: list[tuple[list[int], int]], pad_id: int):
+    """(input_ids, attention_mask) [B, L] right-padded, and rows/cols [N] of the answer positions
+    (each predicting the next token) for (ids, n_prompt) pairs."""
     width = max(len(s) for s, _ in seqs)
     ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
     mask = torch.zeros_like(ids)

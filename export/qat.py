@@ -42,6 +42,8 @@ from torch import nn
 from torch.nn.utils import parametrize
 from tqdm import tqdm
 
+from distill.losses import kl_rows, masked_mean
+from distill.train import padded, tokenized_prompts
 from edgestill.errors import UserError, cli_main
 from edgestill.files import atomic_write_json, read_jsonl
 
@@ -127,8 +129,6 @@ class Seq:
 
 def load_sequences(data: Path, tokenizer, instruction: str, split: str) -> list[Seq]:
     """Student prompt + the teacher's answer (+ eos when it stopped) for one split of teacher.jsonl."""
-    from distill.train import tokenized_prompts
-
     records = [r for r in read_jsonl(data) if r.get("split") == split and r.get("output")]
     prompts = tokenized_prompts(tokenizer, instruction, [r["input"] for r in records])
     out = []
@@ -139,21 +139,19 @@ def load_sequences(data: Path, tokenizer, instruction: str, split: str) -> list[
     return out
 
 
-def _batch(seqs: list[Seq], pad_id: int) -> dict[str, torch.Tensor]:
-    width = max(len(s.ids) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, : len(s.ids)] = torch.tensor(s.ids)
-        mask[i, : len(s.ids)] = 1
-    return {"input_ids": ids, "attention_mask": mask}
+_ALL = torch.tensor(True)  # every category counts (full logits)
+
+
+def _batch(seqs: list[Seq], pad_id: int) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+    """(model inputs, rows, cols): right-padded ids/mask and the answer positions, as in training."""
+    ids, mask, rows, cols = padded([(s.ids, s.n_prompt) for s in seqs], pad_id)
+    return {"input_ids": ids, "attention_mask": mask}, rows, cols
 
 
 def kl_to_reference(logits: torch.Tensor, ref_logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean over unmasked positions of KL(softmax(ref) || softmax(logits)); logits [B, T, V], mask [B, T]."""
-    ref = F.log_softmax(ref_logits.float(), -1)
-    kl = (ref.exp() * (ref - F.log_softmax(logits.float(), -1))).sum(-1)
-    return (kl * mask).sum() / mask.sum().clamp_min(1)
+    kl = kl_rows(F.log_softmax(ref_logits.float(), -1), F.log_softmax(logits.float(), -1), _ALL)
+    return masked_mean(kl, mask)
 
 
 @torch.no_grad()
@@ -162,16 +160,11 @@ def agreement(model, reference, seqs: list[Seq], pad_id: int) -> tuple[float, fl
     same = total = 0
     kl = 0.0
     for i in range(0, len(seqs), 8):
-        chunk = seqs[i:i + 8]
-        batch = _batch(chunk, pad_id)
-        mine, ref = model(**batch).logits, reference(**batch).logits
-        answer = torch.zeros_like(batch["attention_mask"])
-        for j, s in enumerate(chunk):
-            answer[j, s.n_prompt - 1:len(s.ids) - 1] = 1
-        n = int(answer.sum())
-        same += int(((mine.argmax(-1) == ref.argmax(-1)) * answer).sum())
-        kl += float(kl_to_reference(mine, ref, answer)) * n
-        total += n
+        batch, rows, cols = _batch(seqs[i:i + 8], pad_id)
+        mine, ref = model(**batch).logits[rows, cols], reference(**batch).logits[rows, cols]  # [N, V]
+        same += int((mine.argmax(-1) == ref.argmax(-1)).sum())
+        kl += float(kl_rows(F.log_softmax(ref.float(), -1), F.log_softmax(mine.float(), -1), _ALL).sum())
+        total += len(rows)
     return same / max(total, 1), kl / max(total, 1)
 
 
@@ -225,7 +218,7 @@ def _train(model, reference, train: list[Seq], pad: int, s: QatSettings) -> list
     for _ in tqdm(range(s.steps), desc=f"QAT int{s.bits}", unit="step"):
         if len(order) < s.batch_size:
             order += torch.randperm(len(train), generator=gen).tolist()
-        batch = _batch([train[i] for i in order[: s.batch_size]], pad)
+        batch, _, _ = _batch([train[i] for i in order[: s.batch_size]], pad)
         del order[: s.batch_size]
         with torch.no_grad():
             ref_logits = reference(**batch).logits
