@@ -28,7 +28,8 @@ from edgestill.errors import UserError, cli_main
 
 BUNDLED_TEACHERS = ("smollm2-135m-instruct",)
 # Bundle presets (export/quantize.py PRESETS; a test keeps the two lists equal).
-Precision = Literal["fp32", "int8", "int8-b32", "int4", "int4-b64", "int4-kquant", "int4-mixed", "int4-qat"]
+Precision = Literal["fp32", "int8", "int8-b32", "int4", "int4-b64", "int4-kquant", "int4-kquant-mixed",
+                    "int4-mixed", "int4-qat"]
 PRECISIONS = typing.get_args(Precision)
 
 
@@ -124,6 +125,7 @@ class Export:
     overwrite: bool = False  # replace existing bundle folders that are not up to date
     qat_steps: int = 60  # the quantization-aware pass of the int4-qat preset (export/qat.py)
     qat_lr: float = 3e-4
+    mixed_budget: float | None = None  # a mixed preset's model bytes as a fraction of fp32 (null: the preset's, int4-mixed 0.25)
     # The student under bitsandbytes before export (export/bnb_preview.py), scored like the bundles.
     bitsandbytes: list[Literal["int8", "nf4"]] = field(default_factory=list)
 
@@ -300,6 +302,9 @@ def _check(recipe: Recipe, where: str, base: Path) -> None:
     d = recipe.distill
     if min(d.steps, d.batch_size, d.checkpoint_every, d.grad_accum) < 1 or d.lr <= 0:
         raise UserError(f"{where}: distill: steps, batch_size, grad_accum, checkpoint_every must be >= 1 and lr > 0")
+    if recipe.export.mixed_budget is not None and not 0.0 < recipe.export.mixed_budget <= 1.0:
+        raise UserError(f"{where}: export.mixed_budget: a fraction of the fp32 model's bytes in (0, 1], "
+                        f"got {recipe.export.mixed_budget}")
     if recipe.task.rationale and d.loss.hidden_states > 0:
         raise UserError(f"{where}: distill.loss.hidden_states cannot be combined with task.rationale yet "
                         "(rationale examples have no teacher-side states); set one of them off")

@@ -74,7 +74,8 @@ def export_recipe(recipe: Recipe, build_root: str | Path = "build", force: bool 
     source = {"teacher": (report.get("teacher") or {}).get("source", recipe.teacher.source),
               "recipe": recipe.name}
     common = dict(source=source, threads=threads, force=force, overwrite=overwrite or recipe.export.overwrite,
-                  quality_pairs=pairs)
+                  quality_pairs=pairs, calibration=build / "data" / "teacher.jsonl",
+                  mixed_budget=recipe.export.mixed_budget)
     reference = _LazyReference(student)
     manifests = []
     for p in recipe.export.precisions:

@@ -30,7 +30,7 @@ from export.inputs import check_model_dir, source_fingerprint
 from export.manifest import describe_model, prompt_template, write_manifest
 from export.onnx_build import build_onnx
 from export.quality import measure, sequences
-from export.quantize import Preset, preset
+from export.quantize import Preset, preset, with_budget
 from export.tie_embedding import tie_int8_embedding_file
 from export.validate import Reference, check_fp32, compare
 from runtime import Bundle, BundleError, Generator
@@ -88,8 +88,18 @@ def ties_embeddings(model_dir: Path) -> bool:
     return bool(json.loads((model_dir / "config.json").read_text()).get("tie_word_embeddings", False))
 
 
-def build_model(model_dir: Path, bundle_dir: Path, chosen: Preset, log_file: Path) -> dict | None:
-    """Builder + the preset's graph transformations; return manifest["quantization"]."""
+def build_model(model_dir: Path, bundle_dir: Path, chosen: Preset, log_file: Path,
+                calibration: Path | None = None, instruction: str = "") -> dict | None:
+    """Builder + the preset's graph transformations; return manifest["quantization"].
+
+    A mixed preset calibrates on the train split of `calibration` (data/teacher.jsonl)."""
+    if chosen.mixed:
+        if calibration is None or not Path(calibration).is_file():
+            raise UserError(f"preset {chosen.precision} chooses its matmuls on the task's train text, and "
+                            f"{calibration} is missing; run `python -m distill RECIPE` first")
+        from export.mixed import build_mixed
+
+        return build_mixed(model_dir, bundle_dir, chosen, Path(calibration), instruction, log_file)
     build_onnx(model_dir, bundle_dir, chosen, log_file)
     for file in bundle_dir.iterdir():
         file.chmod(0o644)  # the builder/onnx may leave 0600 files; bundles are copied to devices
@@ -109,7 +119,8 @@ def export_bundle(model_dir, out_dir, precision: str, role: str, instruction: st
                   eval_texts: list[str], name: str | None = None, source: dict | None = None,
                   threads: int | None = None, force: bool = False, overwrite: bool = False,
                   quality_pairs: list[tuple[str, str, bool]] | None = None,
-                  reference: Reference | None = None, qat: dict | None = None) -> dict:
+                  reference: Reference | None = None, qat: dict | None = None,
+                  calibration: Path | None = None, mixed_budget: float | None = None) -> dict:
     """Export `model_dir` (HF checkpoint) to a validated bundle at `out_dir`; return its manifest.
 
     `eval_texts` (inputs) drive validation; `quality_pairs` ((input, teacher answer, ended), the
@@ -117,12 +128,13 @@ def export_bundle(model_dir, out_dir, precision: str, role: str, instruction: st
     if it is this bundle, up to date; else refused unless `overwrite`; `force` rebuilds it anyway.
     `reference` shares one PyTorch model between presets (for a *-qat preset, `model_dir` is the
     student after the QAT pass, `reference` the fp32 student it came from, `qat` its report, kept in the
-    manifest). Raises `ValidationError` if an fp32
+    manifest). `calibration` (data/teacher.jsonl) is the train text a mixed preset chooses on,
+    `mixed_budget` overrides its byte budget. Raises `ValidationError` if an fp32
     bundle does not reproduce PyTorch; a bundle below its quality floor is written and marked
     (`manifest["quality_floor"]["passed"]` false): the caller decides what that means.
     """
     model_dir, out_dir = Path(model_dir), Path(out_dir)
-    chosen = preset(precision)
+    chosen = with_budget(preset(precision), mixed_budget)
     check_model_dir(model_dir)
     fingerprint = source_fingerprint(model_dir)
     if not force and (manifest := existing_bundle(out_dir, chosen, fingerprint, overwrite)) is not None:
@@ -135,7 +147,7 @@ def export_bundle(model_dir, out_dir, precision: str, role: str, instruction: st
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     log_file = out_dir.parent / f".{out_dir.name}.builder.log"
-    quantization = build_model(model_dir, tmp, chosen, log_file)
+    quantization = build_model(model_dir, tmp, chosen, log_file, calibration, instruction)
     copy_tokenizer(model_dir, tmp)
     model_info, tokens = describe_model(tmp)
     reference = reference or Reference(model_dir)

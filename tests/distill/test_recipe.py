@@ -53,6 +53,7 @@ BAD = {
     "no layers": (GOOD + "student: {layers: 0}\n", ["student.layers", "number of layers >= 1"]),
     "layers text": (GOOD + "student: {layers: some}\n", ["student.layers", "a list of an integer or an integer"]),
     "not yaml": ("name: [unclosed\n", ["not valid YAML"]),
+    "mixed budget": (GOOD + "export: {mixed_budget: 1.5}\n", ["export.mixed_budget", "(0, 1]", "1.5"]),
 }
 
 

@@ -222,6 +222,19 @@ def _tiny_build(tmp_path, model_dir):
     return build
 
 
+def fragile_build_with_train_split(tmp_path, tiny_llama_dir):
+    """_tiny_build of the fragile model, with 8 train records (what QAT and mixed presets learn from)."""
+    from tests.export.tiny_bundles import PAIRS
+
+    build = _tiny_build(tmp_path, fragile_model(tiny_llama_dir, tmp_path / "fragile"))
+    with open(build / "data" / "teacher.jsonl", "a") as f:
+        for i in range(8):
+            text, answer, ended = PAIRS[i % 2]
+            f.write(json.dumps({"id": 10 + i, "split": "train", "input": f"{text} ({i})", "output": answer * 3,
+                                "ended": ended}) + "\n")
+    return build
+
+
 def _tiny_recipe(tmp_path):
     recipe = tmp_path / "tiny.yaml"
     recipe.write_text("name: tiny\ntask:\n  instruction: Summarize.\n  seed_examples: [{input: a, output: b}]\n")
@@ -311,7 +324,7 @@ def test_onnxruntime_genai_greedy_equals_our_runtime(which, request):
         assert theirs == list(ours.stream_ids(ids, 24)) and len(theirs) > 0
 
 
-@pytest.mark.parametrize("precision", ["int8-b32", "int4-b64", "int4-kquant", "int4-mixed"])
+@pytest.mark.parametrize("precision", ["int8-b32", "int4-b64", "int4-kquant", "int4-kquant-mixed"])
 def test_every_other_preset_exports_a_runnable_bundle(precision, tiny_llama_dir, tmp_path):
     """Each named preset builds, validates and records its settings (fp32/int8/int4: fixtures above)."""
     from export import export_bundle
@@ -326,7 +339,7 @@ def test_every_other_preset_exports_a_runnable_bundle(precision, tiny_llama_dir,
     attrs = [{a.name: onnx.helper.get_attribute_value(a) for a in n.attribute} for n in nbits]
     assert {a["block_size"] for a in attrs} == {wanted["block_size"]} and {a["accuracy_level"] for a in attrs} == {4}
     head_bits = next(a["bits"] for n, a in zip(nbits, attrs) if n.name.startswith("/lm_head/"))
-    assert head_bits == (8 if precision in ("int8-b32", "int4-mixed") else 4)
+    assert head_bits == (8 if precision in ("int8-b32", "int4-kquant-mixed") else 4)
     assert m["quality_floor"]["floor"] == PRESETS[precision].floor and "perplexity_teacher_text" in m["quality"]
 
 
@@ -337,14 +350,8 @@ def test_int4_qat_preset_runs_the_pass_and_its_simulation_is_the_bundle(tmp_path
     onnxruntime (so the pass trains for the bundle's real grid). On the real student: README.
     export.bitsandbytes adds the student under bitsandbytes int8/nf4 in PyTorch, scored the same way."""
     from export.__main__ import main
-    from tests.export.tiny_bundles import PAIRS
 
-    build = _tiny_build(tmp_path, fragile_model(tiny_llama_dir, tmp_path / "fragile"))
-    with open(build / "data" / "teacher.jsonl", "a") as f:
-        for i in range(8):
-            text, answer, ended = PAIRS[i % 2]
-            f.write(json.dumps({"id": 10 + i, "split": "train", "input": f"{text} ({i})", "output": answer * 3,
-                                "ended": ended}) + "\n")
+    build = fragile_build_with_train_split(tmp_path, tiny_llama_dir)
     args = [str(_tiny_recipe(tmp_path)), "export.precisions=[int4,int4-qat]", "export.qat_steps=12",
             "export.qat_lr=1e-4", "export.bitsandbytes=[int8,nf4]", "--build-root", str(tmp_path / "build")]
     assert main(args) == 1  # both below the 0.95 floor: the model is built to be fragile
