@@ -31,7 +31,6 @@ export/README.md).
 from __future__ import annotations
 
 import logging
-import math
 import re
 import shutil
 import tempfile
@@ -60,12 +59,6 @@ def node_group(module_name: str) -> str:
         raise ValueError(f"mixed precision does not know the builder's node for {module_name!r} "
                          "(supported: llama-style q/k/v/o and gate/up/down projections, lm_head)")
     return f"/model/layers.{m.group(1)}/{_BUILDER_NAME[m.group(3)]}/MatMul"
-
-
-def matrix_bytes(n: int, k: int, bits: int, block: int) -> int:
-    """Bytes of one MatMulNBits weight [N, K]: packed values + one fp32 scale per block."""
-    blocks = math.ceil(k / block)
-    return n * blocks * block * bits // 8 + n * blocks * 4
 
 
 # ---------------------------------------------------------------------------- plan (PyTorch)
@@ -108,9 +101,10 @@ class _Simulated:
                 self.linears[name].weight.copy_(self.weights[name][kind])
                 self.block[name] = None if kind == "fp32" else self.settings[kind].block
 
-    def choice(self, fine_groups=(), base: str = "coarse") -> dict[str, str]:
+    def choice(self, fine_groups=()) -> dict[str, str]:
+        """Every Linear coarse, except those of the node groups `fine_groups`."""
         fine = {n for g in fine_groups for n in self.groups[g]}
-        return {n: "fine" if n in fine else base for n in self.linears}
+        return {n: "fine" if n in fine else "coarse" for n in self.linears}
 
 
 class _Scorer:
@@ -163,7 +157,10 @@ def plan_mixed(student_dir: Path, data: Path, instruction: str, coarse, fine, ex
         raise UserError(f"{data}: no train records with an answer to calibrate on; run `python -m distill RECIPE` first")
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     reference = AutoModelForCausalLM.from_pretrained(student_dir, dtype=torch.float32).eval()
-    sim = _Simulated(AutoModelForCausalLM.from_pretrained(student_dir, dtype=torch.float32).eval(), coarse, fine)
+    try:
+        sim = _Simulated(AutoModelForCausalLM.from_pretrained(student_dir, dtype=torch.float32).eval(), coarse, fine)
+    except ValueError as err:
+        raise UserError(f"{student_dir}: {err}; export it with a uniform preset (int4, int4-qat) instead") from None
     missing = sorted(set(sim.groups) - set(extra))
     if missing:
         raise ValueError(f"mixed precision: the built graph has no MatMulNBits node for {missing[:3]}")
