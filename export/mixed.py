@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import logging
 import re
-import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -65,7 +64,7 @@ def node_group(module_name: str) -> str:
 
 
 class _Simulated:
-    """A student whose Linear weights can be switched between fp32, coarse and fine fake-quant."""
+    """A student whose Linear weights can be switched between coarse and fine fake-quant."""
 
     def __init__(self, model, coarse, fine):
         from export.qat import fake_quant_weight
@@ -79,9 +78,8 @@ class _Simulated:
         self.weights = {}
         with torch.no_grad():
             for name, m in self.linears.items():
-                w = m.weight.detach().clone()
-                self.weights[name] = {"fp32": w, **{k: fake_quant_weight(w, s.bits, s.block)
-                                                     for k, s in self.settings.items()}}
+                self.weights[name] = {k: fake_quant_weight(m.weight, s.bits, s.block)
+                                      for k, s in self.settings.items()}
         self.block = {}
         for name, m in self.linears.items():
             m.register_forward_pre_hook(self._hook(name))
@@ -95,40 +93,16 @@ class _Simulated:
         return pre
 
     def use(self, choice: dict[str, str]) -> None:
-        """choice: module name -> "fp32" | "coarse" | "fine" (a tied LM head moves the embedding too)."""
+        """choice: module name -> "coarse" | "fine" (a tied LM head moves the embedding too)."""
         with torch.no_grad():
             for name, kind in choice.items():
                 self.linears[name].weight.copy_(self.weights[name][kind])
-                self.block[name] = None if kind == "fp32" else self.settings[kind].block
+                self.block[name] = self.settings[kind].block
 
     def choice(self, fine_groups=()) -> dict[str, str]:
         """Every Linear coarse, except those of the node groups `fine_groups`."""
         fine = {n for g in fine_groups for n in self.groups[g]}
         return {n: "fine" if n in fine else "coarse" for n in self.linears}
-
-
-class _Scorer:
-    """Top-1 agreement and KL(fp32 || model) at the answer positions of `seqs`, the fp32 side computed once."""
-
-    def __init__(self, reference, seqs, pad: int, batch: int = 8):
-        from export.qat import _batch
-
-        self.batches = [_batch(seqs[i:i + batch], pad) for i in range(0, len(seqs), batch)]
-        with torch.no_grad():
-            self.ref = [torch.log_softmax(reference(**b).logits[r, c].float(), -1) for b, r, c in self.batches]
-
-    @torch.no_grad()
-    def __call__(self, model) -> tuple[float, float]:
-        from export.qat import _ALL, kl_rows
-
-        same = total = 0
-        kl = 0.0
-        for (b, r, c), ref in zip(self.batches, self.ref):
-            mine = torch.log_softmax(model(**b).logits[r, c].float(), -1)
-            same += int((mine.argmax(-1) == ref.argmax(-1)).sum())
-            kl += float(kl_rows(ref, mine, _ALL).sum())
-            total += len(r)
-        return same / max(total, 1), kl / max(total, 1)
 
 
 def greedy(gains: dict[str, float], extra: dict[str, int], budget: int) -> list[str]:
@@ -147,7 +121,7 @@ def plan_mixed(student_dir: Path, data: Path, instruction: str, coarse, fine, ex
     the bytes each group costs in `fine` over `coarse`, `room` the bytes the budget leaves."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from export.qat import load_sequences
+    from export.qat import Scorer, load_sequences
 
     t0 = time.perf_counter()
     tok = AutoTokenizer.from_pretrained(student_dir)
@@ -164,7 +138,7 @@ def plan_mixed(student_dir: Path, data: Path, instruction: str, coarse, fine, ex
     missing = sorted(set(sim.groups) - set(extra))
     if missing:
         raise ValueError(f"mixed precision: the built graph has no MatMulNBits node for {missing[:3]}")
-    score_calib = _Scorer(reference, calib, pad)
+    score_calib = Scorer(reference, calib, pad)
     sim.use(sim.choice())
     base = score_calib(sim.model)[1]
     gains = {}
@@ -174,7 +148,7 @@ def plan_mixed(student_dir: Path, data: Path, instruction: str, coarse, fine, ex
     chosen = greedy(gains, extra, room)
     simulated = {}
     if held:
-        score_held = _Scorer(reference, held, pad)
+        score_held = Scorer(reference, held, pad)
         for label, groups in (("coarse", []), ("mixed", chosen), ("fine", list(sim.groups))):
             sim.use(sim.choice(groups))
             simulated[label] = round(score_held(sim.model)[0], 4)
@@ -298,6 +272,7 @@ def build_mixed(model_dir: Path, bundle_dir: Path, chosen, data: Path, instructi
     import onnx
 
     from export.bundle import build_model
+    from export.onnx_build import save_with_data
     from export.quantize import preset
 
     coarse, fine = preset(chosen.mixed[0]), preset(chosen.mixed[1])
@@ -311,11 +286,7 @@ def build_mixed(model_dir: Path, bundle_dir: Path, chosen, data: Path, instructi
     extra, coarse_bytes, fp32_bytes = byte_costs(model, fine_model)
     plan = plan_mixed(model_dir, data, instruction, coarse, fine, extra, int(budget * fp32_bytes) - coarse_bytes)
     splice(model, fine_model, plan["fine_nodes"])
-    (bundle_dir / "model.onnx.data").unlink(missing_ok=True)
-    onnx.save(model, str(bundle_dir / "model.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
-              location="model.onnx.data", size_threshold=1024)
-    for f in bundle_dir.iterdir():
-        f.chmod(0o644)
+    save_with_data(model, bundle_dir / "model.onnx")
     used = coarse_bytes + sum(extra[g] for g in plan["fine_nodes"])
     log.info("%s: %d of %d matmul groups from %s, model bytes %.1f%% of fp32 (budget %.0f%%)", chosen.precision,
              len(plan["fine_nodes"]), plan["nodes"], fine.precision, 100 * used / fp32_bytes, 100 * budget)

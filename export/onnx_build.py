@@ -33,6 +33,19 @@ def build_onnx(model_dir: Path, out_dir: Path, preset: Preset, log_file: Path) -
                            f"log {log_file}:\n{tail}")
 
 
+def save_with_data(model, path: Path) -> None:
+    """Write ONNX `model` to `path` with its tensors in one `<name>.data` file beside it (replaced),
+    both readable by all (onnx's writer leaves 0600 files; bundles are copied to devices)."""
+    import onnx
+
+    data = path.with_name(path.name + ".data")
+    data.unlink(missing_ok=True)
+    onnx.save(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+              location=data.name, size_threshold=1024)
+    for f in (path, data):
+        f.chmod(0o644)
+
+
 def _rmtree(path: Path) -> None:
     import shutil
 

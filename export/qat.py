@@ -154,18 +154,30 @@ def kl_to_reference(logits: torch.Tensor, ref_logits: torch.Tensor, mask: torch.
     return masked_mean(kl, mask)
 
 
-@torch.no_grad()
+class Scorer:
+    """Top-1 agreement and mean KL(reference || model) at the positions that predict answer tokens
+    of `seqs`; the reference side is computed once, so one Scorer rates many models cheaply."""
+
+    def __init__(self, reference, seqs: list[Seq], pad_id: int, batch: int = 8):
+        self.batches = [_batch(seqs[i:i + batch], pad_id) for i in range(0, len(seqs), batch)]
+        with torch.no_grad():
+            self.ref = [F.log_softmax(reference(**b).logits[r, c].float(), -1) for b, r, c in self.batches]
+
+    @torch.no_grad()
+    def __call__(self, model) -> tuple[float, float]:
+        same = total = 0
+        kl = 0.0
+        for (b, r, c), ref in zip(self.batches, self.ref):
+            mine = F.log_softmax(model(**b).logits[r, c].float(), -1)  # [N, V]
+            same += int((mine.argmax(-1) == ref.argmax(-1)).sum())
+            kl += float(kl_rows(ref, mine, _ALL).sum())
+            total += len(r)
+        return same / max(total, 1), kl / max(total, 1)
+
+
 def agreement(model, reference, seqs: list[Seq], pad_id: int) -> tuple[float, float]:
     """(top-1 agreement, mean KL(reference || model)) at the positions that predict answer tokens."""
-    same = total = 0
-    kl = 0.0
-    for i in range(0, len(seqs), 8):
-        batch, rows, cols = _batch(seqs[i:i + 8], pad_id)
-        mine, ref = model(**batch).logits[rows, cols], reference(**batch).logits[rows, cols]  # [N, V]
-        same += int((mine.argmax(-1) == ref.argmax(-1)).sum())
-        kl += float(kl_rows(F.log_softmax(ref.float(), -1), F.log_softmax(mine.float(), -1), _ALL).sum())
-        total += len(rows)
-    return same / max(total, 1), kl / max(total, 1)
+    return Scorer(reference, seqs, pad_id)(model)
 
 
 def qat_student(student_dir: Path, out_dir: Path, data: Path, instruction: str, s: QatSettings) -> dict:

@@ -20,6 +20,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from export.onnx_build import save_with_data
+
 EMBED_GATHER = "/model/embed_tokens/Gather"
 LM_HEAD_PREFIX = "/lm_head/"
 
@@ -67,9 +69,5 @@ def tie_int8_embedding_file(bundle_dir: Path, onnx_name: str = "model.onnx") -> 
     model = onnx.load(str(path))  # with its external data
     if not tie_int8_embedding(model):
         return False
-    data = bundle_dir / f"{onnx_name}.data"
-    data.unlink(missing_ok=True)
-    onnx.save(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-              location=data.name, size_threshold=1024)
-    data.chmod(0o644)
+    save_with_data(model, path)
     return True
