@@ -17,7 +17,7 @@ B := $(BUILD)/$(NAME)
 VENV := .venv/.installed
 VENV_TEST := .venv/.installed-test
 
-.PHONY: student test test-fast venv clean-run clean bench
+.PHONY: student test test-fast venv clean-run clean bench optimum-venv optimum-peer
 
 student: $(B)/report/report.json
 	@echo "done: $(B)/report/report.md"
@@ -37,7 +37,22 @@ $(VENV): pyproject.toml
 # Without cmake/g++ it fails, make goes on and tests/distill/test_llama_cpp_server.py skips.
 $(VENV_TEST): $(VENV)
 	$(PY) -m pip install -q -e '.[llama]' || echo "WARNING: llama-cpp-python did not build (it needs cmake and a C++ compiler); tests/distill/test_llama_cpp_server.py will be skipped"
+	$(MAKE) optimum-venv || echo "WARNING: .venv-optimum was not made; tests/benchmarks/test_optimum_peer.py will be skipped"
 	touch $@
+
+# Optimum's ORTModelForCausalLM, the runtime's speed peer, in a venv of its own (it pins
+# transformers<4.58): `make optimum-peer` compares it with our runtime on the built bundles.
+VENV_OPT := .venv-optimum/.installed
+$(VENV_OPT): benchmarks/requirements-optimum.txt
+	test -x .venv-optimum/bin/python || python3 -m venv .venv-optimum
+	.venv-optimum/bin/python -m pip install -q -r benchmarks/requirements-optimum.txt
+	touch $@
+
+optimum-venv: $(VENV_OPT)
+
+optimum-peer: $(VENV_OPT) $(B)/.exported
+	.venv-optimum/bin/python -m benchmarks.optimum_peer $(B)/student $(B)/bundle-fp32 $(B)/bundle-int8 \
+	    --threads 2 --rounds 7 --out $(B)/optimum_peer
 
 $(B)/student/distill_report.json: $(RECIPE) | $(VENV)
 	$(PY) -m distill $(RECIPE) --build-root $(BUILD) $(ARGS)

@@ -15,7 +15,7 @@ board (copied there with the runtime). What is timed:
 - `decode_ms_*`: the time between consecutive ids after the first (one decode step + greedy
   pick each), `gen_tokens` ids per run with eos ignored, p50/p90 over every step of every run;
   `decode_tok_s_p50|min|max`: median, slowest and fastest run of (steps / decode time).
-- `peak_rss_mb`: `ru_maxrss` of this process at the end.
+- `peak_rss_mb`: this process's peak RSS at the end (`peak_rss_mb()`: VmHWM on Linux).
 - hygiene: the process is pinned to `threads` CPUs (`--no-pin` to leave it), and the record
   says how much CPU other processes used meanwhile (`others_cpu_pct`) and flags a noisy run.
 """
@@ -95,7 +95,17 @@ def time_one_run(gen, ids: list[int], gen_tokens: int) -> tuple[float, list[floa
 
 
 def peak_rss_mb() -> float:
-    """Peak resident set size of this process in MB (ru_maxrss: KiB on Linux, bytes on macOS)."""
+    """Peak resident set size of this process in MB.
+
+    On Linux, VmHWM from /proc/self/status: `ru_maxrss` survives execve, so a measuring process
+    started by a driver that had grown larger would report the driver's peak, not its own
+    (measured: a child of a 500 MB parent reads 514 MB from ru_maxrss, 13 MB from VmHWM).
+    Elsewhere ru_maxrss (bytes on macOS, KiB on the BSDs)."""
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / (1 << 20) if sys.platform == "darwin" else rss / 1024
 

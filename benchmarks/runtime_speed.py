@@ -18,15 +18,15 @@ Engines:
   `threads` intra-op threads through a config overlay.
 - `plain-ort`: a plain onnxruntime loop: `session.run` with numpy feeds, the presents copied
   out to numpy and fed back as the next step's past (what Optimum's ORTModelForCausalLM does on
-  CPU). Optimum itself is not installed (optimum-onnx would force transformers<4.58, see
-  pyproject.toml), so this loop stands in for it.
+  CPU, without its torch and generate() around it). Optimum itself needs transformers<4.58, so
+  it is measured from a venv of its own by benchmarks/optimum_peer.py (`make optimum-peer`).
 
 What is timed (token ids in, token ids out; no tokenizer, template or detokenizer):
 TTFT = prefill of exactly `--prompt-tokens` ids of English text + the greedy pick of the first
 token; decode = each later step (one token in, logits out, greedy pick), eos ignored,
 `--gen-tokens` tokens. One untimed warm-up generation per engine and process first. Reported per
 engine: the median over rounds of each generation's p50 ms/token (tokens/s = 1000 / that), TTFT
-p50, the largest peak RSS (`ru_maxrss`) of the fresh processes and their RSS right after importing
+p50, the largest peak RSS (VmHWM) of the fresh processes and their RSS right after importing
 numpy, onnxruntime and tokenizers (the same in every worker; the prompt ids come from the driver,
 so only our runtime loads a tokenizer, as an app needs one). Writes `runtime_speed.json` and
 `runtime_speed.md` to `--out`.
@@ -38,13 +38,13 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from benchmarks.measure import peak_rss_mb
 from edgestill.errors import UserError, cli_main
 from edgestill.files import atomic_write_json, atomic_write_text
 
@@ -54,10 +54,6 @@ TEXT = ("The river rose slowly through the night, and by morning the low fields 
         "opened its hall to families whose houses had flooded. Engineers from the regional office "
         "arrived at noon to inspect the old stone bridge, which had cracked in two places. They closed it "
         "to lorries and said repairs would take at least a month. ") * 40
-
-
-def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
 # ------------------------------------------------------------------ engines (run inside a worker)
@@ -145,7 +141,7 @@ def worker(engine: str, bundle: Path, threads: int, ids: list[int], gen_tokens: 
     import onnxruntime  # noqa: F401
     import tokenizers  # noqa: F401
 
-    rss_imports = _rss_mb()
+    rss_imports = peak_rss_mb()
     start = time.perf_counter()
     run = LOADERS[engine](bundle, threads)
     load_s = time.perf_counter() - start
@@ -153,7 +149,7 @@ def worker(engine: str, bundle: Path, threads: int, ids: list[int], gen_tokens: 
     ttft, steps = _timed(run, ids, gen_tokens)
     return {"engine": engine, "bundle": str(bundle), "load_s": round(load_s, 3), "ttft_ms": round(ttft, 2),
             "decode_ms_p50": round(statistics.median(steps), 3), "decode_ms": [round(s, 3) for s in steps],
-            "rss_after_imports_mb": round(rss_imports, 1), "peak_rss_mb": round(_rss_mb(), 1)}
+            "rss_after_imports_mb": round(rss_imports, 1), "peak_rss_mb": round(peak_rss_mb(), 1)}
 
 
 def interleaved(bundle: Path, threads: int, ids: list[int], gen_tokens: int, engines: list[str],

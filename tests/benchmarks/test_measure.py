@@ -80,3 +80,18 @@ def test_measuring_process_stays_free_of_torch():
     code = "import sys, benchmarks.measure, runtime; print('torch' in sys.modules or 'transformers' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_peak_rss_is_the_measuring_process_own_not_its_parents():
+    """ru_maxrss survives execve: a child of a large parent would report the parent's peak."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    ballast = bytearray(400 << 20)
+    ballast[::4096] = b"\1" * len(range(0, len(ballast), 4096))  # touch every page: 400 MB resident
+    code = "from benchmarks.measure import peak_rss_mb; print(peak_rss_mb())"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert float(done.stdout) < 200, done.stdout  # a bare Python + this module: tens of MB
+    del ballast
