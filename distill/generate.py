@@ -12,6 +12,11 @@ once. Measured on the bundled teacher (1 thread, CPU seconds, so the shared mach
 not count; 32 few-shot prompts of 176 tokens, up to 96 new tokens): `generate` 51.6 s (prefill
 16.3 s, 96 steps for every row), onnxruntime-genai on the fp32 ONNX export 41 s (prefill 20 s);
 see `distill/inputs.py` for the figures of this module in the input-writing loop.
+
+The KV cache is transformers' DynamicCache with its layers swapped for `BufferedLayer`s, which
+write into preallocated buffers instead of concatenating, and finished rows leave the batch in
+groups (`COMPACT_SHARE`). Measured on the bundled teacher, 64 few-shot prompts of 179 tokens,
+up to 96 new tokens, 2 threads, 4 interleaved runs: 17.7 s against 21.8 s (1.23x), same texts.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 import torch
 
 TEMPERATURE, TOP_P, TOP_K = 0.9, 0.95, 50
+COMPACT_SHARE = 0.25  # see decode()
 
 
 def common_prefix_len(rows: list[list[int]]) -> int:
@@ -31,12 +37,78 @@ def common_prefix_len(rows: list[list[int]]) -> int:
     return max(n, 0)
 
 
-def _prefill(model, prompts: list[list[int]], pad_id: int):
-    """Run the prompts; return (last logits [B, V] fp32, cache, attention mask [B, L], last position [B])."""
+def buffered_cache(model, capacity: int):
+    """A DynamicCache whose full-attention layers write into preallocated buffers (see BufferedLayer)."""
     from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
 
-    n, batch = common_prefix_len(prompts), len(prompts)
     cache = DynamicCache(config=model.config)
+    layer_class = _buffered_layer_class()
+    cache.layers = [layer_class(capacity) if type(layer) is DynamicLayer else layer for layer in cache.layers]
+    return cache
+
+
+def _buffered_layer_class():
+    from transformers.cache_utils import DynamicLayer
+
+    class BufferedLayer(DynamicLayer):
+        """transformers' DynamicLayer concatenates each step's key/value onto the whole cache, a copy
+        of the cache per token per layer (18% of a batch-64 input-writing run in torch.cat, measured).
+        This layer writes each step into a buffer of `capacity` positions (doubled when full) and
+        hands attention a view of the filled part."""
+
+        def __init__(self, capacity: int):
+            super().__init__()
+            self.capacity, self.length = capacity, 0
+
+        def lazy_initialization(self, key_states, value_states) -> None:
+            super().lazy_initialization(key_states, value_states)
+            b, h, _, d = key_states.shape
+            self._k = key_states.new_empty((b, h, self.capacity, d))
+            self._v = value_states.new_empty((b, h, self.capacity, value_states.shape[-1]))
+            self.length = 0
+
+        def _views(self) -> None:
+            self.keys, self.values = self._k[:, :, :self.length], self._v[:, :, :self.length]
+
+        def update(self, key_states, value_states, *args, **kwargs):
+            if not self.is_initialized:
+                self.lazy_initialization(key_states, value_states)
+            end = self.length + key_states.shape[-2]
+            if end > self._k.shape[-2]:
+                self._resize(self._k.shape[0], max(end, 2 * self._k.shape[-2]))
+            self._k[:, :, self.length:end] = key_states
+            self._v[:, :, self.length:end] = value_states
+            self.length = end
+            self._views()
+            return self.keys, self.values
+
+        def _resize(self, batch: int, capacity: int, rows=None) -> None:
+            k, v = self._k[:, :, :self.length], self._v[:, :, :self.length]
+            if rows is not None:
+                k, v = k[rows], v[rows]
+            self._k = k.new_empty((batch, k.shape[1], capacity, k.shape[3]))
+            self._v = v.new_empty((batch, v.shape[1], capacity, v.shape[3]))
+            self._k[:, :, :self.length], self._v[:, :, :self.length] = k, v
+
+        def batch_repeat_interleave(self, repeats: int) -> None:
+            if self.length:
+                self._resize(self._k.shape[0] * repeats, self._k.shape[-2],
+                             torch.arange(self._k.shape[0]).repeat_interleave(repeats))
+                self._views()
+
+        def batch_select_indices(self, indices) -> None:
+            if self.length:
+                self._resize(len(indices), self._k.shape[-2], indices)
+                self._views()
+
+    return BufferedLayer
+
+
+def _prefill(model, prompts: list[list[int]], pad_id: int, capacity: int):
+    """Run the prompts; return (last logits [B, V] fp32, cache, attention mask [B, L], last position [B])."""
+    n, batch = common_prefix_len(prompts), len(prompts)
+    cache = buffered_cache(model, capacity)
     if n:
         model(input_ids=torch.tensor([prompts[0][:n]]), past_key_values=cache, use_cache=True, logits_to_keep=1)
         cache.batch_repeat_interleave(batch)
@@ -63,24 +135,31 @@ def decode(model, prompts: list[list[int]], max_new_tokens: int, pad_id: int, ch
         choose: `choose(logits [A, V] fp32, rows: list[int]) -> tokens [A]` for the A active rows.
         finished: `finished(tokens: list[int]) -> bool`, called after each new token of a row.
     Returns the new tokens of every row (the finishing token included).
+
+    Finished rows leave the batch (and the KV cache) once they are COMPACT_SHARE of it: dropping
+    them one by one copied the whole cache each time (8% of a batch-64 run); until then they
+    run along and their tokens are ignored.
     """
-    logits, cache, mask, last = _prefill(model, prompts, pad_id)
-    rows = list(range(len(prompts)))
+    logits, cache, mask, last = _prefill(model, prompts, pad_id, max(map(len, prompts)) + max_new_tokens)
+    rows = list(range(len(prompts)))  # prompt index of each batch row
+    done = [False] * len(rows)
     out: list[list[int]] = [[] for _ in prompts]
     for step in range(max_new_tokens):
-        tokens = choose(logits, rows)
-        keep = []
-        for j, row in enumerate(rows):
-            out[row].append(int(tokens[j]))
-            if not finished(out[row]):
-                keep.append(j)
-        if not keep or step == max_new_tokens - 1:
+        live = [j for j, d in enumerate(done) if not d]
+        picked = choose(logits if len(live) == len(rows) else logits[live], [rows[j] for j in live])
+        tokens = torch.full((len(rows),), pad_id, dtype=torch.long)
+        tokens[live] = picked
+        for j in live:
+            out[rows[j]].append(int(tokens[j]))
+            done[j] = finished(out[rows[j]])
+        if all(done) or step == max_new_tokens - 1:
             break
-        if len(keep) < len(rows):
+        if sum(done) >= max(1.0, COMPACT_SHARE * len(rows)):
+            keep = [j for j, d in enumerate(done) if not d]
             index = torch.tensor(keep)
             cache.batch_select_indices(index)
             mask, last, tokens = mask[index], last[index], tokens[index]
-            rows = [rows[j] for j in keep]
+            rows, done = [rows[j] for j in keep], [False] * len(keep)
         mask = torch.cat([mask, torch.ones((len(rows), 1), dtype=mask.dtype)], dim=1)
         last = last + 1
         logits = model(input_ids=tokens[:, None], attention_mask=mask, position_ids=last[:, None],

@@ -5,7 +5,7 @@ import random
 import pytest
 import torch
 
-from distill.generate import common_prefix_len, greedy_topk, newline_counts, paragraph_stop, sample
+from distill.generate import buffered_cache, common_prefix_len, greedy_topk, newline_counts, paragraph_stop, sample
 from distill.prompts import chat_messages_prompt, chat_prompt, input_generation_messages, pick_shown, user_message
 from edgestill.recipe import Example, Task
 
@@ -25,6 +25,36 @@ def test_common_prefix_len():
     assert common_prefix_len([[1, 2, 3, 4], [1, 2, 5], [1, 2, 3]]) == 2
     assert common_prefix_len([[7, 1], [8, 1]]) == 0
     assert common_prefix_len([[1, 2, 3], [1, 2, 3]]) == 2  # at least one token left to run per row
+
+
+@torch.inference_mode()
+def test_buffered_cache_matches_transformers_dynamic_cache(tiny):
+    """Prefix repeated over rows, growth past the capacity, rows dropped: the same logits as DynamicCache."""
+    from transformers import DynamicCache
+
+    model, _ = tiny
+    prefix, rows = torch.tensor([[5, 17, 99, 3]]), torch.tensor([[7], [8], [9]])
+    caches = {"buffered": buffered_cache(model, capacity=2), "dynamic": DynamicCache(config=model.config)}
+    got = {}
+    for name, cache in caches.items():
+        model(input_ids=prefix, past_key_values=cache, use_cache=True)
+        cache.batch_repeat_interleave(3)
+        steps, ids, keep = [], rows, torch.arange(3)
+        for step in range(4):
+            n = cache.get_seq_length()
+            pos = torch.full((len(ids), 1), n)
+            out = model(input_ids=ids, position_ids=pos, past_key_values=cache, use_cache=True).logits[:, -1]
+            steps.append(out)
+            ids = out.argmax(-1, keepdim=True)
+            if step == 1:  # drop the middle row, as decode() does when rows finish
+                keep = torch.tensor([0, 2])
+                cache.batch_select_indices(keep)
+                ids = ids[keep]
+        got[name] = steps
+    assert caches["buffered"].get_seq_length() == caches["dynamic"].get_seq_length() == 8
+    assert {type(layer).__name__ for layer in caches["buffered"].layers} == {"BufferedLayer"}
+    for a, b in zip(got["buffered"], got["dynamic"]):
+        assert torch.allclose(a, b, atol=1e-5)
 
 
 def test_greedy_topk_matches_one_prompt_at_a_time(tiny):
