@@ -120,3 +120,18 @@ def test_distill_figures_are_prefixed(tmp_path):
         json.dumps({"quality": {"rouge_l_vs_teacher": 0.61, "note": "text"}}))
     assert distill_figures(tmp_path) == {"distill_rouge_l_vs_teacher": 0.61}
     assert distill_figures(tmp_path / "nothing") == {}
+
+
+def test_teacher_is_not_rescored_against_its_own_answers_without_labels(build_copy, tmp_path):
+    """Unlabelled eval data: the students get ROUGE-L vs the teacher, the teacher row says "reference"."""
+    data = build_copy / "data" / "teacher.jsonl"
+    records = [json.loads(line) for line in data.read_text().splitlines()]
+    data.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "label"}) + "\n" for r in records))
+    assert main([str(write_recipe(tmp_path, repetitions=1)), "--build-root", str(build_copy.parent)]) == 0
+    report = json.loads((build_copy / "report" / "report.json").read_text())
+    by_role = {m["role"]: m for m in report["models"]}
+    assert "rouge_l_vs_teacher" not in by_role["teacher"]["quality"]
+    assert "top1_agreement_vs_fp32" in by_role["teacher"]["quality"]  # export's figures are still carried
+    assert all(0.0 <= m["quality"]["rouge_l_vs_teacher"] <= 1.0 for m in report["models"] if m["role"] == "student")
+    assert set(report["examples"][0]["outputs"]) == {m["name"] for m in report["models"] if m["role"] == "student"}
+    assert "| reference |" in (build_copy / "report" / "report.md").read_text()
