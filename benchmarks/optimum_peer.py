@@ -42,7 +42,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.runtime_speed import _machine, prompt_ids
+from benchmarks.runtime_speed import _edgestill, _machine, prompt_ids
 from benchmarks.measure import peak_rss_mb
 from edgestill.errors import UserError, cli_main
 from edgestill.files import atomic_write_json, atomic_write_text
@@ -83,13 +83,11 @@ def bundle_view(bundle: Path, student: Path, out: Path) -> Path:
 # Each loader returns run(ids, n) -> (the n greedy ids, the perf_counter time each arrived).
 
 def _ours(bundle: Path, threads: int):
-    from runtime import Bundle, Generator
-
-    gen = Generator(Bundle.open(bundle, verify=False), threads=threads)
+    stream = _edgestill(bundle, threads)  # the same engine benchmarks.runtime_speed measures
 
     def run(ids, n):
         tokens, stamps = [], []
-        for token in gen.stream_ids(ids, n, ignore_eos=True):
+        for token in stream(ids, n):
             stamps.append(time.perf_counter())
             tokens.append(int(token))
         return tokens, stamps
@@ -224,7 +222,8 @@ def markdown(rows: list[dict], meta: dict) -> str:
         cells = [r["engine"], r["tokens_per_s"], r["decode_ms_p50"], r.get("speedup_of_edgestill fp32", "-"),
                  r.get("speedup_of_edgestill int8", "-"), r["ttft_ms_p50"], r.get("load_s", "-"), r.get("peak_rss_mb", "-")]
         lines.append("| " + " | ".join(map(str, cells)) + " |")
-    lines += ["", f"Greedy ids equal to ours on the fp32 bundle: {meta['same_ids']}", ""]
+    lines += ["", f"Optimum's greedy ids equal to ours (on our bundle: ours on that bundle; its exports: our fp32 "
+                  f"bundle): {meta['same_ids']}", ""]
     return "\n".join(lines)
 
 
