@@ -89,10 +89,12 @@ def ties_embeddings(model_dir: Path) -> bool:
 
 
 def build_model(model_dir: Path, bundle_dir: Path, chosen: Preset, log_file: Path,
-                calibration: Path | None = None, instruction: str = "") -> dict | None:
+                calibration: Path | None = None, instruction: str = "",
+                fallback_texts: list[str] = ()) -> dict | None:
     """Builder + the preset's graph transformations; return manifest["quantization"].
 
-    A mixed preset calibrates on the train split of `calibration` (data/teacher.jsonl)."""
+    A mixed preset calibrates on the train split of `calibration` (data/teacher.jsonl); a smoothed
+    preset too, or on the prompts of `fallback_texts` when there is no such file."""
     if chosen.mixed:
         if calibration is None or not Path(calibration).is_file():
             raise UserError(f"preset {chosen.precision} chooses its matmuls on the task's train text, and "
@@ -100,12 +102,25 @@ def build_model(model_dir: Path, bundle_dir: Path, chosen: Preset, log_file: Pat
         from export.mixed import build_mixed
 
         return build_mixed(model_dir, bundle_dir, chosen, Path(calibration), instruction, log_file)
-    build_onnx(model_dir, bundle_dir, chosen, log_file)
+    quantization = dict(chosen.quantization or {}) or None
+    source = bundle_dir.with_name(bundle_dir.name + ".smoothed")
+    if chosen.smooth:
+        from export.smooth import calibration_ids, smooth_checkpoint
+
+        ids = calibration_ids(model_dir, calibration, instruction, list(fallback_texts))
+        if (record := smooth_checkpoint(model_dir, source, ids)) is None:
+            quantization["activation_smoothing"] = "none (architecture without Llama-style projections)"
+        else:
+            quantization["activation_smoothing_calibration"] = record
+    try:
+        build_onnx(source if source.is_dir() else model_dir, bundle_dir, chosen, log_file)
+    finally:
+        shutil.rmtree(source, ignore_errors=True)
     for file in bundle_dir.iterdir():
         file.chmod(0o644)  # the builder/onnx may leave 0600 files; bundles are copied to devices
     if chosen.tie_int8_embedding and ties_embeddings(model_dir) and tie_int8_embedding_file(bundle_dir):
-        return {**chosen.quantization, "embedding": "int8 (tied to lm_head)"}
-    return chosen.quantization
+        return {**quantization, "embedding": "int8 (tied to lm_head)"}
+    return quantization
 
 
 def judge(quality: dict, chosen: Preset) -> dict:
@@ -147,7 +162,7 @@ def export_bundle(model_dir, out_dir, precision: str, role: str, instruction: st
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     log_file = out_dir.parent / f".{out_dir.name}.builder.log"
-    quantization = build_model(model_dir, tmp, chosen, log_file, calibration, instruction)
+    quantization = build_model(model_dir, tmp, chosen, log_file, calibration, instruction, eval_texts)
     copy_tokenizer(model_dir, tmp)
     model_info, tokens = describe_model(tmp)
     reference = reference or Reference(model_dir)

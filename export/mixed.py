@@ -273,9 +273,10 @@ def build_mixed(model_dir: Path, bundle_dir: Path, chosen, data: Path, instructi
 
     from export.bundle import build_model
     from export.onnx_build import save_with_data
-    from export.quantize import preset
+    from export.quantize import preset, unsmoothed
 
-    coarse, fine = preset(chosen.mixed[0]), preset(chosen.mixed[1])
+    # both graphs from the same weights: the nodes are spliced, so neither side may be smoothed
+    coarse, fine = (unsmoothed(preset(name)) for name in chosen.mixed[:2])
     budget = chosen.mixed[2]
     with tempfile.TemporaryDirectory(dir=bundle_dir.parent, prefix=".mixed-") as tmp:
         fine_dir = Path(tmp) / "fine"

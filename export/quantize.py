@@ -11,14 +11,17 @@ otherwise): activations and the KV cache stay fp32. `accuracy_level=4` lets onnx
 kernel quantize activations to int8 per block and use integer dot products; it is what makes
 MatMulNBits fast on x86 and ARM64 alike (measured on the 8-layer default student, 2 loaded
 cores: int8 block 32 58 ms/token with level 4, 1583 ms/token with level 1 (fp32 activations),
-which raises top-1 vs fp32 from 0.954 to 0.978 only). The activation rounding it adds is the
-main loss of the int8 presets; a smaller block means finer activation scales (block 16: 0.966).
-See export/README.md for the measured table.
+which raises top-1 vs fp32 from 0.954 to 0.978 only). The activation rounding it adds is half of
+the int8 presets' loss, so the int8 presets first smooth the activations (export/smooth.py,
+SmoothQuant: input outliers moved into the weights, calibrated on the task's train text; the fp32
+function is unchanged). See export/README.md for the measured table.
 
 - fp32: the reference; tied embeddings stay one shared matrix.
-- int8: every MatMul incl. the LM head in 8 bits, block 16; for tied models the embedding lookup
-  reads the LM head's int8 matrix (export/tie_embedding.py, GatherBlockQuantized bits=8).
-- int8-b32: as int8 with block 32 (the builder's default): smaller, a little less accurate.
+- int8: activation smoothing, then every MatMul incl. the LM head in 8 bits, block 16; for tied
+  models the embedding lookup reads the LM head's int8 matrix (export/tie_embedding.py,
+  GatherBlockQuantized bits=8). Default student: top-1 vs fp32 0.976 -> 0.989 with smoothing.
+- int8-b32: as int8 with block 32 (the builder's default): smaller (29.6% of the fp32 bytes on the
+  default student), a little less accurate (0.985 with smoothing).
 - int4: every MatMul in 4 bits (RTN, block 32); the tied embedding shares the LM head's 4-bit
   matrix (the builder emits GatherBlockQuantized itself).
 - int4-b64: as int4 with block 64 (smaller scales table, less accurate).
@@ -48,6 +51,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+SMOOTH_ALPHA = 0.5  # the int8 presets' activation smoothing strength (export/smooth.py has the measurements)
+
 
 @dataclass(frozen=True)
 class Preset:
@@ -59,6 +64,7 @@ class Preset:
     floor: float = 0.98  # minimum top1_agreement_vs_fp32 on held-out teacher text
     qat: bool = False  # built from the student after a quantization-aware pass (export/qat.py)
     mixed: tuple[str, str, float] | None = None  # (coarse preset, fine preset, byte budget vs fp32): export/mixed.py
+    smooth: bool = False  # built from an activation-smoothed copy of the model (export/smooth.py)
 
     @property
     def bits(self) -> int:
@@ -73,7 +79,7 @@ class Preset:
 
 
 def _nbits(name: str, bits: int, block: int, floor: float, algo: str = "rtn", qat: bool = False,
-           **options) -> Preset:
+           smooth: bool = False, **options) -> Preset:
     builder = {"accuracy_level": 4, "block_size": block, **options}
     if algo == "rtn":
         builder["is_symmetric"] = "true"
@@ -87,11 +93,14 @@ def _nbits(name: str, bits: int, block: int, floor: float, algo: str = "rtn", qa
         record["mixed_int8"] = "lm_head, first/last eighth of layers, every third qkv/v/down_proj"
     if qat:
         record["qat"] = "quantization-aware distillation pass before export (export/qat.py)"
-    return Preset(name, f"int{bits}", builder, record, tie_int8_embedding=bits == 8, floor=floor, qat=qat)
+    if smooth:
+        record["activation_smoothing"] = f"SmoothQuant alpha {SMOOTH_ALPHA} on the task's train text (export/smooth.py)"
+    return Preset(name, f"int{bits}", builder, record, tie_int8_embedding=bits == 8, floor=floor, qat=qat,
+                  smooth=smooth)
 
 
 def _mixed(name: str, coarse: str, fine: str, budget: float, floor: float) -> Preset:
-    record = {"method": "matmulnbits-mixed", "coarse_preset": coarse, "fine_preset": fine,
+    record = {"method": "matmulnbits-mixed", "coarse_preset": coarse, "fine_preset": f"{fine} (unsmoothed)",
               "budget_fraction_of_fp32": budget, "accuracy_level": 4,
               "chosen_by": "KL sensitivity of each matmul on the task's train split (export/mixed.py)"}
     bits = 8 if coarse.startswith("int8") else 4
@@ -100,8 +109,8 @@ def _mixed(name: str, coarse: str, fine: str, budget: float, floor: float) -> Pr
 
 PRESETS = {
     "fp32": Preset("fp32", "fp32", floor=0.99),
-    "int8": _nbits("int8", 8, 16, 0.98),
-    "int8-b32": _nbits("int8-b32", 8, 32, 0.98),
+    "int8": _nbits("int8", 8, 16, 0.98, smooth=True),
+    "int8-b32": _nbits("int8-b32", 8, 32, 0.98, smooth=True),
     "int4": _nbits("int4", 4, 32, 0.95),
     "int4-b64": _nbits("int4-b64", 4, 64, 0.95),
     "int4-kquant": _nbits("int4-kquant", 4, 32, 0.95, algo="k_quant"),
@@ -109,6 +118,16 @@ PRESETS = {
     "int4-mixed": _mixed("int4-mixed", "int4", "int8-b32", 0.25, 0.95),
     "int4-qat": _nbits("int4-qat", 4, 32, 0.95, qat=True),
 }
+
+
+def unsmoothed(chosen: Preset) -> Preset:
+    """`chosen` built from the model's own weights (no activation smoothing)."""
+    if not chosen.smooth:
+        return chosen
+    from dataclasses import replace
+
+    record = {k: v for k, v in (chosen.quantization or {}).items() if k != "activation_smoothing"}
+    return replace(chosen, smooth=False, quantization=record)
 
 
 def with_budget(chosen: Preset, budget: float | None) -> Preset:

@@ -40,12 +40,12 @@ def _arrays(model, node):
 @pytest.fixture(scope="module")
 def int4_and_int8_graphs(tmp_path_factory, tiny_llama_dir):
     from export.bundle import build_model
-    from export.quantize import preset
+    from export.quantize import preset, unsmoothed
 
     out = tmp_path_factory.mktemp("graphs")
     for name in ("int4", "int8-b32"):
         (out / name).mkdir()
-        build_model(tiny_llama_dir, out / name, preset(name), out / f"{name}.log")
+        build_model(tiny_llama_dir, out / name, unsmoothed(preset(name)), out / f"{name}.log")
     return out / "int4" / "model.onnx", out / "int8-b32" / "model.onnx"
 
 
