@@ -32,7 +32,8 @@ def run(recipe: Recipe, build_root: str = "build") -> dict:
     from distill.evaluate import evaluate
     from distill.student import build_student, count_params, resolve_layers
     from distill.topk import TopkStore
-    from distill.train import build_examples, sft_loss, train
+    from distill import alongside
+    from distill.train import build_examples, load_trained, sft_loss, train
 
     t0 = time.perf_counter()
     out = recipe.build_dir(build_root)
@@ -67,14 +68,24 @@ def run(recipe: Recipe, build_root: str = "build") -> dict:
     baselines = {}
     if "init" in recipe.distill.baselines and procs.is_main_process:
         baselines["init"] = {"quality": score(built.model, "untrained init")["quality"]}
-    summary = train(recipe, built.model, tok, examples, student_dir / "checkpoint", **teacher_side)
-    if "sft" in recipe.distill.baselines:
-        sft = fresh_student().model
-        sft_summary = train(recipe, sft, tok, examples, student_dir / "checkpoint-sft",
-                            loss_cfg=sft_loss(recipe.distill.loss), desc="training SFT baseline")
-        if procs.is_main_process:
-            baselines["sft"] = {"quality": score(sft, "SFT baseline")["quality"],
-                                "train": {k: v for k, v in sft_summary.items() if k != "history"}}
+    sft = fresh_student().model if "sft" in recipe.distill.baselines else None
+
+    def train_sft(position: int = 0) -> dict:
+        return train(recipe, sft, tok, examples, student_dir / "checkpoint-sft", loss_cfg=sft_loss(recipe.distill.loss),
+                     desc="training SFT baseline", bar_position=position)
+
+    if alongside.wanted(recipe.distill.baselines, procs.num_processes, recipe.distill.loss.hidden_states):
+        side = alongside.Alongside(lambda: train_sft(position=1), student_dir / "sft-summary.json")
+        with alongside.one_thread():
+            summary = train(recipe, built.model, tok, examples, student_dir / "checkpoint")
+        sft_summary = {**side.join(), "alongside": True}  # trained in a child process, one thread each
+        load_trained(sft, student_dir / "checkpoint-sft")
+    else:
+        summary = train(recipe, built.model, tok, examples, student_dir / "checkpoint", **teacher_side)
+        sft_summary = {**train_sft(), "alongside": False} if sft is not None else None
+    if sft is not None and procs.is_main_process:
+        baselines["sft"] = {"quality": score(sft, "SFT baseline")["quality"],
+                            "train": {k: v for k, v in sft_summary.items() if k != "history"}}
     if not procs.is_main_process:
         return {}
     result = score(built.model, "student")
@@ -92,6 +103,7 @@ def run(recipe: Recipe, build_root: str = "build") -> dict:
     atomic_write_json(student_dir / "distill_report.json", report)
     for ckpt in ("checkpoint", "checkpoint-sft"):
         shutil.rmtree(student_dir / ckpt, ignore_errors=True)
+    (student_dir / "sft-summary.json").unlink(missing_ok=True)
     return report
 
 

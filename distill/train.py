@@ -211,7 +211,7 @@ def answer_tokens(examples: list[Example], indices: list[int]) -> int:
 
 def train(recipe: Recipe, student, tokenizer, examples: list[Example], ckpt_dir: Path,
           loss_cfg: Loss | None = None, desc: str = "training student", teacher=None,
-          teacher_pad_id: int | None = None) -> dict:
+          teacher_pad_id: int | None = None, bar_position: int = 0) -> dict:
     """Train `student` in place with `loss_cfg` (default: the recipe's loss); return a summary.
 
     One optimizer step sees `distill.batch_size` examples, cut into `processes x grad_accum`
@@ -237,7 +237,7 @@ def train(recipe: Recipe, student, tokenizer, examples: list[Example], ckpt_dir:
     module, opt = acc.prepare(module, opt)
     history, tokens, t0 = state["history"], 0, time.perf_counter()
     bar = tqdm(range(state["step"], d.steps), initial=state["step"], total=d.steps, desc=desc,
-               disable=not acc.is_main_process)
+               disable=not acc.is_main_process, position=bar_position)
     for step in bar:
         indices = batch_indices(len(examples), d.batch_size, step, d.seed)
         pads = (tokenizer.pad_token_id, teacher_pad_id)
@@ -335,6 +335,14 @@ def _save_checkpoint(folder: Path, model, opt, sched, step: int, history: list) 
     atomic_write_json(tmp / "state.json", {"step": step, "history": history})
     shutil.rmtree(folder, ignore_errors=True)
     tmp.rename(folder)
+
+
+def load_trained(model, ckpt_dir: Path) -> None:
+    """Load the weights of `ckpt_dir`'s last checkpoint (written by `train` without a hidden-state
+    loss: the trained module is AnswerLogits(model)) into `model`."""
+    from safetensors.torch import load_model
+
+    load_model(AnswerLogits(model), str(ckpt_dir / "model.safetensors"))
 
 
 def _load_checkpoint(folder: Path, model, opt, sched) -> dict:

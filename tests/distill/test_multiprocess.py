@@ -23,14 +23,19 @@ def _distill(cmd: list[str], recipe: Path, root: Path) -> dict:
     return json.loads((root / "mp" / "student" / "distill_report.json").read_text())
 
 
-@pytest.mark.slow
-def test_two_processes_train_like_one(tmp_path, tiny_llama_dir):
-    recipe = write_tiny_recipe(
-        tmp_path, "mp", tiny_llama_dir, TEXTS,
+def small_recipe(root: Path, name: str, teacher: Path, **distill) -> Path:
+    """A 6-step tiny recipe (12 train, 4 eval inputs) with `distill` settings merged in."""
+    return write_tiny_recipe(
+        root, name, teacher, TEXTS,
         task={"n_train": 12, "n_eval": 4, "max_output_tokens": 6}, teacher={"batch_size": 4},
         student={"layers": [0, 1]},
         distill={"steps": 6, "batch_size": 8, "lr": 1.0e-3, "warmup_steps": 1, "checkpoint_every": 3,
-                 "baselines": [], "loss": {"top_k": 8}})
+                 "baselines": [], "loss": {"top_k": 8}, **distill})
+
+
+@pytest.mark.slow
+def test_two_processes_train_like_one(tmp_path, tiny_llama_dir):
+    recipe = small_recipe(tmp_path, "mp", tiny_llama_dir)
     one = _distill([sys.executable, "-m", "distill"], recipe, tmp_path / "one")
     shutil.copytree(tmp_path / "one" / "mp" / "data", tmp_path / "two" / "mp" / "data")  # same teacher data
     # `--multi_gpu` makes accelerate start torchrun workers; with no GPU our Accelerator(cpu=True) joins
