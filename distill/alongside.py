@@ -1,7 +1,7 @@
 """Train the SFT baseline in a forked process while the student trains, one CPU thread each.
 
-    from distill.alongside import Alongside, wanted
-    if wanted(recipe, processes=1):
+    from distill.alongside import Alongside, one_thread, wanted
+    if wanted(recipe.distill.baselines, processes=1, hidden_states=0.0):
         side = Alongside(lambda: train(...baseline...), summary_file)   # starts the child
         with one_thread():
             train(...student...)
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import multiprocessing
 import os
 import signal
@@ -32,8 +31,6 @@ from typing import Callable
 import torch
 
 from edgestill.files import atomic_write_json
-
-log = logging.getLogger(__name__)
 
 
 def wanted(baselines: list[str], processes: int, hidden_states: float) -> bool:

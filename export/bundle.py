@@ -102,20 +102,21 @@ def build_model(model_dir: Path, bundle_dir: Path, chosen: Preset, log_file: Pat
         from export.mixed import build_mixed
 
         return build_mixed(model_dir, bundle_dir, chosen, Path(calibration), instruction, log_file)
-    quantization = dict(chosen.quantization or {}) or None
-    source = bundle_dir.with_name(bundle_dir.name + ".smoothed")
+    quantization, source = dict(chosen.quantization or {}) or None, model_dir
+    smoothed = bundle_dir.with_name(bundle_dir.name + ".smoothed")
     if chosen.smooth:
         from export.smooth import calibration_ids, smooth_checkpoint
 
         ids = calibration_ids(model_dir, calibration, instruction, list(fallback_texts))
-        if (record := smooth_checkpoint(model_dir, source, ids)) is None:
+        if (record := smooth_checkpoint(model_dir, smoothed, ids)) is None:
             quantization["activation_smoothing"] = "none (architecture without Llama-style projections)"
         else:
             quantization["activation_smoothing_calibration"] = record
+            source = smoothed
     try:
-        build_onnx(source if source.is_dir() else model_dir, bundle_dir, chosen, log_file)
+        build_onnx(source, bundle_dir, chosen, log_file)
     finally:
-        shutil.rmtree(source, ignore_errors=True)
+        shutil.rmtree(smoothed, ignore_errors=True)
     for file in bundle_dir.iterdir():
         file.chmod(0o644)  # the builder/onnx may leave 0600 files; bundles are copied to devices
     if chosen.tie_int8_embedding and ties_embeddings(model_dir) and tie_int8_embedding_file(bundle_dir):

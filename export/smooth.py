@@ -154,11 +154,7 @@ def smooth_checkpoint(model_dir: Path, out_dir: Path, ids: list[list[int]], alph
         log.info("%s: activation smoothing skipped (%s has no Llama-style q/k/v and gate/up/down)",
                  model_dir, type(model).__name__)
         return None
-    torch.set_grad_enabled(False)
-    try:
-        groups = smooth_model(model, input_amax(model, ids), alpha)
-    finally:
-        torch.set_grad_enabled(True)
+    groups = smooth_model(model, input_amax(model, ids), alpha)
     shutil.rmtree(out_dir, ignore_errors=True)
     out_dir.mkdir(parents=True)
     for f in Path(model_dir).iterdir():
