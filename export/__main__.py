@@ -100,7 +100,7 @@ def qat_source(recipe: Recipe, build: Path, student: Path, instruction: str, pre
     from export.qat import QatSettings, qat_student, read_report
 
     settings = QatSettings(bits=chosen.bits, block=chosen.block, steps=recipe.export.qat_steps,
-                           lr=recipe.export.qat_lr, seed=recipe.distill.seed)
+                           lr=recipe.export.qat_lr, seed=recipe.distill.seed, smooth=True)
     folder = build / f"student-{precision}"
     report = read_report(folder)
     fingerprint = source_fingerprint(student)

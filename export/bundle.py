@@ -94,7 +94,8 @@ def build_model(model_dir: Path, bundle_dir: Path, chosen: Preset, log_file: Pat
     """Builder + the preset's graph transformations; return manifest["quantization"].
 
     A mixed preset calibrates on the train split of `calibration` (data/teacher.jsonl); a smoothed
-    preset too, or on the prompts of `fallback_texts` when there is no such file."""
+    preset too, or on the prompts of `fallback_texts` when there is no such file, and is built from
+    the smoothed copy of `model_dir`."""
     if chosen.mixed:
         if calibration is None or not Path(calibration).is_file():
             raise UserError(f"preset {chosen.precision} chooses its matmuls on the task's train text, and "

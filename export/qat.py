@@ -59,6 +59,7 @@ class QatSettings:
     lr: float = 3e-4
     seed: int = 0
     activations: bool = True  # simulate accuracy_level=4's int8 activation rounding
+    smooth: bool = False  # smooth the activations first (export/smooth.py), as the int4 preset does
 
 
 def fake_quant_weight(w: torch.Tensor, bits: int, block: int) -> torch.Tensor:
@@ -193,6 +194,11 @@ def qat_student(student_dir: Path, out_dir: Path, data: Path, instruction: str, 
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     reference = AutoModelForCausalLM.from_pretrained(student_dir, dtype=torch.float32).eval()
     model = AutoModelForCausalLM.from_pretrained(student_dir, dtype=torch.float32)
+    if s.smooth:  # the same function; the bundle is built from these (smoothed, trained) weights
+        from export.smooth import CALIBRATION_RECORDS, input_amax, smooth_model, supports
+
+        if supports(model):
+            smooth_model(model, input_amax(model, [q.ids for q in train[:CALIBRATION_RECORDS]]))
     handles = attach_fake_quant(model, s)
     model.eval()
     before = agreement(model, reference, held, pad) if held else (None, None)
