@@ -195,10 +195,9 @@ def qat_student(student_dir: Path, out_dir: Path, data: Path, instruction: str, 
     reference = AutoModelForCausalLM.from_pretrained(student_dir, dtype=torch.float32).eval()
     model = AutoModelForCausalLM.from_pretrained(student_dir, dtype=torch.float32)
     if s.smooth:  # the same function; the bundle is built from these (smoothed, trained) weights
-        from export.smooth import CALIBRATION_RECORDS, input_amax, smooth_model, supports
+        from export.smooth import CALIBRATION_RECORDS, smooth_loaded
 
-        if supports(model):
-            smooth_model(model, input_amax(model, [q.ids for q in train[:CALIBRATION_RECORDS]]))
+        smooth_loaded(model, [q.ids for q in train[:CALIBRATION_RECORDS]])
     handles = attach_fake_quant(model, s)
     model.eval()
     before = agreement(model, reference, held, pad) if held else (None, None)

@@ -1,4 +1,4 @@
-"""Activation smoothing for the int8 presets (SmoothQuant): move input outliers into the weights.
+"""Activation smoothing for the int8 and RTN int4 presets (SmoothQuant): input outliers into the weights.
 
     from export.smooth import smooth_checkpoint, calibration_ids
     ids = calibration_ids(student_dir, "build/default/data/teacher.jsonl", instruction, fallback_texts)
@@ -141,20 +141,26 @@ def _scale_rows(lin: nn.Linear, factor: torch.Tensor) -> None:
         lin.bias.mul_(factor)
 
 
+def smooth_loaded(model, ids: list[list[int]], alpha: float = ALPHA) -> int | None:
+    """Calibrate on `ids` and smooth `model` in place; the groups smoothed, or None (model
+    unchanged) for an architecture this pass does not know."""
+    if not ids:
+        raise ValueError("activation smoothing needs calibration text (train records or validation texts)")
+    if not supports(model):
+        log.info("activation smoothing skipped: %s has no Llama-style q/k/v and gate/up/down", type(model).__name__)
+        return None
+    return smooth_model(model, input_amax(model, ids), alpha)
+
+
 def smooth_checkpoint(model_dir: Path, out_dir: Path, ids: list[list[int]], alpha: float = ALPHA) -> dict | None:
     """Write the smoothed, equivalent checkpoint of `model_dir` to `out_dir` (safetensors + its
     config and tokenizer files); return the manifest record, or None (nothing written) for an
     architecture this pass does not know."""
     from transformers import AutoModelForCausalLM
 
-    if not ids:
-        raise ValueError("activation smoothing needs calibration text (train records or validation texts)")
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
-    if not supports(model):
-        log.info("%s: activation smoothing skipped (%s has no Llama-style q/k/v and gate/up/down)",
-                 model_dir, type(model).__name__)
+    if (groups := smooth_loaded(model, ids, alpha)) is None:
         return None
-    groups = smooth_model(model, input_amax(model, ids), alpha)
     shutil.rmtree(out_dir, ignore_errors=True)
     out_dir.mkdir(parents=True)
     for f in Path(model_dir).iterdir():
