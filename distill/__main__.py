@@ -29,7 +29,7 @@ def run(recipe: Recipe, build_root: str = "build") -> dict:
     from accelerate import PartialState
 
     from distill.data import teacher_data
-    from distill.evaluate import evaluate
+    from distill.evaluate import echo_input, evaluate
     from distill.student import build_student, count_params, resolve_layers
     from distill.topk import TopkStore
     from distill import alongside
@@ -88,6 +88,8 @@ def run(recipe: Recipe, build_root: str = "build") -> dict:
                             "train": {k: v for k, v in sft_summary.items() if k != "history"}}
     if not procs.is_main_process:
         return {}
+    if eval_recs:
+        baselines["echo_input"] = {"quality": echo_input(eval_recs), "what": "the input itself as the answer (no model)"}
     result = score(built.model, "student")
     _save_student(built.model, tok, student_dir)
     report = {

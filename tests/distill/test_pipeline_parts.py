@@ -212,3 +212,14 @@ def test_build_student_trims_the_vocabulary_and_prunes_the_width(tiny, tmp_path)
     again = AutoModelForCausalLM.from_pretrained(tmp_path / "s")
     assert again.config.vocab_size == built.model.config.vocab_size
     assert AutoTokenizer.from_pretrained(tmp_path / "s")(TEXTS[5])["input_ids"] == built.tokenizer(TEXTS[5])["input_ids"]
+
+
+def test_echo_input_scores_the_input_as_the_answer():
+    from distill.evaluate import echo_input
+
+    records = [{"input": "the cat sat on the mat", "output": "the cat sat"},  # LCS 3: P 3/6, R 1 -> 2/3
+               {"input": "red green blue", "output": "yellow"}]  # nothing shared -> 0
+    quality = echo_input(records)
+    assert quality == {"n_eval": 2, "rouge_l_vs_teacher": pytest.approx((2 / 3 + 0.0) / 2, abs=1e-4)}
+    labelled = echo_input([{**records[0], "label": "the mat"}, records[1]])  # vs label: P 2/6, R 1 -> 0.5
+    assert labelled["rouge_l_vs_label"] == pytest.approx(0.5, abs=1e-4)

@@ -77,7 +77,7 @@ def test_student_is_trimmed_and_pruned_and_beside_its_baselines(tiny_run):
     config = json.loads((out / "student/config.json").read_text())
     assert config["vocab_size"] == report["student"]["vocab_size"] < report["student"]["teacher_vocab_size"]
     assert config["intermediate_size"] == 64
-    for name in ("sft", "init"):
+    for name in ("sft", "init", "echo_input"):
         assert 0.0 <= report["baselines"][name]["quality"]["rouge_l_vs_teacher"] <= 1.0
     assert "token_agreement_vs_teacher" in report["quality"]
 
