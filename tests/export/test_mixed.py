@@ -97,3 +97,36 @@ def test_int4_mixed_spends_its_budget_on_the_sensitive_lm_head(tmp_path, tiny_ll
     assert top1 > plain["quality"]["top1_agreement_vs_fp32"] + 0.1
     assert abs(plan["simulated_top1_vs_fp32"]["mixed"] - top1) <= 0.02
     assert abs(plan["simulated_top1_vs_fp32"]["coarse"] - plain["quality"]["top1_agreement_vs_fp32"]) <= 0.02
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_prefix_kl_equals_a_full_pass_for_every_node_group(tiny_llama_dir, tied):
+    """The plan scores a group by rerunning only the layers from the group's own onward; that must
+    give the KL of a full forward pass with the same weights, for every group (tied head or not)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from export.mixed import _PrefixKL, _Simulated
+    from export.qat import Scorer, Seq
+    from export.quantize import preset
+
+    def load():
+        model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir, dtype=torch.float32, tie_word_embeddings=tied)
+        if not tied:
+            with torch.no_grad():  # its own head, so that the untied path is really taken
+                model.lm_head.weight = torch.nn.Parameter(model.lm_head.weight.detach().clone() * 1.5)
+        return model.eval()
+
+    reference = load()
+    gen = torch.Generator().manual_seed(0)
+    vocab = reference.config.vocab_size
+    seqs = [Seq(torch.randint(5, vocab, (n,), generator=gen).tolist(), n - 6) for n in (17, 23, 12, 30, 9)]
+    scorer = Scorer(reference, seqs, 0, batch=2)
+    sim = _Simulated(load(), preset("int4"), preset("int8-b32"))
+    prefix = _PrefixKL(sim, scorer)
+    assert prefix.tied is tied
+    assert prefix.start("/lm_head/MatMul") == (0 if tied else len(prefix.layers))
+    for group in sim.groups:
+        fast = prefix(group)
+        sim.use(sim.choice([group]))
+        assert fast == pytest.approx(scorer(sim.model)[1], rel=1e-5, abs=1e-9), group
