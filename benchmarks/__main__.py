@@ -67,6 +67,24 @@ def distill_figures(build_dir: Path) -> dict:
     return {f"distill_{k}": v for k, v in quality.items() if isinstance(v, (int, float))}
 
 
+BASELINE_NAMES = {"sft": "the same student trained on hard targets only", "init": "its untrained initialisation",
+                  "echo_input": "the input itself as the answer (no model)"}
+
+
+def baseline_note(build_dir: Path) -> list[str]:
+    """One note with the distill report's baselines (ROUGE-L vs the teacher on the eval split), so
+    that the report's student rows can be read against them; none without a distill report."""
+    path = build_dir / "student" / "distill_report.json"
+    if not path.is_file():
+        return []
+    baselines = json.loads(path.read_text(encoding="utf-8")).get("baselines") or {}
+    parts = [f"{BASELINE_NAMES.get(name, name)} {b['quality']['rouge_l_vs_teacher']:.3f}"
+             for name, b in baselines.items() if "rouge_l_vs_teacher" in (b.get("quality") or {})]
+    if not parts:
+        return []
+    return ["baselines (distill_report.json, PyTorch, ROUGE-L vs the teacher on the eval split): " + "; ".join(parts)]
+
+
 def llama_rows(build_dir: Path, grid: list[Point], recipe: Recipe, notes: list[str]) -> list[dict]:
     """llama-bench on the student's GGUF at every point, when both are there; else a note why not."""
     exe = llama_bench_path()
@@ -170,6 +188,7 @@ def run(recipe: Recipe, build_root: str | Path = "build", bundles: list[str] | N
     evals = [] if limit == 0 else eval_records(build_dir / "data", limit)
     machine, run_id, notes = machine_info(), now_utc().replace(":", "").replace("-", ""), []
     records = measure_targets(paths, recipe, targets, build_dir, notes)
+    notes += baseline_note(build_dir)
     rows_by_model = score_all(paths, records, recipe, evals, build_dir)
     for rec in records:
         rec["run_id"] = run_id

@@ -90,3 +90,15 @@ def test_compare_lists_change(report):
     md = compare(report, faster)
     row = next(line for line in md.splitlines() if line.startswith("| bundle-int8 | decode_tok_s_p50 |"))
     assert "+25.0%" in row
+
+
+def test_baseline_note_reads_the_distill_report(tmp_path):
+    from benchmarks.__main__ import baseline_note
+
+    assert baseline_note(tmp_path) == []  # no distill report: no note
+    (tmp_path / "student").mkdir()
+    report = {"baselines": {"sft": {"quality": {"rouge_l_vs_teacher": 0.3435}},
+                            "echo_input": {"quality": {"rouge_l_vs_teacher": 0.4761}}}}
+    (tmp_path / "student" / "distill_report.json").write_text(json.dumps(report))
+    [note] = baseline_note(tmp_path)
+    assert "trained on hard targets only 0.344" in note and "the input itself as the answer (no model) 0.476" in note

@@ -69,6 +69,8 @@ def test_report_compares_teacher_and_students(tiny_run):
     assert int8["file_bytes"] < fp32["file_bytes"]
     md = (out / "report/report.md").read_text()
     assert all(name in md for name in models)
+    echo = json.loads((out / "student/distill_report.json").read_text())["baselines"]["echo_input"]["quality"]
+    assert f"the input itself as the answer (no model) {echo['rouge_l_vs_teacher']:.3f}" in md
 
 
 def test_student_is_trimmed_and_pruned_and_beside_its_baselines(tiny_run):
