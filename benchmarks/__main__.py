@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from benchmarks.machine import machine_info
 from benchmarks.peers import find_gguf, llama_bench_path, run_llama_bench
-from benchmarks.plan import Point, as_list, models_for, points
+from benchmarks.plan import Point, as_list, distill_report, models_for, points
 from benchmarks.quality import bundle_quality, carried_figures, eval_records
 from benchmarks.record import SCHEMA_NAME, SCHEMA_VERSION, error_record, is_ok, now_utc
 from benchmarks.report import SHIPPED_ENGINES, build_report, merge_examples, write_report
@@ -60,10 +60,7 @@ def settings_of(recipe: Recipe, n_eval: int, targets: list[str], run_id: str) ->
 
 def distill_figures(build_dir: Path) -> dict:
     """The distill report's quality (PyTorch student, before export), prefixed `distill_`."""
-    path = build_dir / "student" / "distill_report.json"
-    if not path.is_file():
-        return {}
-    quality = json.loads(path.read_text(encoding="utf-8")).get("quality") or {}
+    quality = distill_report(build_dir).get("quality") or {}
     return {f"distill_{k}": v for k, v in quality.items() if isinstance(v, (int, float))}
 
 
@@ -74,10 +71,7 @@ BASELINE_NAMES = {"sft": "the same student trained on hard targets only", "init"
 def baseline_note(build_dir: Path) -> list[str]:
     """One note with the distill report's baselines (ROUGE-L vs the teacher on the eval split), so
     that the report's student rows can be read against them; none without a distill report."""
-    path = build_dir / "student" / "distill_report.json"
-    if not path.is_file():
-        return []
-    baselines = json.loads(path.read_text(encoding="utf-8")).get("baselines") or {}
+    baselines = distill_report(build_dir).get("baselines") or {}
     parts = [f"{BASELINE_NAMES.get(name, name)} {b['quality']['rouge_l_vs_teacher']:.3f}"
              for name, b in baselines.items() if "rouge_l_vs_teacher" in (b.get("quality") or {})]
     if not parts:

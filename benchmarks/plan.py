@@ -56,12 +56,15 @@ def bundle_model(bundle: Path, engine: str = "edgestill-runtime") -> Model:
     return Model(bundle, engine, manifest.get("name") or bundle.name, manifest.get("role", "student"))
 
 
+def distill_report(build_dir: Path) -> dict:
+    """`build_dir/student/distill_report.json`, or {} before distillation has written it."""
+    path = build_dir / "student" / "distill_report.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
 def teacher_hf_dir(build_dir: Path) -> Path | None:
     """The teacher's Hugging Face folder named in the distill report, when it is on this machine."""
-    path = build_dir / "student" / "distill_report.json"
-    if not path.is_file():
-        return None
-    folder = (json.loads(path.read_text(encoding="utf-8")).get("teacher") or {}).get("dir")
+    folder = (distill_report(build_dir).get("teacher") or {}).get("dir")
     return Path(folder) if folder and Path(folder, "config.json").is_file() else None
 
 
