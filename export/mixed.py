@@ -147,12 +147,20 @@ class _PrefixKL:
     @torch.no_grad()
     def __call__(self, group: str) -> float:
         """Mean KL per answer position with `group` fine and everything else coarse."""
+        self.sim.use(self.sim.choice([group]))
+        first = self.start(group)
+        return self.scorer(self.sim.model)[1] if first == 0 else self._kl_from(first)
+
+    @torch.no_grad()
+    def coarse(self) -> float:
+        """Mean KL per answer position with every group coarse, from the kept pass (no new run)."""
+        self.sim.use(self.sim.choice())
+        return self._kl_from(len(self.layers))
+
+    def _kl_from(self, first: int) -> float:
         from export.qat import _ALL
 
-        self.sim.use(self.sim.choice([group]))
-        first, model = self.start(group), self.sim.model
-        if first == 0:
-            return self.scorer(model)[1]
+        model = self.sim.model
         kl, total = 0.0, 0
         for calls, (_, rows, cols), ref in zip(self.calls, self.scorer.batches, self.scorer.ref):
             hidden = self._tail(calls, first)
@@ -203,10 +211,8 @@ def plan_mixed(student_dir: Path, data: Path, instruction: str, coarse, fine, ex
     missing = sorted(set(sim.groups) - set(extra))
     if missing:
         raise ValueError(f"mixed precision: the built graph has no MatMulNBits node for {missing[:3]}")
-    score_calib = Scorer(reference, calib, pad)
-    sim.use(sim.choice())
-    base = score_calib(sim.model)[1]
-    one_group = _PrefixKL(sim, score_calib)
+    one_group = _PrefixKL(sim, Scorer(reference, calib, pad))
+    base = one_group.coarse()
     gains = {group: base - one_group(group) for group in _progress(sim.groups)}
     chosen = greedy(gains, extra, room)
     simulated = {}

@@ -100,7 +100,10 @@ def input_amax(model, ids: list[list[int]]) -> dict[str, torch.Tensor]:
 
 def channel_scales(x_amax: torch.Tensor, weights: list[torch.Tensor], alpha: float) -> torch.Tensor:
     """s [K] = amax_x^alpha / amax_w^(1-alpha); weights: [N_i, K] matrices reading the same input."""
-    w_amax = torch.stack([w.abs().amax(0) for w in weights]).amax(0)
+    return _balance(x_amax, torch.stack([w.abs().amax(0) for w in weights]).amax(0), alpha)
+
+
+def _balance(x_amax: torch.Tensor, w_amax: torch.Tensor, alpha: float) -> torch.Tensor:
     return x_amax.clamp_min(1e-5) ** alpha / w_amax.clamp_min(1e-5) ** (1 - alpha)
 
 
@@ -128,7 +131,7 @@ def smooth_model(model, amax: dict[str, torch.Tensor], alpha: float = ALPHA) -> 
         per_kv = heads // kv
         x = amax[p + "self_attn.o_proj"].reshape(kv, per_kv, head_dim).amax(1)
         w = at.o_proj.weight.abs().amax(0).reshape(kv, per_kv, head_dim).amax(1)
-        s_kv = x.clamp_min(1e-5) ** alpha / w.clamp_min(1e-5) ** (1 - alpha)
+        s_kv = _balance(x, w, alpha)
         _scale_rows(at.v_proj, 1 / s_kv.reshape(-1))
         at.o_proj.weight.mul_(s_kv[:, None, :].expand(-1, per_kv, -1).reshape(-1))
         groups += 4

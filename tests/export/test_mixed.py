@@ -125,6 +125,9 @@ def test_prefix_kl_equals_a_full_pass_for_every_node_group(tiny_llama_dir, tied)
     sim = _Simulated(load(), preset("int4"), preset("int8-b32"))
     prefix = _PrefixKL(sim, scorer)
     assert prefix.tied is tied
+    base = prefix.coarse()  # all coarse, from the kept pass
+    sim.use(sim.choice())
+    assert base == pytest.approx(scorer(sim.model)[1], rel=1e-5, abs=1e-9)
     assert prefix.start("/lm_head/MatMul") == (0 if tied else len(prefix.layers))
     for group in sim.groups:
         fast = prefix(group)
