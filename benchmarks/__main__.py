@@ -73,7 +73,10 @@ def baseline_note(build_dir: Path) -> list[str]:
     that the report's student rows can be read against them; none without a distill report."""
     baselines = distill_report(build_dir).get("baselines") or {}
     parts = [f"{BASELINE_NAMES.get(name, name)} {b['quality']['rouge_l_vs_teacher']:.3f}"
-             for name, b in baselines.items() if "rouge_l_vs_teacher" in (b.get("quality") or {})]
+             for name, b in baselines.items()
+             if name != "teacher_noise" and "rouge_l_vs_teacher" in (b.get("quality") or {})]
+    parts += [f"the teacher itself with {100 * r['sigma']:g}% weight noise {r['quality']['rouge_l_vs_teacher']:.3f}"
+              for r in (baselines.get("teacher_noise") or {}).get("runs", [])]
     if not parts:
         return []
     return ["baselines (distill_report.json, PyTorch, ROUGE-L vs the teacher on the eval split): " + "; ".join(parts)]

@@ -30,6 +30,7 @@ def run(recipe: Recipe, build_root: str = "build") -> dict:
 
     from distill.data import teacher_data
     from distill.evaluate import echo_input, evaluate
+    from distill.sensitivity import teacher_noise
     from distill.student import build_student, count_params, resolve_layers
     from distill.topk import TopkStore
     from distill import alongside
@@ -88,6 +89,10 @@ def run(recipe: Recipe, build_root: str = "build") -> dict:
                             "train": {k: v for k, v in sft_summary.items() if k != "history"}}
     if not procs.is_main_process:
         return {}
+    if "teacher_noise" in recipe.distill.baselines:
+        baselines["teacher_noise"] = teacher_noise(
+            data.model, data.tokenizer, eval_recs, lambda: build_examples(eval_recs, data.tokenizer, instruction, store),
+            recipe, several=bool(recipe.teacher.sources) and recipe.teacher.combine == "round_robin")
     if eval_recs:
         baselines["echo_input"] = {"quality": echo_input(eval_recs), "what": "the input itself as the answer (no model)"}
     result = score(built.model, "student")

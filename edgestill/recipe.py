@@ -113,7 +113,11 @@ class Distill:
     lr: float = 2.0e-4
     warmup_steps: int = 20
     weight_decay: float = 0.0
-    baselines: list[Literal["sft", "init"]] = field(default_factory=lambda: ["sft", "init"])  # trained/evaluated in the same run
+    # trained/evaluated in the same run; teacher_noise: the teacher itself under tiny weight noise
+    # (distill/sensitivity.py), the reference for how much a near-identical model's scores move
+    baselines: list[Literal["sft", "init", "teacher_noise"]] = field(
+        default_factory=lambda: ["sft", "init", "teacher_noise"])
+    teacher_noise: list[float] = field(default_factory=lambda: [0.01, 0.03])  # relative weight noise (sigma)
     grad_accum: int = 1  # micro-batches per step (per process); the step still sees batch_size examples
     checkpoint_every: int = 50
     seed: int = 0
@@ -302,6 +306,9 @@ def _check(recipe: Recipe, where: str, base: Path) -> None:
     d = recipe.distill
     if min(d.steps, d.batch_size, d.checkpoint_every, d.grad_accum) < 1 or d.lr <= 0:
         raise UserError(f"{where}: distill: steps, batch_size, grad_accum, checkpoint_every must be >= 1 and lr > 0")
+    if not d.teacher_noise or not all(0.0 < x < 1.0 for x in d.teacher_noise):
+        raise UserError(f"{where}: distill.teacher_noise: a list of relative weight noise levels in (0, 1), "
+                        f"e.g. [0.01, 0.03]; got {d.teacher_noise}")
     if recipe.export.mixed_budget is not None and not 0.0 < recipe.export.mixed_budget <= 1.0:
         raise UserError(f"{where}: export.mixed_budget: a fraction of the fp32 model's bytes in (0, 1], "
                         f"got {recipe.export.mixed_budget}")

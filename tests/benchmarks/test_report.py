@@ -98,7 +98,12 @@ def test_baseline_note_reads_the_distill_report(tmp_path):
     assert baseline_note(tmp_path) == []  # no distill report: no note
     (tmp_path / "student").mkdir()
     report = {"baselines": {"sft": {"quality": {"rouge_l_vs_teacher": 0.3435}},
-                            "echo_input": {"quality": {"rouge_l_vs_teacher": 0.4761}}}}
+                            "echo_input": {"quality": {"rouge_l_vs_teacher": 0.4761}},
+                            "teacher_noise": {"quality": {"rouge_l_vs_teacher": 0.7975}, "runs": [
+                                {"sigma": 0.01, "quality": {"rouge_l_vs_teacher": 0.7975}},
+                                {"sigma": 0.03, "quality": {"rouge_l_vs_teacher": 0.6371}}]}}}
     (tmp_path / "student" / "distill_report.json").write_text(json.dumps(report))
     [note] = baseline_note(tmp_path)
     assert "trained on hard targets only 0.344" in note and "the input itself as the answer (no model) 0.476" in note
+    assert "with 1% weight noise 0.797" in note and "with 3% weight noise 0.637" in note
+    assert note.count("0.797") == 1

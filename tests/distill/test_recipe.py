@@ -54,6 +54,7 @@ BAD = {
     "layers text": (GOOD + "student: {layers: some}\n", ["student.layers", "a list of an integer or an integer"]),
     "not yaml": ("name: [unclosed\n", ["not valid YAML"]),
     "mixed budget": (GOOD + "export: {mixed_budget: 1.5}\n", ["export.mixed_budget", "(0, 1]", "1.5"]),
+    "teacher noise": (GOOD + "distill: {teacher_noise: [0.01, 0]}\n", ["distill.teacher_noise", "(0, 1)", "[0.01, 0"]),
 }
 
 
