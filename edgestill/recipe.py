@@ -117,7 +117,7 @@ class Distill:
     # (distill/sensitivity.py), the reference for how much a near-identical model's scores move
     baselines: list[Literal["sft", "init", "teacher_noise"]] = field(
         default_factory=lambda: ["sft", "init", "teacher_noise"])
-    teacher_noise: list[float] = field(default_factory=lambda: [0.01, 0.03])  # relative weight noise (sigma)
+    teacher_noise: list[float] = field(default_factory=lambda: [0.01])  # relative weight noise (sigma), one run each
     grad_accum: int = 1  # micro-batches per step (per process); the step still sees batch_size examples
     checkpoint_every: int = 50
     seed: int = 0

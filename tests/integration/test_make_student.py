@@ -81,7 +81,7 @@ def test_student_is_trimmed_and_pruned_and_beside_its_baselines(tiny_run):
     assert config["intermediate_size"] == 64
     for name in ("sft", "init", "echo_input", "teacher_noise"):
         assert 0.0 <= report["baselines"][name]["quality"]["rouge_l_vs_teacher"] <= 1.0
-    assert [r["sigma"] for r in report["baselines"]["teacher_noise"]["runs"]] == [0.01, 0.03]
+    assert [r["sigma"] for r in report["baselines"]["teacher_noise"]["runs"]] == [0.01]
     assert "token_agreement_vs_teacher" in report["quality"]
 
 
