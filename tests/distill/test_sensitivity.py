@@ -44,6 +44,7 @@ def test_skip_reasons():
     int8 = torch.nn.Linear(2, 2)
     int8.weight = torch.nn.Parameter(torch.zeros(2, 2, dtype=torch.int8), requires_grad=False)
     assert "quantized" in skip_reason(int8)
+    assert "server" in skip_reason(torch.nn.Linear(2, 2), served=True)  # a tokenizer folder's weights
     assert skip_reason(torch.nn.Linear(2, 2)) is None
 
 
