@@ -92,8 +92,7 @@ def run(recipe: Recipe, build_root: str = "build") -> dict:
     if "teacher_noise" in recipe.distill.baselines:
         baselines["teacher_noise"] = teacher_noise(
             data.model, data.tokenizer, eval_recs, lambda: build_examples(eval_recs, data.tokenizer, instruction, store),
-            recipe, several=bool(recipe.teacher.sources) and recipe.teacher.combine == "round_robin",
-            served=recipe.teacher.source == "openai")
+            recipe)
     if eval_recs:
         baselines["echo_input"] = {"quality": echo_input(eval_recs), "what": "the input itself as the answer (no model)"}
     result = score(built.model, "student")

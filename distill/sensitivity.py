@@ -46,11 +46,9 @@ def skip_reason(model, several: bool = False, served: bool = False) -> str | Non
     return None
 
 
-def teacher_noise(model, tokenizer, eval_records: list[dict], teacher_examples, recipe,
-                  several: bool = False, served: bool = False) -> dict:
+def teacher_noise(model, tokenizer, eval_records: list[dict], teacher_examples, recipe) -> dict:
     """`baselines.teacher_noise`: per sigma of `recipe.distill.teacher_noise`, the perturbed
-    teacher's quality vs the teacher (`several`: the records come from several teachers;
-    `served`: from a server teacher).
+    teacher's quality vs the teacher (skipped as `skip_reason` says, from `recipe.teacher`).
 
     `teacher_examples()` gives the eval records as `distill.train.build_examples` makes them in
     the teacher's own ids (no vocabulary map); it is called only when the teacher can be run."""
@@ -58,7 +56,8 @@ def teacher_noise(model, tokenizer, eval_records: list[dict], teacher_examples, 
 
     what = ("the teacher with every weight scaled by 1 + sigma * N(0, 1), scored against its own "
             "answers: how far a near-identical model's greedy answers move")
-    reason = skip_reason(model, several, served)
+    t = recipe.teacher
+    reason = skip_reason(model, several=bool(t.sources) and t.combine == "round_robin", served=t.source == "openai")
     if reason or not eval_records:
         return {"skipped": reason or "no eval split", "what": what}
     runs, examples = [], teacher_examples()

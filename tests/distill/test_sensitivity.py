@@ -67,7 +67,8 @@ def test_teacher_noise_scores_the_teacher_against_its_own_answers(tiny):
         return out
 
     task = SimpleNamespace(instruction=INSTRUCTION, max_output_tokens=12)
-    recipe = SimpleNamespace(task=task, distill=SimpleNamespace(teacher_noise=[1e-7, 1.0], seed=0))
+    local = SimpleNamespace(source="local-folder", sources=[], combine="round_robin")
+    recipe = SimpleNamespace(task=task, teacher=local, distill=SimpleNamespace(teacher_noise=[1e-7, 1.0], seed=0))
     result = teacher_noise(model, tok, records, examples, recipe)
     tiny_noise, big_noise = (r["quality"] for r in result["runs"])
     assert [r["sigma"] for r in result["runs"]] == [1e-7, 1.0] and result["quality"] == tiny_noise
@@ -76,3 +77,5 @@ def test_teacher_noise_scores_the_teacher_against_its_own_answers(tiny):
     assert big_noise["token_agreement_vs_teacher"] < tiny_noise["token_agreement_vs_teacher"]
     skipped = teacher_noise(None, tok, records, examples, recipe)
     assert "runs" not in skipped and "server" in skipped["skipped"]
+    served = SimpleNamespace(**{**vars(recipe), "teacher": SimpleNamespace(**{**vars(local), "source": "openai"})})
+    assert "server" in teacher_noise(model, tok, records, examples, served)["skipped"]
