@@ -79,7 +79,21 @@ def baseline_note(build_dir: Path) -> list[str]:
               for r in (baselines.get("teacher_noise") or {}).get("runs", [])]
     if not parts:
         return []
-    return ["baselines (distill_report.json, PyTorch, ROUGE-L vs the teacher on the eval split): " + "; ".join(parts)]
+    return ["baselines (distill_report.json, PyTorch, ROUGE-L vs the teacher on the eval split): " + "; ".join(parts),
+            *gain_note(distill_report(build_dir))]
+
+
+def gain_note(report: dict) -> list[str]:
+    """The student's ROUGE-L with its 95% interval and its paired gain over each baseline (on the
+    same eval inputs), from the distill report's `comparisons`; none for a report without them."""
+    q, comparisons = report.get("quality") or {}, report.get("comparisons") or {}
+    if not comparisons or not q.get("rouge_l_vs_teacher_ci95"):
+        return []
+    lo, hi = q["rouge_l_vs_teacher_ci95"]
+    parts = [f"minus {BASELINE_NAMES.get(name, name)} {g['gain']:+.3f} ({g['ci95'][0]:+.3f} to {g['ci95'][1]:+.3f})"
+             for name, gains in comparisons.items() if (g := gains.get("rouge_l_vs_teacher"))]
+    return [f"student ROUGE-L vs the teacher {q['rouge_l_vs_teacher']:.3f} (95% bootstrap interval {lo:.3f} to "
+            f"{hi:.3f}, {q.get('n_eval')} eval inputs); paired gains, 95% intervals: " + "; ".join(parts)]
 
 
 def llama_rows(build_dir: Path, grid: list[Point], recipe: Recipe, notes: list[str]) -> list[dict]:

@@ -29,7 +29,7 @@ def run(recipe: Recipe, build_root: str = "build") -> dict:
     from accelerate import PartialState
 
     from distill.data import teacher_data
-    from distill.evaluate import echo_input, evaluate
+    from distill.evaluate import compare, echo_input, evaluate
     from distill.sensitivity import teacher_noise
     from distill.student import build_student, count_params, resolve_layers
     from distill.topk import TopkStore
@@ -68,7 +68,7 @@ def run(recipe: Recipe, build_root: str = "build") -> dict:
 
     baselines = {}
     if "init" in recipe.distill.baselines and procs.is_main_process:
-        baselines["init"] = {"quality": score(built.model, "untrained init")["quality"]}
+        baselines["init"] = _scored(score(built.model, "untrained init"))
     sft = fresh_student().model if "sft" in recipe.distill.baselines else None
 
     def train_sft(position: int = 0) -> dict:
@@ -85,7 +85,7 @@ def run(recipe: Recipe, build_root: str = "build") -> dict:
         summary = train(recipe, built.model, tok, examples, student_dir / "checkpoint", **teacher_side)
         sft_summary = {**train_sft(), "alongside": False} if sft is not None else None
     if sft is not None and procs.is_main_process:
-        baselines["sft"] = {"quality": score(sft, "SFT baseline")["quality"],
+        baselines["sft"] = {**_scored(score(sft, "SFT baseline")),
                             "train": {k: v for k, v in sft_summary.items() if k != "history"}}
     if not procs.is_main_process:
         return {}
@@ -94,8 +94,9 @@ def run(recipe: Recipe, build_root: str = "build") -> dict:
             data.model, data.tokenizer, eval_recs, lambda: build_examples(eval_recs, data.tokenizer, instruction, store),
             recipe)
     if eval_recs:
-        baselines["echo_input"] = {"quality": echo_input(eval_recs), "what": "the input itself as the answer (no model)"}
+        baselines["echo_input"] = {**echo_input(eval_recs), "what": "the input itself as the answer (no model)"}
     result = score(built.model, "student")
+    comparisons = {name: compare(result, b) for name, b in baselines.items() if b.get("per_example")}
     _save_student(built.model, tok, student_dir)
     report = {
         "tool_version": __version__, "recipe": recipe.to_dict(),
@@ -105,13 +106,18 @@ def run(recipe: Recipe, build_root: str = "build") -> dict:
                     "init": recipe.student.init, **built.info,
                     **({"layer_selection": selection} if selection else {})},
         "data": {"train": len(train_recs), "eval": len(eval_recs), "seconds": data.info.get("seconds")},
-        "train": summary, **result, "baselines": baselines, "seconds": round(time.perf_counter() - t0, 1),
+        "train": summary, **result, "baselines": baselines, "comparisons": comparisons, "seconds": round(time.perf_counter() - t0, 1),
     }
     atomic_write_json(student_dir / "distill_report.json", report)
     for ckpt in ("checkpoint", "checkpoint-sft"):
         shutil.rmtree(student_dir / ckpt, ignore_errors=True)
     (student_dir / "sft-summary.json").unlink(missing_ok=True)
     return report
+
+
+def _scored(result: dict) -> dict:
+    """A baseline's entry: its quality and the per-example scores behind it (for `comparisons`)."""
+    return {"quality": result["quality"], "per_example": result["per_example"]}
 
 
 def _save_student(student, tok, folder: Path) -> None:
@@ -135,9 +141,13 @@ def _main(argv: list[str]) -> int:
     if not report:  # a non-main process of `accelerate launch`
         return 0
     q = report["quality"]
-    log.info("student: %d params (teacher %d), ROUGE-L vs teacher %.3f on %d eval inputs; %s",
-             report["student"]["params"], report["teacher"]["params"], q["rouge_l_vs_teacher"], q["n_eval"],
-             recipe.build_dir(args.build_root) / "student")
+    log.info("student: %d params (teacher %d), ROUGE-L vs teacher %.3f (95%% CI %s) on %d eval inputs; %s",
+             report["student"]["params"], report["teacher"]["params"], q["rouge_l_vs_teacher"],
+             q.get("rouge_l_vs_teacher_ci95"), q["n_eval"], recipe.build_dir(args.build_root) / "student")
+    for name, gains in report["comparisons"].items():
+        for metric, g in gains.items():
+            log.info("student minus %s, %s: %+.3f (95%% CI %+.3f to %+.3f; ahead in %.0f%% of resamples)",
+                     name, metric, g["gain"], *g["ci95"], 100 * g["share_above_zero"])
     return 0
 
 

@@ -3,7 +3,10 @@
 Greedy answers from the PyTorch student, scored with ROUGE-L F1 against the teacher's answers
 (`rouge_l_vs_teacher`) and, when the eval records carry labels, against them
 (`rouge_l_vs_label`, `teacher_rouge_l_vs_label`). `exact_match_vs_teacher` counts answers
-identical to the teacher's.
+identical to the teacher's. With 24 eval inputs a mean moves by a few points with the choice of
+inputs, so each mean comes with its 95% bootstrap interval (`*_ci95`, edgestill/intervals.py),
+and `per_example` keeps the scores behind it; `compare` gives a model's paired gain over a
+baseline scored on the same inputs (`comparisons` in distill_report.json).
 
 `echo_input` scores a reference that needs no model: the input itself given as the answer. For
 tasks whose answers copy from the input (summaries, extraction) it is the bar a student must
@@ -14,7 +17,8 @@ from __future__ import annotations
 
 from tqdm import tqdm
 
-from edgestill.metrics import mean_rouge_l
+from edgestill.intervals import interval, paired_gain
+from edgestill.metrics import mean_rouge_l, rouge_l
 from distill.prompts import chat_prompt, user_message
 
 
@@ -35,34 +39,37 @@ def greedy_answers(model, tokenizer, texts: list[str], instruction: str, max_new
     return out
 
 
-def token_agreement(model, examples, pad_id: int, batch_size: int = 16) -> float:
-    """Share of answer positions where the student's argmax is the teacher's token, teacher-forced."""
+def agreement_counts(model, examples, pad_id: int, batch_size: int = 16) -> tuple[list[int], list[int]]:
+    """Per example: (answer positions where the student's argmax is the teacher's token,
+    teacher-forced; answer positions)."""
     import torch
 
     from distill.train import AnswerLogits, collate
 
-    hits = total = 0
+    hits, totals = [], []
     head = AnswerLogits(model)
     for start in range(0, len(examples), batch_size):
         batch = collate(examples[start:start + batch_size], pad_id)
         with torch.inference_mode():
             logits = head(batch["input_ids"], batch["attention_mask"], batch["rows"], batch["cols"])
-        hits += int((logits.argmax(-1) == batch["targets"]).sum())
-        total += len(batch["targets"])
-    return hits / max(1, total)
+        n = len(examples[start:start + batch_size])
+        right = logits.argmax(-1) == batch["targets"]
+        hits += torch.bincount(batch["rows"][right], minlength=n).tolist()
+        totals += torch.bincount(batch["rows"], minlength=n).tolist()
+    return hits, totals
 
 
 def echo_input(eval_records: list[dict]) -> dict:
     """Quality of answering each eval record with its own input: ROUGE-L vs the teacher (and vs
     the labels when the records carry them)."""
-    quality = {"n_eval": len(eval_records),
-               "rouge_l_vs_teacher": round(mean_rouge_l([r["input"] for r in eval_records],
-                                                        [r["output"] for r in eval_records]), 4)}
+    scores = [rouge_l(r["input"], r["output"]) for r in eval_records]
+    quality = {"n_eval": len(eval_records), "rouge_l_vs_teacher": round(sum(scores) / len(scores), 4),
+               "rouge_l_vs_teacher_ci95": interval(scores)}
     labelled = [r for r in eval_records if "label" in r]
     if labelled:
         quality["rouge_l_vs_label"] = round(mean_rouge_l([r["input"] for r in labelled],
                                                          [r["label"] for r in labelled]), 4)
-    return quality
+    return {"quality": quality, "per_example": {"rouge_l_vs_teacher": [round(x, 4) for x in scores]}}
 
 
 def evaluate(model, tokenizer, eval_records: list[dict], eval_examples, task, desc: str = "student") -> dict:
@@ -71,9 +78,14 @@ def evaluate(model, tokenizer, eval_records: list[dict], eval_examples, task, de
     texts = [r["input"] for r in eval_records]
     predictions = greedy_answers(model, tokenizer, texts, task.instruction, task.max_output_tokens, desc=desc)
     teacher = [r["output"] for r in eval_records]
+    scores = [rouge_l(p, t) for p, t in zip(predictions, teacher)]
+    hits, totals = agreement_counts(model, eval_examples, tokenizer.pad_token_id)
+    rates = [h / max(1, n) for h, n in zip(hits, totals)]
     quality = {"n_eval": len(eval_records),
-               "rouge_l_vs_teacher": round(mean_rouge_l(predictions, teacher), 4),
-               "token_agreement_vs_teacher": round(token_agreement(model, eval_examples, tokenizer.pad_token_id), 4),
+               "rouge_l_vs_teacher": round(sum(scores) / len(scores), 4),
+               "rouge_l_vs_teacher_ci95": interval(scores),
+               "token_agreement_vs_teacher": round(sum(hits) / max(1, sum(totals)), 4),
+               "token_agreement_vs_teacher_ci95": interval(rates, totals) if sum(totals) else None,
                "exact_match_vs_teacher": round(sum(p == t for p, t in zip(predictions, teacher)) / len(teacher), 4)}
     labelled = [(p, r) for p, r in zip(predictions, eval_records) if "label" in r]
     if labelled:
@@ -85,4 +97,21 @@ def evaluate(model, tokenizer, eval_records: list[dict], eval_examples, task, de
             sum(r["output"].strip() == r["label"].strip() for _, r in labelled) / len(labelled), 4)
     examples = [{"input": r["input"], "teacher": r["output"], "student": p}
                 for p, r in zip(predictions[:5], eval_records[:5])]
-    return {"quality": quality, "examples": examples}
+    per_example = {"rouge_l_vs_teacher": [round(x, 4) for x in scores], "agreeing_tokens": hits,
+                   "answer_tokens": totals}
+    return {"quality": quality, "examples": examples, "per_example": per_example}
+
+
+def compare(model: dict, baseline: dict) -> dict:
+    """Paired gains of `model` over `baseline` (each an `evaluate` / `echo_input` result with
+    `per_example`), on every score both have: ROUGE-L, and token agreement (token-weighted)."""
+    a, b = model.get("per_example") or {}, baseline.get("per_example") or {}
+    gains = {}
+    if a.get("rouge_l_vs_teacher") and b.get("rouge_l_vs_teacher"):
+        gains["rouge_l_vs_teacher"] = paired_gain(a["rouge_l_vs_teacher"], b["rouge_l_vs_teacher"])
+    if a.get("answer_tokens") and b.get("answer_tokens") == a["answer_tokens"] and sum(a["answer_tokens"]):
+        n = a["answer_tokens"]
+        gains["token_agreement_vs_teacher"] = paired_gain(
+            [h / max(1, t) for h, t in zip(a["agreeing_tokens"], n)],
+            [h / max(1, t) for h, t in zip(b["agreeing_tokens"], n)], weights=n)
+    return gains

@@ -107,3 +107,16 @@ def test_baseline_note_reads_the_distill_report(tmp_path):
     assert "trained on hard targets only 0.344" in note and "the input itself as the answer (no model) 0.476" in note
     assert "with 1% weight noise 0.797" in note and "with 3% weight noise 0.637" in note
     assert note.count("0.797") == 1
+
+
+def test_gain_note_gives_the_interval_and_paired_gains():
+    from benchmarks.__main__ import gain_note
+
+    assert gain_note({"quality": {"rouge_l_vs_teacher": 0.4}}) == []  # an older report: no note
+    report = {"quality": {"n_eval": 24, "rouge_l_vs_teacher": 0.4126, "rouge_l_vs_teacher_ci95": [0.3712, 0.4561]},
+              "comparisons": {"sft": {"rouge_l_vs_teacher": {"gain": 0.0496, "ci95": [-0.0101, 0.1123]}},
+                              "echo_input": {"rouge_l_vs_teacher": {"gain": -0.0635, "ci95": [-0.1204, -0.0048]}}}}
+    [note] = gain_note(report)
+    assert "0.413 (95% bootstrap interval 0.371 to 0.456, 24 eval inputs)" in note
+    assert "minus the same student trained on hard targets only +0.050 (-0.010 to +0.112)" in note
+    assert "minus the input itself as the answer (no model) -0.064 (-0.120 to -0.005)" in note

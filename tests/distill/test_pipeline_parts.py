@@ -219,7 +219,11 @@ def test_echo_input_scores_the_input_as_the_answer():
 
     records = [{"input": "the cat sat on the mat", "output": "the cat sat"},  # LCS 3: P 3/6, R 1 -> 2/3
                {"input": "red green blue", "output": "yellow"}]  # nothing shared -> 0
-    quality = echo_input(records)
-    assert quality == {"n_eval": 2, "rouge_l_vs_teacher": pytest.approx((2 / 3 + 0.0) / 2, abs=1e-4)}
-    labelled = echo_input([{**records[0], "label": "the mat"}, records[1]])  # vs label: P 2/6, R 1 -> 0.5
+    result = echo_input(records)
+    quality = result["quality"]
+    assert quality["n_eval"] == 2 and quality["rouge_l_vs_teacher"] == pytest.approx((2 / 3 + 0.0) / 2, abs=1e-4)
+    assert result["per_example"]["rouge_l_vs_teacher"] == [pytest.approx(2 / 3, abs=1e-4), 0.0]
+    lo, hi = quality["rouge_l_vs_teacher_ci95"]  # resamples of {2/3, 0}: means 0, 1/3 or 2/3
+    assert lo == 0.0 and hi == pytest.approx(2 / 3, abs=1e-4)
+    labelled = echo_input([{**records[0], "label": "the mat"}, records[1]])["quality"]  # vs label: P 2/6, R 1 -> 0.5
     assert labelled["rouge_l_vs_label"] == pytest.approx(0.5, abs=1e-4)

@@ -71,6 +71,8 @@ def test_report_compares_teacher_and_students(tiny_run):
     assert all(name in md for name in models)
     echo = json.loads((out / "student/distill_report.json").read_text())["baselines"]["echo_input"]["quality"]
     assert f"the input itself as the answer (no model) {echo['rouge_l_vs_teacher']:.3f}" in md
+    gain = json.loads((out / "student/distill_report.json").read_text())["comparisons"]["sft"]["rouge_l_vs_teacher"]
+    assert f"minus the same student trained on hard targets only {gain['gain']:+.3f}" in md
 
 
 def test_student_is_trimmed_and_pruned_and_beside_its_baselines(tiny_run):
@@ -83,6 +85,26 @@ def test_student_is_trimmed_and_pruned_and_beside_its_baselines(tiny_run):
         assert 0.0 <= report["baselines"][name]["quality"]["rouge_l_vs_teacher"] <= 1.0
     assert [r["sigma"] for r in report["baselines"]["teacher_noise"]["runs"]] == [0.01]
     assert "token_agreement_vs_teacher" in report["quality"]
+
+
+def test_report_gives_intervals_and_paired_gains_over_the_baselines(tiny_run):
+    out, _, _ = tiny_run
+    report = json.loads((out / "student/distill_report.json").read_text())
+    q, per = report["quality"], report["per_example"]
+    assert len(per["rouge_l_vs_teacher"]) == q["n_eval"] == len(per["answer_tokens"])
+    assert sum(per["rouge_l_vs_teacher"]) / q["n_eval"] == pytest.approx(q["rouge_l_vs_teacher"], abs=1e-3)
+    assert sum(per["agreeing_tokens"]) / sum(per["answer_tokens"]) == pytest.approx(q["token_agreement_vs_teacher"], abs=1e-4)
+    for key in ("rouge_l_vs_teacher", "token_agreement_vs_teacher"):
+        lo, hi = q[f"{key}_ci95"]
+        assert lo <= q[key] <= hi
+    assert set(report["comparisons"]) == {"sft", "init", "echo_input"}
+    for name in ("sft", "init", "echo_input"):
+        gain = report["comparisons"][name]["rouge_l_vs_teacher"]
+        base = report["baselines"][name]["quality"]["rouge_l_vs_teacher"]
+        assert gain["gain"] == pytest.approx(q["rouge_l_vs_teacher"] - base, abs=1e-3)
+        assert gain["ci95"][0] <= gain["gain"] <= gain["ci95"][1]
+    assert "token_agreement_vs_teacher" in report["comparisons"]["sft"]
+    assert "token_agreement_vs_teacher" not in report["comparisons"]["echo_input"]
 
 
 def test_second_make_skips_finished_stages(tiny_run):
