@@ -33,6 +33,7 @@ from benchmarks.target_adb import run_adb
 from benchmarks.target_local import run_local
 from benchmarks.target_ssh import run_ssh
 from edgestill.errors import UserError, cli_main
+from edgestill.intervals import verdict
 from edgestill.recipe import BENCH_TARGET, Recipe, load_recipe, split_args
 
 log = logging.getLogger("benchmarks")
@@ -90,8 +91,8 @@ def gain_note(report: dict) -> list[str]:
     if not comparisons or not q.get("rouge_l_vs_teacher_ci95"):
         return []
     lo, hi = q["rouge_l_vs_teacher_ci95"]
-    parts = [f"minus {BASELINE_NAMES.get(name, name)} {g['gain']:+.3f} ({g['ci95'][0]:+.3f} to {g['ci95'][1]:+.3f})"
-             for name, gains in comparisons.items() if (g := gains.get("rouge_l_vs_teacher"))]
+    parts = [f"minus {BASELINE_NAMES.get(name, name)} {g['gain']:+.3f} ({g['ci95'][0]:+.3f} to {g['ci95'][1]:+.3f}: "
+             f"{verdict(g)} it)" for name, gains in comparisons.items() if (g := gains.get("rouge_l_vs_teacher"))]
     return [f"student ROUGE-L vs the teacher {q['rouge_l_vs_teacher']:.3f} (95% bootstrap interval {lo:.3f} to "
             f"{hi:.3f}, {q.get('n_eval')} eval inputs); paired gains, 95% intervals: " + "; ".join(parts)]
 

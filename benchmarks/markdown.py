@@ -14,8 +14,8 @@ from pathlib import Path
 from benchmarks.machine import one_line
 
 COLUMNS = ("model", "role", "precision", "params", "size MB", "peak RSS MB", "load s", "TTFT ms p50",
-           "decode tok/s p50", "decode ms p50 / p90", "ROUGE-L vs teacher", "vs label", "other quality", "noisy")
-SHOWN = ("rouge_l_vs_teacher", "rouge_l_vs_label")
+           "decode tok/s p50", "decode ms p50 / p90", "ROUGE-L vs teacher (95% CI)", "vs label", "other quality", "noisy")
+SHOWN = ("rouge_l_vs_teacher", "rouge_l_vs_label", "rouge_l_vs_teacher_ci95_lo", "rouge_l_vs_teacher_ci95_hi")
 
 
 def cell(text) -> str:
@@ -59,7 +59,9 @@ def model_row(m: dict) -> list[str]:
 def _rouge_vs_teacher(m: dict, quality: dict) -> str:
     if m.get("role") == "teacher" and "rouge_l_vs_teacher" not in quality:
         return "reference"  # the teacher's own answers: not re-scored (benchmarks.__main__.score_all)
-    return number(quality.get("rouge_l_vs_teacher"), 3)
+    text = number(quality.get("rouge_l_vs_teacher"), 3)
+    lo, hi = quality.get("rouge_l_vs_teacher_ci95_lo"), quality.get("rouge_l_vs_teacher_ci95_hi")
+    return text if lo is None or hi is None else f"{text} ({lo:.3f}-{hi:.3f})"
 
 
 def table(header: list[str] | tuple, rows: list[list[str]]) -> list[str]:

@@ -6,7 +6,10 @@ teacher saw (`instruction + "\\n\\n" + input`, in the bundle's own chat template
 `task.max_output_tokens` new tokens. Scores, means over the examples:
 
 - `rouge_l_vs_teacher`: ROUGE-L F1 against the teacher's `output`;
-- `rouge_l_vs_label`: against the record's `label` (ground truth), when records carry one.
+- `rouge_l_vs_label`: against the record's `label` (ground truth), when records carry one;
+- `rouge_l_vs_teacher_ci95_lo` / `_hi`: the 95% bootstrap interval of that mean over the eval
+  inputs (edgestill/intervals.py), so that two bundles a couple of points apart are read as what
+  they are on 24 inputs: the same.
 
 Figures from the bundle manifest's `quality` dict (e.g. `top1_agreement_vs_fp32` from export)
 are carried into the same dict. The per-example answers are kept for the report.
@@ -19,7 +22,8 @@ from pathlib import Path
 
 from edgestill.errors import UserError
 from edgestill.files import read_jsonl
-from edgestill.metrics import mean_rouge_l
+from edgestill.intervals import interval
+from edgestill.metrics import mean_rouge_l, rouge_l
 
 
 def eval_records(data_dir: str | Path, limit: int | None = None) -> list[dict]:
@@ -35,7 +39,10 @@ def eval_records(data_dir: str | Path, limit: int | None = None) -> list[dict]:
 
 def score(outputs: list[str], records: list[dict]) -> dict:
     """Mean ROUGE-L F1 of `outputs` vs each record's teacher `output` (and `label` where all have one)."""
-    result = {"rouge_l_vs_teacher": round(mean_rouge_l(outputs, [r["output"] for r in records]), 4)}
+    scores = [rouge_l(o, r["output"]) for o, r in zip(outputs, records, strict=True)]
+    lo, hi = interval(scores)
+    result = {"rouge_l_vs_teacher": round(sum(scores) / len(scores), 4),
+              "rouge_l_vs_teacher_ci95_lo": lo, "rouge_l_vs_teacher_ci95_hi": hi}
     if all(r.get("label") is not None for r in records):
         result["rouge_l_vs_label"] = round(mean_rouge_l(outputs, [r["label"] for r in records]), 4)
     return result

@@ -18,6 +18,7 @@ from pathlib import Path
 from edgestill import __version__
 from edgestill.errors import UserError, cli_main
 from edgestill.files import atomic_write_json
+from edgestill.intervals import verdict
 from edgestill.recipe import Recipe, load_recipe, split_args
 
 log = logging.getLogger("distill")
@@ -146,8 +147,8 @@ def _main(argv: list[str]) -> int:
              q.get("rouge_l_vs_teacher_ci95"), q["n_eval"], recipe.build_dir(args.build_root) / "student")
     for name, gains in report["comparisons"].items():
         for metric, g in gains.items():
-            log.info("student minus %s, %s: %+.3f (95%% CI %+.3f to %+.3f; ahead in %.0f%% of resamples)",
-                     name, metric, g["gain"], *g["ci95"], 100 * g["share_above_zero"])
+            log.info("student minus %s, %s: %+.3f (95%% CI %+.3f to %+.3f): %s it", name, metric, g["gain"],
+                     *g["ci95"], verdict(g))
     return 0
 
 

@@ -11,6 +11,7 @@ mean of per-example rates weighted by each example's answer tokens, resampled as
 
     interval([0.2, 0.5, 0.4])                        -> [lo, hi], the 95% interval of the mean
     paired_gain(student, baseline)                   -> {"gain", "ci95", "share_above_zero"}
+    verdict(paired_gain(student, baseline))          -> "above" | "below" | "not distinguishable from"
 
 Plain numpy, no model code; used by distill/evaluate.py and the benchmarks' notes.
 """
@@ -73,3 +74,9 @@ def paired_gain(a: Sequence[float], b: Sequence[float], weights: Sequence[float]
     gain = float(((va - vb) * w).sum() / w.sum())
     return {"gain": round(gain, 4), "ci95": _bounds(diff, LEVEL),
             "share_above_zero": round(float((diff > 0).mean()), 4)}
+
+
+def verdict(gain: dict) -> str:
+    """Plain words for a `paired_gain`: "above" / "below" when its 95% interval excludes 0."""
+    lo, hi = gain["ci95"]
+    return "above" if lo > 0 else "below" if hi < 0 else "not distinguishable from"

@@ -19,7 +19,8 @@ def write_data(folder, records):
 def test_score_vs_teacher_identical_and_disjoint():
     records = [{"input": "a", "output": "the cat sat"}, {"input": "b", "output": "dogs bark loudly"}]
     result = score(["The cat sat.", "birds sing"], records)
-    assert result == {"rouge_l_vs_teacher": 0.5}
+    # scores 1 and 0: resampled means 0, 0.5 or 1, so the 95% interval spans all of [0, 1]
+    assert result == {"rouge_l_vs_teacher": 0.5, "rouge_l_vs_teacher_ci95_lo": 0.0, "rouge_l_vs_teacher_ci95_hi": 1.0}
 
 
 def test_score_partial_overlap_and_labels():
@@ -28,6 +29,7 @@ def test_score_partial_overlap_and_labels():
     result = score(["the cat sat"], records)
     assert result["rouge_l_vs_teacher"] == pytest.approx(6 / 7, abs=1e-4)
     assert result["rouge_l_vs_label"] == 1.0
+    assert result["rouge_l_vs_teacher_ci95_lo"] == result["rouge_l_vs_teacher_ci95_hi"] == round(6 / 7, 4)
 
 
 def test_score_leaves_out_label_figure_when_labels_missing():

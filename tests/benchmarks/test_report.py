@@ -118,5 +118,5 @@ def test_gain_note_gives_the_interval_and_paired_gains():
                               "echo_input": {"rouge_l_vs_teacher": {"gain": -0.0635, "ci95": [-0.1204, -0.0048]}}}}
     [note] = gain_note(report)
     assert "0.413 (95% bootstrap interval 0.371 to 0.456, 24 eval inputs)" in note
-    assert "minus the same student trained on hard targets only +0.050 (-0.010 to +0.112)" in note
-    assert "minus the input itself as the answer (no model) -0.064 (-0.120 to -0.005)" in note
+    assert "minus the same student trained on hard targets only +0.050 (-0.010 to +0.112: not distinguishable from it)" in note
+    assert "minus the input itself as the answer (no model) -0.064 (-0.120 to -0.005: below it)" in note

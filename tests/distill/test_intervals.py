@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from edgestill.intervals import interval, paired_gain
+from edgestill.intervals import interval, paired_gain, verdict
 
 
 def test_interval_brackets_the_mean_and_narrows_with_more_examples():
@@ -40,6 +40,7 @@ def test_paired_gain_is_tight_when_one_model_is_ahead_on_every_example():
     g = paired_gain(better, base)
     assert g["gain"] == pytest.approx(0.05, abs=1e-4)
     assert g["ci95"] == [pytest.approx(0.05, abs=1e-4)] * 2 and g["share_above_zero"] == 1.0
+    assert verdict(g) == "above" and verdict(paired_gain(base, better)) == "below"
     # unpaired, the two intervals overlap: pairing is what shows the gain
     assert interval(better)[0] < interval(base)[1]
 
@@ -50,6 +51,7 @@ def test_paired_gain_of_a_coin_flip_straddles_zero():
     g = paired_gain(a, b)
     assert g["ci95"][0] < g["gain"] < g["ci95"][1]
     assert g["gain"] == pytest.approx(float(a.mean() - b.mean()), abs=1e-4)
+    assert verdict(g) == "not distinguishable from"
     identical = paired_gain(a, a)
     assert identical == {"gain": 0.0, "ci95": [0.0, 0.0], "share_above_zero": 0.0}
 
