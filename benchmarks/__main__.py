@@ -26,7 +26,7 @@ from tqdm import tqdm
 from benchmarks.machine import machine_info
 from benchmarks.peers import find_gguf, llama_bench_path, run_llama_bench
 from benchmarks.plan import Point, as_list, distill_report, models_for, points
-from benchmarks.quality import bundle_quality, carried_figures, eval_records
+from benchmarks.quality import bundle_quality, carried_figures, eval_records, gains_note, gains_over
 from benchmarks.record import SCHEMA_NAME, SCHEMA_VERSION, error_record, is_ok, now_utc
 from benchmarks.report import SHIPPED_ENGINES, build_report, merge_examples, write_report
 from benchmarks.target_adb import run_adb
@@ -174,6 +174,15 @@ def score_all(bundles: list[Path], records: list[dict], recipe: Recipe, evals: l
     return rows_by_model
 
 
+def fp32_student(bundles: list[Path]) -> str | None:
+    """The manifest name of the fp32 student bundle among `bundles` (the quantized ones' reference)."""
+    for path in bundles:
+        manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
+        if manifest.get("role", "student") == "student" and manifest.get("precision") == "fp32":
+            return manifest.get("name") or path.name
+    return None
+
+
 def given_bundles(paths: list[str]) -> list[Path]:
     """`--bundles` folders, each checked to be a bundle (the error names the folder)."""
     bundles = [Path(p) for p in paths]
@@ -206,8 +215,12 @@ def run(recipe: Recipe, build_root: str | Path = "build", bundles: list[str] | N
         rec["run_id"] = run_id
         if rec.get("target") == "local" and not rec.get("machine"):
             rec["machine"] = machine  # error rows: where it was tried
+    reference = fp32_student(paths)
+    gains = gains_over(rows_by_model, reference) if reference else {}
+    notes += gains_note(gains, reference)
     report = build_report(machine, settings_of(recipe, len(evals), targets, run_id), records,
                           merge_examples(rows_by_model, N_EXAMPLES), notes)
+    report["gains_over_fp32_student"] = gains
     out = build_dir / "report"
     paths_written = write_report(out, report, records)
     log.info("wrote %s", ", ".join(str(p) for p in paths_written))

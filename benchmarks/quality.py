@@ -22,7 +22,7 @@ from pathlib import Path
 
 from edgestill.errors import UserError
 from edgestill.files import read_jsonl
-from edgestill.intervals import interval
+from edgestill.intervals import interval, paired_gain, verdict
 from edgestill.metrics import mean_rouge_l, rouge_l
 
 
@@ -76,3 +76,23 @@ def bundle_quality(bundle_dir: str | Path, records: list[dict], max_new_tokens: 
     rows = [{"id": r.get("id", i), "input": r["input"], "teacher": r["output"], "label": r.get("label"),
              "output": out} for i, (r, out) in enumerate(zip(records, outputs))]
     return quality, rows
+
+
+def gains_over(rows_by_model: dict[str, list[dict]], reference: str) -> dict[str, dict]:
+    """Paired ROUGE-L gain (vs the teacher's answers) of every other scored model over `reference`,
+    on the same eval inputs (edgestill.intervals.paired_gain); {} when `reference` was not scored."""
+    if reference not in rows_by_model:
+        return {}
+    ref = [rouge_l(r["output"], r["teacher"]) for r in rows_by_model[reference]]
+    return {name: paired_gain([rouge_l(r["output"], r["teacher"]) for r in rows], ref)
+            for name, rows in rows_by_model.items() if name != reference and len(rows) == len(ref)}
+
+
+def gains_note(gains: dict[str, dict], reference: str) -> list[str]:
+    """One report note with `gains_over`'s figures: what quantization costs in task quality."""
+    if not gains:
+        return []
+    parts = [f"{name} {g['gain']:+.3f} ({g['ci95'][0]:+.3f} to {g['ci95'][1]:+.3f}: {verdict(g)} it)"
+             for name, g in gains.items()]
+    return [f"each bundle minus {reference}, paired on the same eval inputs (ROUGE-L vs the teacher, 95% "
+            "bootstrap intervals): " + "; ".join(parts)]

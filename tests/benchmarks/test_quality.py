@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from benchmarks.quality import eval_records, score
+from benchmarks.quality import eval_records, gains_note, gains_over, score
 from edgestill.errors import UserError
 
 
@@ -54,3 +54,19 @@ def test_eval_records_without_eval_split(tmp_path):
     data = write_data(tmp_path / "data", [{"id": 0, "split": "train", "input": "a", "output": "b"}])
     with pytest.raises(UserError, match="split == 'eval'"):
         eval_records(data)
+
+
+def test_gains_over_the_fp32_bundle_are_paired_per_input():
+    def rows(outputs):
+        return [{"teacher": t, "output": o} for t, o in zip(["a b c d", "e f g h", "i j k l"], outputs)]
+
+    by_model = {"s-fp32": rows(["a b c d", "e f x x", "z z z z"]),  # ROUGE-L 1, 0.5, 0
+                "s-int8": rows(["a b c d", "e f x x", "z z z z"]),  # the same answers
+                "s-int4": rows(["a b x x", "e x x x", "z z z z"])}  # 0.5, 0.25, 0: worse on two inputs
+    gains = gains_over(by_model, "s-fp32")
+    assert set(gains) == {"s-int8", "s-int4"}
+    assert gains["s-int8"] == {"gain": 0.0, "ci95": [0.0, 0.0], "share_above_zero": 0.0}
+    assert gains["s-int4"]["gain"] == pytest.approx(-0.25, abs=1e-4) and gains["s-int4"]["ci95"][1] <= 0
+    [note] = gains_note(gains, "s-fp32")
+    assert "each bundle minus s-fp32" in note and "s-int8 +0.000 (+0.000 to +0.000: not distinguishable from it)" in note
+    assert gains_over(by_model, "missing") == {} and gains_note({}, "s-fp32") == []

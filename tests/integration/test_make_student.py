@@ -73,6 +73,9 @@ def test_report_compares_teacher_and_students(tiny_run):
     assert f"the input itself as the answer (no model) {echo['rouge_l_vs_teacher']:.3f}" in md
     gain = json.loads((out / "student/distill_report.json").read_text())["comparisons"]["sft"]["rouge_l_vs_teacher"]
     assert f"minus the same student trained on hard targets only {gain['gain']:+.3f}" in md
+    quantized = report["gains_over_fp32_student"][int8["name"]]
+    assert quantized["ci95"][0] <= quantized["gain"] <= quantized["ci95"][1]
+    assert f"{int8['name']} {quantized['gain']:+.3f}" in md
 
 
 def test_student_is_trimmed_and_pruned_and_beside_its_baselines(tiny_run):
