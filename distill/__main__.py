@@ -142,9 +142,10 @@ def _main(argv: list[str]) -> int:
     if not report:  # a non-main process of `accelerate launch`
         return 0
     q = report["quality"]
-    log.info("student: %d params (teacher %d), ROUGE-L vs teacher %.3f (95%% CI %s) on %d eval inputs; %s",
-             report["student"]["params"], report["teacher"]["params"], q["rouge_l_vs_teacher"],
-             q.get("rouge_l_vs_teacher_ci95"), q["n_eval"], recipe.build_dir(args.build_root) / "student")
+    lo, hi = q.get("rouge_l_vs_teacher_ci95") or (float("nan"), float("nan"))
+    log.info("student: %d params (teacher %d), ROUGE-L vs teacher %.3f (95%% CI %.3f to %.3f) on %d eval inputs; %s",
+             report["student"]["params"], report["teacher"]["params"], q["rouge_l_vs_teacher"], lo, hi,
+             q["n_eval"], recipe.build_dir(args.build_root) / "student")
     for name, gains in report["comparisons"].items():
         for metric, g in gains.items():
             log.info("student minus %s, %s: %+.3f (95%% CI %+.3f to %+.3f): %s it", name, metric, g["gain"],
