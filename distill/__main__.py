@@ -30,7 +30,7 @@ def run(recipe: Recipe, build_root: str = "build") -> dict:
     from accelerate import PartialState
 
     from distill.data import teacher_data
-    from distill.evaluate import compare, echo_input, evaluate
+    from distill.evaluate import compare, echo_input, eval_fingerprint, evaluate
     from distill.sensitivity import teacher_noise
     from distill.student import build_student, count_params, resolve_layers
     from distill.topk import TopkStore
@@ -106,7 +106,8 @@ def run(recipe: Recipe, build_root: str = "build") -> dict:
         "student": {"params": count_params(built.model), "layers": recipe.student.layers,
                     "init": recipe.student.init, **built.info,
                     **({"layer_selection": selection} if selection else {})},
-        "data": {"train": len(train_recs), "eval": len(eval_recs), "seconds": data.info.get("seconds")},
+        "data": {"train": len(train_recs), "eval": len(eval_recs), "seconds": data.info.get("seconds"),
+                 "eval_inputs_sha256": eval_fingerprint(eval_recs)},
         "train": summary, **result, "baselines": baselines, "comparisons": comparisons, "seconds": round(time.perf_counter() - t0, 1),
     }
     atomic_write_json(student_dir / "distill_report.json", report)

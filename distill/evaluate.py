@@ -15,6 +15,8 @@ clear before it is of any use; for the default recipe it scores 0.48 against the
 
 from __future__ import annotations
 
+import json
+
 from tqdm import tqdm
 
 from edgestill.intervals import interval, paired_gain
@@ -100,6 +102,17 @@ def evaluate(model, tokenizer, eval_records: list[dict], eval_examples, task, de
     per_example = {"rouge_l_vs_teacher": [round(x, 4) for x in scores], "agreeing_tokens": hits,
                    "answer_tokens": totals}
     return {"quality": quality, "examples": examples, "per_example": per_example}
+
+
+def eval_fingerprint(eval_records: list[dict]) -> str:
+    """sha256 of the eval inputs and the teacher's answers, in order: two reports with the same
+    fingerprint were scored on the same examples, so their per-example scores can be paired."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for r in eval_records:
+        digest.update(json.dumps([r["input"], r["output"]], ensure_ascii=False).encode("utf-8"))
+    return digest.hexdigest()
 
 
 def compare(model: dict, baseline: dict) -> dict:
