@@ -51,7 +51,7 @@ def _means(v: np.ndarray, w: np.ndarray, idx: np.ndarray) -> np.ndarray:
 def _bounds(samples: np.ndarray, level: float) -> list[float]:
     tail = (1.0 - level) / 2 * 100
     lo, hi = np.percentile(samples, [tail, 100 - tail])
-    return [round(float(lo), 4), round(float(hi), 4)]
+    return [round(float(lo), 4) + 0.0, round(float(hi), 4) + 0.0]  # + 0.0: no "-0.0000" in reports
 
 
 def interval(values: Sequence[float], weights: Sequence[float] | None = None, level: float = LEVEL,
@@ -72,7 +72,7 @@ def paired_gain(a: Sequence[float], b: Sequence[float], weights: Sequence[float]
     idx = _indices(va.size, resamples, seed)
     diff = _means(va, w, idx) - _means(vb, w, idx)
     gain = float(((va - vb) * w).sum() / w.sum())
-    return {"gain": round(gain, 4), "ci95": _bounds(diff, LEVEL),
+    return {"gain": round(gain, 4) + 0.0, "ci95": _bounds(diff, LEVEL),
             "share_above_zero": round(float((diff > 0).mean()), 4)}
 
 
