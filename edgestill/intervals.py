@@ -6,6 +6,9 @@ examples (resampled with replacement, seeded, so a report is reproducible), and 
 bootstrap for the gain of one model over another on the same examples, which is far tighter
 than comparing two separate intervals because both models meet the same hard and easy inputs.
 
+A percentile interval from a few dozen examples is a little too narrow (it misses the true mean
+somewhat more often than 5% of the time); read a verdict near the edge as "borderline".
+
 Means may be weighted: token agreement is `sum(hits) / sum(tokens)` over examples, i.e. the
 mean of per-example rates weighted by each example's answer tokens, resampled as a ratio.
 
