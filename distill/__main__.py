@@ -30,7 +30,7 @@ def run(recipe: Recipe, build_root: str = "build") -> dict:
     from accelerate import PartialState
 
     from distill.data import teacher_data
-    from distill.evaluate import compare, echo_input, eval_fingerprint, evaluate
+    from distill.evaluate import compare, echo_input, eval_fingerprint, evaluate, warnings_from
     from distill.sensitivity import teacher_noise
     from distill.student import build_student, count_params, resolve_layers
     from distill.topk import TopkStore
@@ -108,7 +108,8 @@ def run(recipe: Recipe, build_root: str = "build") -> dict:
                     **({"layer_selection": selection} if selection else {})},
         "data": {"train": len(train_recs), "eval": len(eval_recs), "seconds": data.info.get("seconds"),
                  "eval_inputs_sha256": eval_fingerprint(eval_recs)},
-        "train": summary, **result, "baselines": baselines, "comparisons": comparisons, "seconds": round(time.perf_counter() - t0, 1),
+        "train": summary, **result, "baselines": baselines, "comparisons": comparisons,
+        "warnings": warnings_from(comparisons), "seconds": round(time.perf_counter() - t0, 1),
     }
     atomic_write_json(student_dir / "distill_report.json", report)
     for ckpt in ("checkpoint", "checkpoint-sft"):
@@ -151,6 +152,8 @@ def _main(argv: list[str]) -> int:
         for metric, g in gains.items():
             log.info("student minus %s, %s: %+.3f (95%% CI %+.3f to %+.3f): %s it", name, metric, g["gain"],
                      *g["ci95"], verdict(g))
+    for warning in report["warnings"]:
+        log.warning("WARNING: %s", warning)
     return 0
 
 

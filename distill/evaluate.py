@@ -19,7 +19,7 @@ import json
 
 from tqdm import tqdm
 
-from edgestill.intervals import interval, paired_gain
+from edgestill.intervals import interval, paired_gain, verdict
 from edgestill.metrics import mean_rouge_l, rouge_l
 from distill.prompts import chat_prompt, user_message
 
@@ -102,6 +102,26 @@ def evaluate(model, tokenizer, eval_records: list[dict], eval_examples, task, de
     per_example = {"rouge_l_vs_teacher": [round(x, 4) for x in scores], "agreeing_tokens": hits,
                    "answer_tokens": totals}
     return {"quality": quality, "examples": examples, "per_example": per_example}
+
+
+ADVICE = {  # what to try when the student is clearly below a baseline (paired, 95%)
+    "sft": "the soft targets made it worse than hard targets alone: check distill.loss (kind, temperature, "
+           "alpha) and distill.lr",
+    "init": "training made it worse than its untrained initialisation: lower distill.lr, check the data",
+    "echo_input": "its answers are further from the teacher's than the input itself is: more inputs "
+                  "(task.n_train), more distill.steps or a larger student",
+}
+
+
+def warnings_from(comparisons: dict) -> list[str]:
+    """One warning per baseline the student is clearly below on ROUGE-L (`compare` results), with advice."""
+    out = []
+    for name, gains in comparisons.items():
+        g = gains.get("rouge_l_vs_teacher")
+        if g and name in ADVICE and verdict(g) == "below":
+            out.append(f"the student is below the {name} baseline on ROUGE-L vs the teacher ({g['gain']:+.3f}, "
+                       f"95% interval {g['ci95'][0]:+.3f} to {g['ci95'][1]:+.3f}): {ADVICE[name]}")
+    return out
 
 
 def eval_fingerprint(eval_records: list[dict]) -> str:

@@ -74,3 +74,15 @@ def test_compare_pairs_rouge_and_token_weighted_agreement():
     assert gains["token_agreement_vs_teacher"]["gain"] == pytest.approx((11 - 7) / 14, abs=1e-4)
     assert set(compare(student, echo)) == {"rouge_l_vs_teacher"}  # no teacher forcing for the echo
     assert compare(student, echo)["rouge_l_vs_teacher"]["gain"] == pytest.approx(0.0)
+
+
+def test_warnings_name_the_baseline_the_student_is_clearly_below():
+    from distill.evaluate import warnings_from
+
+    below = {"gain": -0.06, "ci95": [-0.12, -0.005], "share_above_zero": 0.02}
+    unclear = {"gain": 0.05, "ci95": [-0.008, 0.104], "share_above_zero": 0.96}
+    warnings = warnings_from({"sft": {"rouge_l_vs_teacher": unclear, "token_agreement_vs_teacher": below},
+                              "echo_input": {"rouge_l_vs_teacher": below}})
+    assert len(warnings) == 1  # ROUGE-L only; an unclear gain is no warning
+    assert "below the echo_input baseline" in warnings[0] and "task.n_train" in warnings[0]
+    assert warnings_from({"sft": {"rouge_l_vs_teacher": below}})[0].endswith("and distill.lr")
