@@ -37,9 +37,15 @@ def eval_records(data_dir: str | Path, limit: int | None = None) -> list[dict]:
     return records[:limit] if limit else records
 
 
-def score(outputs: list[str], records: list[dict]) -> dict:
-    """Mean ROUGE-L F1 of `outputs` vs each record's teacher `output` (and `label` where all have one)."""
-    scores = [rouge_l(o, r["output"]) for o, r in zip(outputs, records, strict=True)]
+def teacher_scores(outputs: list[str], records: list[dict]) -> list[float]:
+    """ROUGE-L F1 of each output against its record's teacher `output`."""
+    return [rouge_l(o, r["output"]) for o, r in zip(outputs, records, strict=True)]
+
+
+def score(outputs: list[str], records: list[dict], scores: list[float] | None = None) -> dict:
+    """Mean ROUGE-L F1 of `outputs` vs each record's teacher `output` (and `label` where all have one);
+    `scores`: their `teacher_scores`, when the caller already has them."""
+    scores = teacher_scores(outputs, records) if scores is None else scores
     lo, hi = interval(scores)
     result = {"rouge_l_vs_teacher": round(sum(scores) / len(scores), 4),
               "rouge_l_vs_teacher_ci95_lo": lo, "rouge_l_vs_teacher_ci95_hi": hi}
@@ -72,19 +78,21 @@ def bundle_quality(bundle_dir: str | Path, records: list[dict], max_new_tokens: 
                    progress=None) -> tuple[dict, list[dict]]:
     """(quality dict, per-example rows {id, input, teacher, label, output}) for one bundle."""
     outputs = generate_outputs(bundle_dir, records, max_new_tokens, threads, progress)
-    quality = {**carried_figures(bundle_dir), **score(outputs, records)}
+    scores = teacher_scores(outputs, records)
+    quality = {**carried_figures(bundle_dir), **score(outputs, records, scores)}
     rows = [{"id": r.get("id", i), "input": r["input"], "teacher": r["output"], "label": r.get("label"),
-             "output": out} for i, (r, out) in enumerate(zip(records, outputs))]
+             "output": out, "rouge_l_vs_teacher": s} for i, (r, out, s) in enumerate(zip(records, outputs, scores))]
     return quality, rows
 
 
 def gains_over(rows_by_model: dict[str, list[dict]], reference: str) -> dict[str, dict]:
     """Paired ROUGE-L gain (vs the teacher's answers) of every other scored model over `reference`,
-    on the same eval inputs (edgestill.intervals.paired_gain); {} when `reference` was not scored."""
+    on the same eval inputs (edgestill.intervals.paired_gain), from the rows' scores of
+    `bundle_quality`; {} when `reference` was not scored."""
     if reference not in rows_by_model:
         return {}
-    ref = [rouge_l(r["output"], r["teacher"]) for r in rows_by_model[reference]]
-    return {name: paired_gain([rouge_l(r["output"], r["teacher"]) for r in rows], ref)
+    ref = [r["rouge_l_vs_teacher"] for r in rows_by_model[reference]]
+    return {name: paired_gain([r["rouge_l_vs_teacher"] for r in rows], ref)
             for name, rows in rows_by_model.items() if name != reference and len(rows) == len(ref)}
 
 

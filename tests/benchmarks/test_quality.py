@@ -8,6 +8,7 @@ import pytest
 
 from benchmarks.quality import eval_records, gains_note, gains_over, score
 from edgestill.errors import UserError
+from edgestill.metrics import rouge_l
 
 
 def write_data(folder, records):
@@ -58,7 +59,8 @@ def test_eval_records_without_eval_split(tmp_path):
 
 def test_gains_over_the_fp32_bundle_are_paired_per_input():
     def rows(outputs):
-        return [{"teacher": t, "output": o} for t, o in zip(["a b c d", "e f g h", "i j k l"], outputs)]
+        return [{"teacher": t, "output": o, "rouge_l_vs_teacher": rouge_l(o, t)}  # as bundle_quality writes them
+                for t, o in zip(["a b c d", "e f g h", "i j k l"], outputs)]
 
     by_model = {"s-fp32": rows(["a b c d", "e f x x", "z z z z"]),  # ROUGE-L 1, 0.5, 0
                 "s-int8": rows(["a b c d", "e f x x", "z z z z"]),  # the same answers
