@@ -9,6 +9,7 @@
 SHELL := /bin/bash
 RECIPE ?= recipes/default.yaml
 ARGS ?=
+ARM64_ARGS ?=
 PYTEST_ARGS ?=
 BUILD ?= build
 PY := .venv/bin/python
@@ -17,7 +18,7 @@ B := $(BUILD)/$(NAME)
 VENV := .venv/.installed
 VENV_TEST := .venv/.installed-test
 
-.PHONY: student test test-fast venv clean-run clean bench optimum-venv optimum-peer
+.PHONY: student test test-fast venv clean-run clean bench optimum-venv optimum-peer arm64-check
 
 student: $(B)/report/report.json
 	@echo "done: $(B)/report/report.md"
@@ -38,6 +39,7 @@ $(VENV): pyproject.toml
 $(VENV_TEST): $(VENV)
 	$(PY) -m pip install -q -e '.[llama]' || echo "WARNING: llama-cpp-python did not build (it needs cmake and a C++ compiler); tests/distill/test_llama_cpp_server.py will be skipped"
 	$(MAKE) optimum-venv || echo "WARNING: .venv-optimum was not made; tests/benchmarks/test_optimum_peer.py will be skipped"
+	$(PY) -m export.arm64_sysroot || echo "WARNING: no ARM64 sysroot (Debian's mirror and PyPI unreachable?); the emulated tests of tests/export/test_arm64.py will be skipped"
 	touch $@
 
 # Optimum's ORTModelForCausalLM, the runtime's speed peer, in a venv of its own (it pins
@@ -53,6 +55,11 @@ optimum-venv: $(VENV_OPT)
 optimum-peer: $(VENV_OPT) $(B)/.exported
 	.venv-optimum/bin/python -m benchmarks.optimum_peer $(B)/student $(B)/bundle-fp32 $(B)/bundle-int8 \
 	    --threads 2 --rounds 7 --out $(B)/optimum_peer
+
+# The recipe's bundles on emulated ARM64 cores (qemu-user; numerics only, see export/arm64.py):
+#   make arm64-check [ARM64_ARGS="--cpu cortex-a76 --limit 8"]
+arm64-check: $(B)/.exported
+	$(PY) -m export.arm64 $(RECIPE) --build-root $(BUILD) $(ARGS) $(ARM64_ARGS)
 
 $(B)/student/distill_report.json: $(RECIPE) | $(VENV)
 	$(PY) -m distill $(RECIPE) --build-root $(BUILD) $(ARGS)

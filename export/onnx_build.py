@@ -31,6 +31,25 @@ def build_onnx(model_dir: Path, out_dir: Path, preset: Preset, log_file: Path) -
         tail = log_file.read_text(errors="replace")[-2000:]
         raise RuntimeError(f"onnxruntime-genai builder failed (exit {result.returncode}) for {model_dir}; "
                            f"log {log_file}:\n{tail}")
+    if preset.builder_precision == "fp16":
+        drop_value_info(out_dir / "model.onnx")
+
+
+def drop_value_info(path: Path) -> None:
+    """Remove the intermediate shape annotations (`graph.value_info`) of the ONNX file at `path`.
+
+    The builder's fp16 CPU graph annotates some tensors with symbolic dims that do not hold at run
+    time; onnxruntime's memory planner trusts them and, on the second run (one token after a
+    prefill), fails in an inserted fp32 cast: "Shape mismatch attempting to re-use buffer
+    {1,1,576} != {1,9,576}" (onnxruntime 1.31.1, on x86 and on emulated ARM64 alike). Without the
+    annotations onnxruntime infers the shapes itself and the graph runs. The weights file is not
+    touched (its tensors stay external)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    del model.graph.value_info[:]
+    onnx.save(model, str(path))
+    path.chmod(0o644)
 
 
 def save_with_data(model, path: Path) -> None:

@@ -63,6 +63,14 @@ def int8_bundle(tmp_path_factory, tiny_llama_dir) -> Path:
     return tiny_bundle(tmp_path_factory, tiny_llama_dir, "int8")
 
 
+@pytest.fixture(scope="session")
+def fp16_bundle(tmp_path_factory, tiny_llama_dir) -> Path:
+    """The tiny model's fp16 bundle (exported once per session)."""
+    from tests.export.tiny_bundles import tiny_bundle
+
+    return tiny_bundle(tmp_path_factory, tiny_llama_dir, "fp16")
+
+
 def write_tiny_recipe(root: Path, name: str, teacher_source: Path, texts: list[str], **sections: dict) -> Path:
     """Write `root/<name>.yaml`: a recipe on `teacher_source` whose inputs are `texts` (as the user's own
     inputs file), with `sections` ({"task": {...}, "distill": {...}, ...}) merged over the base."""

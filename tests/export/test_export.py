@@ -6,6 +6,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
 
@@ -300,7 +301,7 @@ def test_refuses_a_stale_bundle_of_other_weights(fp32_bundle, student_copy, tmp_
 # ------------------------------------------------------------------ onnxruntime-genai runs the bundle
 
 
-@pytest.mark.parametrize("which", ["fp32_bundle", "int8_bundle"])
+@pytest.mark.parametrize("which", ["fp32_bundle", "int8_bundle", "fp16_bundle"])
 def test_onnxruntime_genai_greedy_equals_our_runtime(which, request):
     import onnxruntime_genai as og
 
@@ -322,6 +323,25 @@ def test_onnxruntime_genai_greedy_equals_our_runtime(which, request):
             theirs.append(int(gen.get_next_tokens()[0]))
         theirs = theirs[:theirs.index(2)] if 2 in theirs else theirs  # ours stops before eos
         assert theirs == list(ours.stream_ids(ids, 24)) and len(theirs) > 0
+
+
+def test_fp16_bundle_runs_past_the_first_step_and_keeps_fp32_choices(fp16_bundle, fp32_bundle):
+    """The builder's fp16 CPU graph, with its misleading shape annotations dropped (export/onnx_build.py),
+    decodes many tokens with an fp16 KV cache, at half the fp32 bytes, within the fp16 floor."""
+    from runtime import Generator
+
+    model = onnx.load(str(fp16_bundle / "model.onnx"), load_external_data=False)
+    assert len(model.graph.value_info) == 0
+    weights = {onnx.helper.tensor_dtype_to_np_dtype(t.data_type).name for t in model.graph.initializer
+               if len(t.dims) == 2}
+    assert weights == {"float16"}
+    m = Bundle.open(fp16_bundle).manifest
+    assert m["quality_floor"]["passed"] and m["quality"]["top1_agreement_vs_fp32"] >= 0.99
+    size = {b: (b / "model.onnx.data").stat().st_size for b in (fp16_bundle, fp32_bundle)}
+    assert 0.45 < size[fp16_bundle] / size[fp32_bundle] < 0.55
+    gen = Generator(Bundle.open(fp16_bundle), threads=1)
+    assert gen.model.kv_dtype == np.float16
+    assert len(list(gen.stream_ids(gen.encode("The council voted."), 40, ignore_eos=True))) == 40
 
 
 @pytest.mark.parametrize("precision", ["int8-b32", "int4-b64", "int4-kquant", "int4-kquant-mixed"])
