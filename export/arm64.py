@@ -108,7 +108,7 @@ def check_bundle(bundle_dir: Path, pairs: list, reference, sysroot: Sysroot, cpu
                  threads: int) -> list[dict]:
     """Rows for one bundle: this machine first, then each emulated core."""
     bundle = Bundle.open(bundle_dir)
-    manifest = json.loads((bundle_dir / "manifest.json").read_text())
+    manifest = bundle.manifest
     floor = (manifest.get("quality_floor") or {}).get("floor")
     seqs = sequences(bundle, pairs)
     job = spec(bundle_dir, seqs, threads)

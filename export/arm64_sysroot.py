@@ -82,9 +82,10 @@ class Sysroot:
     path: Path
 
     @property
-    def qemu(self) -> Path:
+    def qemu(self) -> Path | None:
         local = self.path / "qemu-aarch64-static"
-        return local if local.exists() else Path(shutil.which("qemu-aarch64-static") or shutil.which("qemu-aarch64"))
+        found = shutil.which("qemu-aarch64-static") or shutil.which("qemu-aarch64")
+        return local if local.exists() else Path(found) if found else None
 
     def command(self, cpu: str) -> list[str]:
         if cpu not in CPUS:
@@ -104,7 +105,7 @@ def find() -> Sysroot | None:
     """The built sysroot, or None when `python -m export.arm64_sysroot` has not finished."""
     root = Sysroot(folder())
     ready = (root.path / ".ready").exists()
-    return root if ready and root.qemu and Path(root.qemu).exists() else None
+    return root if ready and root.qemu else None
 
 
 def cpu_view(path: Path, cpu: str) -> Path:
@@ -181,15 +182,19 @@ def unpack_debs(names: list[str], arch: str, dest: Path) -> None:
             tar.extractall(dest, filter="tar")
 
 
+def pins() -> list[str]:
+    """`name==version` of each of WHEELS as installed in this Python."""
+    return [f"{name}=={metadata.version(name)}" for name in WHEELS]
+
+
 def install_wheels(site: Path) -> None:
     """The runtime's dependencies as aarch64 wheels, at this Python's installed versions."""
-    pins = [f"{name}=={metadata.version(name)}" for name in WHEELS]
     platforms = [arg for p in WHEEL_PLATFORMS for arg in ("--platform", p)]
     cmd = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--only-binary=:all:", "--target",
-           str(site), *platforms, "--python-version", PYTHON, "--implementation", "cp", *pins]
+           str(site), *platforms, "--python-version", PYTHON, "--implementation", "cp", *pins()]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode:
-        raise UserError(f"pip could not fetch the aarch64 wheels {' '.join(pins)}:\n{done.stderr[-2000:]}")
+        raise UserError(f"pip could not fetch the aarch64 wheels {' '.join(pins())}:\n{done.stderr[-2000:]}")
 
 
 def build(path: Path) -> Sysroot:
@@ -206,7 +211,7 @@ def build(path: Path) -> Sysroot:
             shutil.move(tmp / "qemu" / "usr" / "bin" / "qemu-aarch64-static", tmp / "qemu-aarch64-static")
             shutil.rmtree(tmp / "qemu")
         install_wheels(tmp / "site")
-        (tmp / ".ready").write_text(" ".join(f"{n}=={metadata.version(n)}" for n in WHEELS) + "\n")
+        (tmp / ".ready").write_text(" ".join(pins()) + "\n")
         if path.exists():
             shutil.rmtree(path)
         tmp.rename(path)
@@ -218,8 +223,7 @@ def build(path: Path) -> Sysroot:
 def ensure() -> Sysroot:
     """The sysroot, built first if needed (or if this Python's runtime versions changed)."""
     found = find()
-    want = " ".join(f"{n}=={metadata.version(n)}" for n in WHEELS) + "\n"
-    if found and (found.path / ".ready").read_text() == want:
+    if found and (found.path / ".ready").read_text() == " ".join(pins()) + "\n":
         return found
     return build(folder())
 
