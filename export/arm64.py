@@ -160,8 +160,8 @@ def markdown(rows: list[dict], machine: str) -> str:
         else:
             greedy = f"{r['greedy_identical_vs_x86']}/{r['greedy_prompts']}" if "greedy_prompts" in r else "-"
             cells = [r["bundle"], r["cpu"], f"{r['top1_agreement_vs_fp32']:.4f}", str(r["floor"]),
-                     "ok" if r["passed"] else "**fails**", f"{r.get('top1_agreement_vs_x86', 1):.4f}"
-                     if "top1_agreement_vs_x86" in r else "-", str(r.get("max_abs_logit_diff_vs_x86", "-")),
+                     "ok" if r["passed"] else "**fails**",
+                     f"{r['top1_agreement_vs_x86']:.4f}" if "top1_agreement_vs_x86" in r else "-", str(r.get("max_abs_logit_diff_vs_x86", "-")),
                      greedy, f"{r['perplexity_teacher_text']:.3f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
