@@ -136,7 +136,7 @@ def export_bundle(model_dir, out_dir, precision: str, role: str, instruction: st
                   eval_texts: list[str], name: str | None = None, source: dict | None = None,
                   threads: int | None = None, force: bool = False, overwrite: bool = False,
                   quality_pairs: list[tuple[str, str, bool]] | None = None,
-                  reference: Reference | None = None, qat: dict | None = None,
+                  reference: Reference | None = None, pre_pass: dict | None = None,
                   calibration: Path | None = None, mixed_budget: float | None = None) -> dict:
     """Export `model_dir` (HF checkpoint) to a validated bundle at `out_dir`; return its manifest.
 
@@ -144,8 +144,8 @@ def export_bundle(model_dir, out_dir, precision: str, role: str, instruction: st
     held-out teacher text) drive the quality figures. An existing folder at `out_dir` is kept
     if it is this bundle, up to date; else refused unless `overwrite`; `force` rebuilds it anyway.
     `reference` shares one PyTorch model between presets (for a *-qat preset, `model_dir` is the
-    student after the QAT pass, `reference` the fp32 student it came from, `qat` its report, kept in the
-    manifest). `calibration` (data/teacher.jsonl) is the train text a mixed preset chooses on,
+    student after the QAT pass, `reference` the fp32 student it came from, `pre_pass` {"qat": its
+    report}, kept in the manifest; likewise {"gptq": report} for a *-gptq preset). `calibration` (data/teacher.jsonl) is the train text a mixed preset chooses on,
     `mixed_budget` overrides its byte budget. Raises `ValidationError` if an fp32
     bundle does not reproduce PyTorch; a bundle below its quality floor is written and marked
     (`manifest["quality_floor"]["passed"]` false): the caller decides what that means.
@@ -170,7 +170,7 @@ def export_bundle(model_dir, out_dir, precision: str, role: str, instruction: st
     reference = reference or Reference(model_dir)
     fields = {"name": name or f"{role}-{precision}", "role": role, "precision": precision,
               "quantization": quantization, "params": reference.params,
-              "model": model_info, "tokens": tokens, **({"qat": qat} if qat else {}),
+              "model": model_info, "tokens": tokens, **(pre_pass or {}),
               "prompt": {"template": prompt_template(model_dir), "instruction": instruction},
               "source": {"model_dir": str(model_dir.resolve()), "fingerprint": fingerprint, **(source or {})}}
     write_manifest(tmp, fields)  # lets the runtime open the folder for validation

@@ -43,6 +43,7 @@ from torch import nn
 
 from distill.losses import kl_rows
 from edgestill.errors import UserError
+from export.gptq import layer_inputs, run_layer
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,9 @@ def node_group(module_name: str) -> str:
 class _Simulated:
     """A student whose Linear weights can be switched between coarse and fine fake-quant."""
 
-    def __init__(self, model, coarse, fine):
+    def __init__(self, model, coarse, fine, coarse_weights: dict[str, torch.Tensor] | None = None):
+        """`coarse_weights` (module name -> weight already on the coarse grid, e.g. GPTQ's) replace
+        the coarse rounding of the model's own weights."""
         from export.qat import fake_quant_weight
 
         self.model = model
@@ -83,6 +86,8 @@ class _Simulated:
             for name, m in self.linears.items():
                 self.weights[name] = {k: fake_quant_weight(m.weight, s.bits, s.block)
                                       for k, s in self.settings.items()}
+                if coarse_weights is not None:
+                    self.weights[name]["coarse"] = coarse_weights[name + ".weight"].float()
         self.block = {}
         for name, m in self.linears.items():
             m.register_forward_pre_hook(self._hook(name))
@@ -125,18 +130,8 @@ class _PrefixKL:
         head, embed = model.get_output_embeddings(), model.get_input_embeddings()
         self.tied = head is not None and embed is not None and head.weight is embed.weight
         sim.use(sim.choice())
-        self.calls: list[list[tuple[tuple, dict]]] = []  # per batch: (args, kwargs) of each layer, then the norm's
-        for batch, _, _ in scorer.batches:
-            calls: list[tuple[tuple, dict]] = []
-            hooks = [m.register_forward_pre_hook(lambda _m, a, kw: calls.append((a, kw)), with_kwargs=True)
-                     for m in (*self.layers, model.model.norm)]
-            try:
-                with torch.no_grad():
-                    model.model(**batch, use_cache=False)
-            finally:
-                for h in hooks:
-                    h.remove()
-            self.calls.append(calls)
+        # per batch: (args, kwargs) of each layer, then the norm's
+        self.calls: list[list[tuple[tuple, dict]]] = layer_inputs(model, [b for b, _, _ in scorer.batches])
 
     def start(self, group: str) -> int:
         """The first decoder layer that `group` changes."""
@@ -173,8 +168,7 @@ class _PrefixKL:
         """The final norm's input after running layers `first`.. on the kept input of layer `first`."""
         hidden = calls[first][0][0]
         for layer, (args, kwargs) in zip(self.layers[first:], calls[first:]):
-            out = layer(hidden, *args[1:], **kwargs)
-            hidden = out[0] if isinstance(out, tuple) else out
+            hidden = run_layer(layer, hidden, args, kwargs)
         return hidden
 
 
@@ -189,9 +183,11 @@ def greedy(gains: dict[str, float], extra: dict[str, int], budget: int) -> list[
 
 
 def plan_mixed(student_dir: Path, data: Path, instruction: str, coarse, fine, extra: dict[str, int],
-               room: int, calibration: int = 16) -> dict:
+               room: int, calibration: int = 16, sim_dir: Path | None = None, coarse_dir: Path | None = None) -> dict:
     """Which node groups get `fine` (see the module docstring). `coarse`/`fine` are Presets, `extra`
-    the bytes each group costs in `fine` over `coarse`, `room` the bytes the budget leaves."""
+    the bytes each group costs in `fine` over `coarse`, `room` the bytes the budget leaves. The
+    quantized model is simulated from `sim_dir` (default: the student; a smoothed copy computes the
+    same function), its coarse weights taken from `coarse_dir`'s checkpoint when given (GPTQ's)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from export.qat import Scorer, load_sequences
@@ -205,7 +201,8 @@ def plan_mixed(student_dir: Path, data: Path, instruction: str, coarse, fine, ex
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     reference = AutoModelForCausalLM.from_pretrained(student_dir, dtype=torch.float32).eval()
     try:
-        sim = _Simulated(AutoModelForCausalLM.from_pretrained(student_dir, dtype=torch.float32).eval(), coarse, fine)
+        sim_model = AutoModelForCausalLM.from_pretrained(sim_dir or student_dir, dtype=torch.float32).eval()
+        sim = _Simulated(sim_model, coarse, fine, _weights(coarse_dir) if coarse_dir else None)
     except ValueError as err:
         raise UserError(f"{student_dir}: {err}; export it with a uniform preset (int4, int4-qat) instead") from None
     missing = sorted(set(sim.groups) - set(extra))
@@ -225,6 +222,17 @@ def plan_mixed(student_dir: Path, data: Path, instruction: str, coarse, fine, ex
             "extra_bytes": {g: extra[g] for g in sim.groups},
             "simulated_top1_vs_fp32": {**simulated, "positions_from": "eval split"},
             "calibration_sequences": len(calib), "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def _weights(folder: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    out = {}
+    for f in sorted(Path(folder).glob("*.safetensors")):
+        out.update(load_file(f))
+    if "lm_head.weight" not in out and "model.embed_tokens.weight" in out:  # tied
+        out["lm_head.weight"] = out["model.embed_tokens.weight"]
+    return out
 
 
 def _progress(items):
@@ -344,21 +352,43 @@ def build_mixed(model_dir: Path, bundle_dir: Path, chosen, data: Path, instructi
     from export.onnx_build import save_with_data
     from export.quantize import preset, unsmoothed
 
-    # both graphs from the same weights: the nodes are spliced, so neither side may be smoothed
+    # both graphs from the same weights: the nodes are spliced, so neither side may be smoothed on its
+    # own; a GPTQ coarse side is rounded from a smoothed copy, which the fine side is then built from
     coarse, fine = (unsmoothed(preset(name)) for name in chosen.mixed[:2])
     budget = chosen.mixed[2]
     with tempfile.TemporaryDirectory(dir=bundle_dir.parent, prefix=".mixed-") as tmp:
         fine_dir = Path(tmp) / "fine"
         fine_dir.mkdir()
-        coarse_record = build_model(model_dir, bundle_dir, coarse, log_file)
-        fine_record = build_model(model_dir, fine_dir, fine, log_file.with_suffix(".fine.log"))
+        coarse_src = fine_src = model_dir
+        gptq = None
+        if coarse.gptq:
+            fine_src, coarse_src, gptq = _gptq_sources(model_dir, Path(tmp), coarse, data, instruction)
+        coarse_record = build_model(coarse_src, bundle_dir, coarse, log_file)
+        fine_record = build_model(fine_src, fine_dir, fine, log_file.with_suffix(".fine.log"))
         model, fine_model = onnx.load(str(bundle_dir / "model.onnx")), onnx.load(str(fine_dir / "model.onnx"))
-    extra, coarse_bytes, fp32_bytes = byte_costs(model, fine_model)
-    plan = plan_mixed(model_dir, data, instruction, coarse, fine, extra, int(budget * fp32_bytes) - coarse_bytes)
+        extra, coarse_bytes, fp32_bytes = byte_costs(model, fine_model)
+        plan = plan_mixed(model_dir, data, instruction, coarse, fine, extra, int(budget * fp32_bytes) - coarse_bytes,
+                          sim_dir=fine_src if gptq else None, coarse_dir=coarse_src if gptq else None)
     splice(model, fine_model, plan["fine_nodes"])
     save_with_data(model, bundle_dir / "model.onnx")
     used = coarse_bytes + sum(extra[g] for g in plan["fine_nodes"])
     log.info("%s: %d of %d matmul groups from %s, model bytes %.1f%% of fp32 (budget %.0f%%)", chosen.precision,
              len(plan["fine_nodes"]), plan["nodes"], fine.precision, 100 * used / fp32_bytes, 100 * budget)
     return {**chosen.quantization, "coarse": coarse_record, "fine": fine_record,
-            "model_bytes_fraction_of_fp32": round(used / fp32_bytes, 4), "plan": plan}
+            "model_bytes_fraction_of_fp32": round(used / fp32_bytes, 4), "plan": plan,
+            **({"gptq": gptq} if gptq else {})}
+
+
+def _gptq_sources(model_dir: Path, tmp: Path, coarse, data: Path, instruction: str) -> tuple[Path, Path, dict]:
+    """(smoothed fp32 copy, its GPTQ rounding, the GPTQ summary) under `tmp`: the fine graph is built
+    from the first, the coarse from the second, so both share every weight that is not spliced."""
+    from export.gptq import GptqSettings, gptq_student
+    from export.smooth import calibration_ids, smooth_checkpoint
+
+    smoothed, rounded = tmp / "smoothed", tmp / "gptq"
+    record = smooth_checkpoint(model_dir, smoothed, calibration_ids(model_dir, data, instruction, []))
+    if record is None:
+        raise UserError(f"{model_dir}: GPTQ presets need a Llama-style model (q/k/v/o, gate/up/down projections)")
+    report = gptq_student(smoothed, rounded, data, instruction, GptqSettings(coarse.bits, coarse.block, smooth=False))
+    summary = {k: v for k, v in report.items() if k not in ("relative_output_error", "source", "source_fingerprint")}
+    return smoothed, rounded, {**summary, "activation_smoothing_calibration": record}

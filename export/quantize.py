@@ -78,6 +78,7 @@ class Preset:
     qat: bool = False  # built from the student after a quantization-aware pass (export/qat.py)
     mixed: tuple[str, str, float] | None = None  # (coarse preset, fine preset, byte budget vs fp32): export/mixed.py
     smooth: bool = False  # built from an activation-smoothed copy of the model (export/smooth.py)
+    gptq: bool = False  # built from the student rounded by GPTQ on the task's train text (export/gptq.py)
 
     @property
     def bits(self) -> int:
@@ -92,14 +93,14 @@ class Preset:
 
 
 def _nbits(name: str, bits: int, block: int, floor: float, algo: str = "rtn", qat: bool = False,
-           smooth: bool = False, **options) -> Preset:
+           smooth: bool = False, gptq: bool = False, **options) -> Preset:
     builder = {"accuracy_level": 4, "block_size": block, **options}
-    if algo == "rtn":
+    if algo == "rtn" or gptq:
         builder["is_symmetric"] = "true"
     else:
         builder["algo_config"] = algo
     record = {"method": "matmulnbits", "bits": bits, "block_size": block, "accuracy_level": 4,
-              "symmetric": algo == "rtn", "algorithm": algo, "lm_head": f"int{bits}",
+              "symmetric": algo == "rtn" or gptq, "algorithm": "gptq" if gptq else algo, "lm_head": f"int{bits}",
               "embedding": "int4 (tied to lm_head)" if bits == 4 else "fp32"}
     if algo == "k_quant_mixed":  # the builder's fixed llama.cpp-style choice
         record["lm_head"] = "int8"
@@ -107,15 +108,20 @@ def _nbits(name: str, bits: int, block: int, floor: float, algo: str = "rtn", qa
     if qat:
         record["qat"] = "quantization-aware distillation pass before export (export/qat.py)"
         record["activation_smoothing"] = f"{SMOOTH_RECORD}, before the pass"
+    if gptq:
+        record["gptq"] = ("GPTQ on the task's train text onto the builder's RTN grid, LM head included "
+                          "(export/gptq.py)")
+        record["activation_smoothing"] = f"{SMOOTH_RECORD}, before GPTQ"
     if smooth:
         record["activation_smoothing"] = SMOOTH_RECORD
     return Preset(name, f"int{bits}", builder, record, tie_int8_embedding=bits == 8, floor=floor, qat=qat,
-                  smooth=smooth)
+                  smooth=smooth, gptq=gptq)
 
 
 def _mixed(name: str, coarse: str, fine: str, budget: float, floor: float) -> Preset:
-    record = {"method": "matmulnbits-mixed", "coarse_preset": f"{coarse} (unsmoothed)",
-              "fine_preset": f"{fine} (unsmoothed)", "budget_fraction_of_fp32": budget, "accuracy_level": 4,
+    smoothed = "smoothed, then GPTQ" if coarse.endswith("-gptq") else "unsmoothed"
+    record = {"method": "matmulnbits-mixed", "coarse_preset": f"{coarse} ({smoothed})",
+              "fine_preset": f"{fine} ({smoothed.removesuffix(', then GPTQ')})", "budget_fraction_of_fp32": budget, "accuracy_level": 4,
               "chosen_by": "KL sensitivity of each matmul on the task's train split (export/mixed.py)"}
     bits = 8 if coarse.startswith("int8") else 4
     return Preset(name, f"int{bits}", quantization=record, floor=floor, mixed=(coarse, fine, budget))
@@ -134,6 +140,9 @@ PRESETS = {
     "int4-kquant-mixed": _nbits("int4-kquant-mixed", 4, 32, 0.95, algo="k_quant_mixed"),
     "int4-mixed": _mixed("int4-mixed", "int4", "int8-b32", 0.25, 0.95),  # unsmoothed: see the docstring
     "int4-qat": _nbits("int4-qat", 4, 32, 0.95, qat=True),
+    "int4-gptq": _nbits("int4-gptq", 4, 32, 0.95, gptq=True),
+    "int4-gptq-mixed": _mixed("int4-gptq-mixed", "int4-gptq", "int8-b32", 0.25, 0.95),
+    "int8-gptq": _nbits("int8-gptq", 8, 32, 0.98, gptq=True),
 }
 
 
