@@ -29,7 +29,7 @@ from edgestill.errors import UserError, cli_main
 BUNDLED_TEACHERS = ("smollm2-135m-instruct",)
 # Bundle presets (export/quantize.py PRESETS; a test keeps the two lists equal).
 Precision = Literal["fp32", "fp16", "int8", "int8-b32", "int4", "int4-b64", "int4-kquant", "int4-kquant-mixed",
-                    "int4-mixed", "int4-qat", "int4-gptq", "int4-gptq-mixed", "int8-gptq"]
+                    "int4-mixed", "int4-qat", "int4-gptq", "int4-gptq-mixed", "int8-b16"]
 PRECISIONS = typing.get_args(Precision)
 
 

@@ -79,9 +79,9 @@ def export_recipe(recipe: Recipe, build_root: str | Path = "build", force: bool 
     reference = _LazyReference(student)
     manifests = []
     for p in recipe.export.precisions:
-        model_dir, pre_pass = qat_source(recipe, build, student, instruction, p)
+        model_dir, qat = qat_source(recipe, build, student, instruction, p)
         manifests.append(export_bundle(model_dir, build / f"bundle-{p}", p, "student", instruction, texts,
-                                       name=f"{recipe.name}-{p}", reference=reference, pre_pass=pre_pass, **common))
+                                       name=f"{recipe.name}-{p}", reference=reference, qat=qat, **common))
     manifests.append(export_bundle(teacher, build / "teacher-bundle-fp32", "fp32", "teacher", instruction,
                                    texts, name="teacher-fp32", **common))
     return manifests
@@ -89,32 +89,25 @@ def export_recipe(recipe: Recipe, build_root: str | Path = "build", force: bool 
 
 def qat_source(recipe: Recipe, build: Path, student: Path, instruction: str, precision: str
                ) -> tuple[Path, dict | None]:
-    """(folder to export, {"qat": report} / {"gptq": report} or None): for a *-qat preset, the student
-    after the quantization-aware pass, for a *-gptq preset the student rounded by GPTQ
-    (build/<name>/student-<precision>/, reused while it is from the same student weights and
-    settings), else the student itself."""
+    """(folder to export, qat_report or None): for a *-qat preset, the student after the
+    quantization-aware pass (build/<name>/student-<precision>/, reused while it is from the same
+    student weights and settings), else the student itself."""
     chosen = preset(precision)
-    if not (chosen.qat or chosen.gptq):
+    if not chosen.qat:
         return student, None
     from dataclasses import asdict
 
-    if chosen.qat:
-        from export.qat import QatSettings, qat_student as run, read_report
+    from export.qat import QatSettings, qat_student, read_report
 
-        settings = QatSettings(bits=chosen.bits, block=chosen.block, steps=recipe.export.qat_steps,
-                               lr=recipe.export.qat_lr, seed=recipe.distill.seed, smooth=True)
-    else:
-        from export.gptq import GptqSettings, gptq_student as run, read_report
-
-        settings = GptqSettings(bits=chosen.bits, block=chosen.block, seed=recipe.distill.seed)
-    key = "qat" if chosen.qat else "gptq"
+    settings = QatSettings(bits=chosen.bits, block=chosen.block, steps=recipe.export.qat_steps,
+                           lr=recipe.export.qat_lr, seed=recipe.distill.seed, smooth=True)
     folder = build / f"student-{precision}"
     report = read_report(folder)
-    if report and report.get("settings") == asdict(settings) and report.get("source_fingerprint") == source_fingerprint(student):
+    fingerprint = source_fingerprint(student)
+    if report and report.get("settings") == asdict(settings) and report.get("source_fingerprint") == fingerprint:
         log.info("%s: up to date, reused", folder)
-    else:
-        report = run(student, folder, build / "data" / "teacher.jsonl", instruction, settings)
-    return folder, {key: {k: v for k, v in report.items() if k != "relative_output_error"}}
+        return folder, report
+    return folder, qat_student(student, folder, build / "data" / "teacher.jsonl", instruction, settings)
 
 
 class _LazyReference:

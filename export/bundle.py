@@ -94,8 +94,8 @@ def build_model(model_dir: Path, bundle_dir: Path, chosen: Preset, log_file: Pat
     """Builder + the preset's graph transformations; return manifest["quantization"].
 
     A mixed preset calibrates on the train split of `calibration` (data/teacher.jsonl); a smoothed
-    preset too, or on the prompts of `fallback_texts` when there is no such file, and is built from
-    the smoothed copy of `model_dir`."""
+    or GPTQ preset too, or on the prompts of `fallback_texts` when there is no such file, and is
+    built from the smoothed (then GPTQ-rounded) copy of `model_dir`."""
     if chosen.mixed:
         if calibration is None or not Path(calibration).is_file():
             raise UserError(f"preset {chosen.precision} chooses its matmuls on the task's train text, and "
@@ -105,19 +105,30 @@ def build_model(model_dir: Path, bundle_dir: Path, chosen: Preset, log_file: Pat
         return build_mixed(model_dir, bundle_dir, chosen, Path(calibration), instruction, log_file)
     quantization, source = dict(chosen.quantization or {}) or None, model_dir
     smoothed = bundle_dir.with_name(bundle_dir.name + ".smoothed")
-    if chosen.smooth:
+    rounded = bundle_dir.with_name(bundle_dir.name + ".gptq")
+    ids = []
+    if chosen.smooth or chosen.gptq:
         from export.smooth import calibration_ids, smooth_checkpoint
 
         ids = calibration_ids(model_dir, calibration, instruction, list(fallback_texts))
-        if (record := smooth_checkpoint(model_dir, smoothed, ids)) is None:
-            quantization["activation_smoothing"] = "none (architecture without Llama-style projections)"
-        else:
-            quantization["activation_smoothing_calibration"] = record
-            source = smoothed
     try:
+        if chosen.smooth:
+            if (record := smooth_checkpoint(model_dir, smoothed, ids)) is None:
+                quantization["activation_smoothing"] = "none (architecture without Llama-style projections)"
+            else:
+                quantization["activation_smoothing_calibration"] = record
+                source = smoothed
+        if chosen.gptq:
+            from export.gptq import GptqSettings, gptq_checkpoint
+
+            record = gptq_checkpoint(source, rounded, ids, GptqSettings(chosen.bits, chosen.block))
+            quantization["gptq_calibration"] = {k: v for k, v in record.items() if k != "relative_output_error"}
+            quantization["gptq_relative_output_error"] = record["relative_output_error"]
+            source = rounded
         build_onnx(source, bundle_dir, chosen, log_file)
     finally:
         shutil.rmtree(smoothed, ignore_errors=True)
+        shutil.rmtree(rounded, ignore_errors=True)
     for file in bundle_dir.iterdir():
         file.chmod(0o644)  # the builder/onnx may leave 0600 files; bundles are copied to devices
     if chosen.tie_int8_embedding and ties_embeddings(model_dir) and tie_int8_embedding_file(bundle_dir):
@@ -136,7 +147,7 @@ def export_bundle(model_dir, out_dir, precision: str, role: str, instruction: st
                   eval_texts: list[str], name: str | None = None, source: dict | None = None,
                   threads: int | None = None, force: bool = False, overwrite: bool = False,
                   quality_pairs: list[tuple[str, str, bool]] | None = None,
-                  reference: Reference | None = None, pre_pass: dict | None = None,
+                  reference: Reference | None = None, qat: dict | None = None,
                   calibration: Path | None = None, mixed_budget: float | None = None) -> dict:
     """Export `model_dir` (HF checkpoint) to a validated bundle at `out_dir`; return its manifest.
 
@@ -144,8 +155,8 @@ def export_bundle(model_dir, out_dir, precision: str, role: str, instruction: st
     held-out teacher text) drive the quality figures. An existing folder at `out_dir` is kept
     if it is this bundle, up to date; else refused unless `overwrite`; `force` rebuilds it anyway.
     `reference` shares one PyTorch model between presets (for a *-qat preset, `model_dir` is the
-    student after the QAT pass, `reference` the fp32 student it came from, `pre_pass` {"qat": its
-    report}, kept in the manifest; likewise {"gptq": report} for a *-gptq preset). `calibration` (data/teacher.jsonl) is the train text a mixed preset chooses on,
+    student after the QAT pass, `reference` the fp32 student it came from, `qat` its report, kept in the
+    manifest). `calibration` (data/teacher.jsonl) is the train text a mixed preset chooses on,
     `mixed_budget` overrides its byte budget. Raises `ValidationError` if an fp32
     bundle does not reproduce PyTorch; a bundle below its quality floor is written and marked
     (`manifest["quality_floor"]["passed"]` false): the caller decides what that means.
@@ -170,7 +181,7 @@ def export_bundle(model_dir, out_dir, precision: str, role: str, instruction: st
     reference = reference or Reference(model_dir)
     fields = {"name": name or f"{role}-{precision}", "role": role, "precision": precision,
               "quantization": quantization, "params": reference.params,
-              "model": model_info, "tokens": tokens, **(pre_pass or {}),
+              "model": model_info, "tokens": tokens, **({"qat": qat} if qat else {}),
               "prompt": {"template": prompt_template(model_dir), "instruction": instruction},
               "source": {"model_dir": str(model_dir.resolve()), "fingerprint": fingerprint, **(source or {})}}
     write_manifest(tmp, fields)  # lets the runtime open the folder for validation

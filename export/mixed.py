@@ -35,6 +35,7 @@ import logging
 import re
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -363,7 +364,7 @@ def build_mixed(model_dir: Path, bundle_dir: Path, chosen, data: Path, instructi
         gptq = None
         if coarse.gptq:
             fine_src, coarse_src, gptq = _gptq_sources(model_dir, Path(tmp), coarse, data, instruction)
-        coarse_record = build_model(coarse_src, bundle_dir, coarse, log_file)
+        coarse_record = build_model(coarse_src, bundle_dir, replace(coarse, gptq=False), log_file)  # rounded already
         fine_record = build_model(fine_src, fine_dir, fine, log_file.with_suffix(".fine.log"))
         model, fine_model = onnx.load(str(bundle_dir / "model.onnx")), onnx.load(str(fine_dir / "model.onnx"))
         extra, coarse_bytes, fp32_bytes = byte_costs(model, fine_model)
@@ -380,15 +381,16 @@ def build_mixed(model_dir: Path, bundle_dir: Path, chosen, data: Path, instructi
 
 
 def _gptq_sources(model_dir: Path, tmp: Path, coarse, data: Path, instruction: str) -> tuple[Path, Path, dict]:
-    """(smoothed fp32 copy, its GPTQ rounding, the GPTQ summary) under `tmp`: the fine graph is built
+    """(smoothed fp32 copy, its GPTQ rounding, the GPTQ record) under `tmp`: the fine graph is built
     from the first, the coarse from the second, so both share every weight that is not spliced."""
-    from export.gptq import GptqSettings, gptq_student
+    from export.gptq import GptqSettings, gptq_checkpoint
     from export.smooth import calibration_ids, smooth_checkpoint
 
     smoothed, rounded = tmp / "smoothed", tmp / "gptq"
-    record = smooth_checkpoint(model_dir, smoothed, calibration_ids(model_dir, data, instruction, []))
+    ids = calibration_ids(model_dir, data, instruction, [])
+    record = smooth_checkpoint(model_dir, smoothed, ids)
     if record is None:
         raise UserError(f"{model_dir}: GPTQ presets need a Llama-style model (q/k/v/o, gate/up/down projections)")
-    report = gptq_student(smoothed, rounded, data, instruction, GptqSettings(coarse.bits, coarse.block, smooth=False))
-    summary = {k: v for k, v in report.items() if k not in ("relative_output_error", "source", "source_fingerprint")}
+    gptq = gptq_checkpoint(smoothed, rounded, ids, GptqSettings(coarse.bits, coarse.block))
+    summary = {k: v for k, v in gptq.items() if k != "relative_output_error"}
     return smoothed, rounded, {**summary, "activation_smoothing_calibration": record}

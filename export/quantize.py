@@ -22,11 +22,14 @@ function is unchanged). See export/README.md for the measured table.
   Where onnxruntime has no fp16 arithmetic (x86, Cortex-A72) it runs through fp32 casts: top-1 vs
   fp32 0.999 on the default student, but 2.2x slower than fp32. With fp16 arithmetic (an emulated
   Cortex-A76) it fell to 0.981 on 4 texts, under its floor: check it per device (export/arm64.py).
-- int8: activation smoothing, then every MatMul incl. the LM head in 8 bits, block 16; for tied
-  models the embedding lookup reads the LM head's int8 matrix (export/tie_embedding.py,
-  GatherBlockQuantized bits=8). Default student: top-1 vs fp32 0.976 -> 0.989 with smoothing.
-- int8-b32: as int8 with block 32 (the builder's default): smaller (29.6% of the fp32 bytes on the
-  default student), a little less accurate (0.985 with smoothing).
+- int8 (the default): activation smoothing, then GPTQ (export/gptq.py: calibrated on the task's
+  train text, rounded exactly onto the builder's grid), every MatMul incl. the LM head in 8 bits,
+  block 32; for tied models the embedding lookup reads the LM head's int8 matrix
+  (export/tie_embedding.py, GatherBlockQuantized bits=8). Default student (33b850f): top-1 vs
+  fp32 0.984 at 29.6% of the fp32 bytes, where round-to-nearest at block 32 (int8-b32) gives 0.979.
+- int8-b16: the int8 preset before GPTQ: activation smoothing, round-to-nearest, block 16 (32.7%
+  of the fp32 bytes): 0.985 on that student (0.976 -> 0.989 with smoothing on an earlier one).
+- int8-b32: as int8-b16 with block 32 (the builder's default): 29.6% of the fp32 bytes, 0.979.
 - int4: activation smoothing, then every MatMul in 4 bits (RTN, block 32); the tied embedding
   shares the LM head's 4-bit matrix (the builder emits GatherBlockQuantized itself). Smoothing
   measured on the default student: 0.797 -> 0.814 top-1 vs fp32, ppl 12.54 -> 11.83.
@@ -43,6 +46,13 @@ function is unchanged). See export/README.md for the measured table.
   lr 2e-5) lowered the KL to fp32 by 14% but left top-1 at 0.96 (0.968 -> 0.960 simulated,
   0.963 -> 0.964 in the bundle): the int8 loss is the activation rounding, so there is no
   int8-qat preset.
+- int4-gptq: activation smoothing, then GPTQ on the task's train text, every MatMul in 4 bits
+  (block 32), the LM head first: 0.902 top-1 vs fp32 on the default student at 17.4% of the fp32
+  bytes, against 0.856 for RTN (int4) and 0.886 for int4-qat (whose pass takes 138 s, GPTQ 19 s).
+- int4-gptq-mixed: int4-mixed's plan on top of int4-gptq (the fine side is int8-b32 of the same
+  smoothed copy, so spliced nodes share every other weight), 25% byte budget: 0.953 on the default
+  student (passes its floor) at 25.2% of the fp32 bytes, with 42 of 71 matmul groups (64% of the
+  matmul weights) in int8; int4-mixed, the same plan on RTN, gives 0.921.
 - int4-kquant-mixed: k-quant with the LM head and the most sensitive layers (llama.cpp's "mixed"
   selection: first/last eighth of layers and every third qkv/v/down projection) in 8 bits.
 - int4-mixed: int4 (block 32) except the matmuls whose int8 (block 32) version lowers the KL to
@@ -108,10 +118,6 @@ def _nbits(name: str, bits: int, block: int, floor: float, algo: str = "rtn", qa
     if qat:
         record["qat"] = "quantization-aware distillation pass before export (export/qat.py)"
         record["activation_smoothing"] = f"{SMOOTH_RECORD}, before the pass"
-    if gptq:
-        record["gptq"] = ("GPTQ on the task's train text onto the builder's RTN grid, LM head included "
-                          "(export/gptq.py)")
-        record["activation_smoothing"] = f"{SMOOTH_RECORD}, before GPTQ"
     if smooth:
         record["activation_smoothing"] = SMOOTH_RECORD
     return Preset(name, f"int{bits}", builder, record, tie_int8_embedding=bits == 8, floor=floor, qat=qat,
@@ -132,7 +138,8 @@ PRESETS = {
     "fp16": Preset("fp16", "fp16", quantization={"method": "fp16", "weights": "fp16", "activations": "fp16",
                                                   "kv_cache": "fp16", "lm_head": "fp16", "embedding": "fp16"},
                    floor=0.99),
-    "int8": _nbits("int8", 8, 16, 0.98, smooth=True),
+    "int8": _nbits("int8", 8, 32, 0.98, smooth=True, gptq=True),
+    "int8-b16": _nbits("int8-b16", 8, 16, 0.98, smooth=True),
     "int8-b32": _nbits("int8-b32", 8, 32, 0.98, smooth=True),
     "int4": _nbits("int4", 4, 32, 0.95, smooth=True),
     "int4-b64": _nbits("int4-b64", 4, 64, 0.95, smooth=True),
@@ -140,9 +147,8 @@ PRESETS = {
     "int4-kquant-mixed": _nbits("int4-kquant-mixed", 4, 32, 0.95, algo="k_quant_mixed"),
     "int4-mixed": _mixed("int4-mixed", "int4", "int8-b32", 0.25, 0.95),  # unsmoothed: see the docstring
     "int4-qat": _nbits("int4-qat", 4, 32, 0.95, qat=True),
-    "int4-gptq": _nbits("int4-gptq", 4, 32, 0.95, gptq=True),
+    "int4-gptq": _nbits("int4-gptq", 4, 32, 0.95, smooth=True, gptq=True),
     "int4-gptq-mixed": _mixed("int4-gptq-mixed", "int4-gptq", "int8-b32", 0.25, 0.95),
-    "int8-gptq": _nbits("int8-gptq", 8, 32, 0.98, gptq=True),
 }
 
 

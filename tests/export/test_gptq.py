@@ -63,37 +63,66 @@ def _dequantized(model, node_prefix: str) -> np.ndarray:
 
 
 def test_int4_gptq_presets_build_the_gptq_weights_exactly(tmp_path, tiny_llama_dir):
-    """`python -m export` with int4-gptq: GPTQ runs on the train split, its report is in the
-    manifest, and the bundle's int4 weights decode to the GPTQ student's weights bit for bit
-    (a fused qkv node and the tied LM head), so the unmodified builder kept every code and scale.
-    int4-gptq-mixed plans on those GPTQ weights: what it simulates for all-coarse is what the
-    int4-gptq bundle measures, and what it simulates for its mix is what its bundle measures."""
+    """`python -m export` with int4-gptq: GPTQ runs on the smoothed student with the train split,
+    its record is in the manifest, and the bundle's int4 weights decode bit for bit to the weights
+    that smoothing + GPTQ give on the same calibration text (a fused qkv node and the tied LM head),
+    so the unmodified builder kept every code and scale. int4-gptq-mixed plans on those GPTQ
+    weights: what it simulates for all-coarse is what the int4-gptq bundle measures, and what it
+    simulates for its mix is what its bundle measures."""
     import onnx
     from safetensors.torch import load_file
 
     from export.__main__ import main
+    from export.gptq import GptqSettings, gptq_checkpoint
+    from export.smooth import calibration_ids, smooth_checkpoint
 
     build = fragile_build_with_train_split(tmp_path, tiny_llama_dir)
     args = [str(_tiny_recipe(tmp_path)), "export.precisions=[int4,int4-gptq,int4-gptq-mixed]",
             "export.mixed_budget=0.3", "--build-root", str(tmp_path / "build")]
     assert main(args) in (0, 1)
     m = Bundle.open(build / "bundle-int4-gptq").manifest
-    assert m["source"]["model_dir"] == str((build / "student-int4-gptq").resolve())
-    assert m["quantization"]["algorithm"] == "gptq" and m["gptq"]["calibration_sequences"] == 8
-    report = json.loads((build / "student-int4-gptq" / "gptq_report.json").read_text())
-    errors = report["relative_output_error"]
-    assert "lm_head" in errors and all(e["gptq"] > 0 for e in errors.values())
+    q = m["quantization"]
+    assert q["algorithm"] == "gptq" and q["gptq_calibration"]["calibration_sequences"] == 8
+    errors = q["gptq_relative_output_error"]
+    assert "model.lm_head" not in errors and "lm_head" in errors and all(e["gptq"] > 0 for e in errors.values())
     assert sum(e["gptq"] < e["rtn"] for e in errors.values()) > len(errors) / 2
-    weights = load_file(build / "student-int4-gptq" / "model.safetensors")
+
+    student, data = build / "student", build / "data" / "teacher.jsonl"
+    ids = calibration_ids(student, data, "Summarize.", [])
+    smooth_checkpoint(student, tmp_path / "smoothed", ids)
+    gptq_checkpoint(tmp_path / "smoothed", tmp_path / "gptq", ids, GptqSettings(4, 32))
+    weights = load_file(tmp_path / "gptq" / "model.safetensors")
     model = onnx.load(str(build / "bundle-int4-gptq" / "model.onnx"))
     qkv = torch.cat([weights[f"model.layers.0.self_attn.{p}_proj.weight"] for p in "qkv"]).numpy()
     np.testing.assert_array_equal(_dequantized(model, "/model/layers.0/attn/qkv_proj/"), qkv)
     head = weights.get("lm_head.weight", weights["model.embed_tokens.weight"]).numpy()
     np.testing.assert_array_equal(_dequantized(model, "/lm_head/"), head)
-    plain = Bundle.open(build / "bundle-int4").manifest
-    assert m["quality"]["quality_positions"] == plain["quality"]["quality_positions"]
+    assert not np.array_equal(_dequantized(onnx.load(str(build / "bundle-int4" / "model.onnx")), "/lm_head/"), head)
+
     mixed = Bundle.open(build / "bundle-int4-gptq-mixed").manifest
     plan = mixed["quantization"]["plan"]
     assert mixed["quantization"]["gptq"]["calibration_sequences"] == 8 and 0 < len(plan["fine_nodes"]) < plan["nodes"]
     assert abs(plan["simulated_top1_vs_fp32"]["coarse"] - m["quality"]["top1_agreement_vs_fp32"]) <= 0.02
     assert abs(plan["simulated_top1_vs_fp32"]["mixed"] - mixed["quality"]["top1_agreement_vs_fp32"]) <= 0.02
+
+
+def test_a_tied_head_keeps_rtn_when_gptq_would_move_the_embedding_rows(tmp_path, tiny_llama_dir):
+    """The 2-layer model's final hidden states span few directions, so GPTQ of its tied LM head
+    pushes rounding error into the embedding rows (weight error several times RTN's, and the int4
+    bundle's top-1 fell to 0.62 before the guard). The guard keeps RTN for that head; with the
+    guard off, the head's weight error is over the 2x limit."""
+    from safetensors.torch import load_file
+
+    from export.gptq import GptqSettings, gptq_checkpoint
+    from export.smooth import calibration_ids
+    from tests.export.tiny_bundles import INSTRUCTION, TEXTS
+
+    ids = calibration_ids(tiny_llama_dir, None, INSTRUCTION, TEXTS)
+    original = load_file(tiny_llama_dir / "model.safetensors")["model.embed_tokens.weight"]
+    rtn = fake_quant_weight(original, 4, 32)
+    guarded = gptq_checkpoint(tiny_llama_dir, tmp_path / "guarded", ids, GptqSettings(4, 32))
+    assert guarded["rtn_kept_for"] == ["lm_head"]
+    assert torch.equal(load_file(tmp_path / "guarded" / "model.safetensors")["model.embed_tokens.weight"], rtn)
+    gptq_checkpoint(tiny_llama_dir, tmp_path / "free", ids, GptqSettings(4, 32, tied_weight_error=float("inf")))
+    free = load_file(tmp_path / "free" / "model.safetensors")["model.embed_tokens.weight"]
+    assert (free - original).norm() > 2 * (rtn - original).norm()
