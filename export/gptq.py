@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -225,7 +224,7 @@ def gptq_checkpoint(model_dir: Path, out_dir: Path, ids: list[list[int]], s: Gpt
     from transformers import AutoModelForCausalLM
 
     from export.qat import Seq, _batch
-    from export.smooth import CARRIED
+    from export.smooth import save_checkpoint
 
     if not ids:
         raise UserError(f"{model_dir}: GPTQ needs calibration text; run `python -m distill RECIPE` first")
@@ -237,12 +236,7 @@ def gptq_checkpoint(model_dir: Path, out_dir: Path, ids: list[list[int]], s: Gpt
     errors = gptq_model(model, [_batch(seqs[i:i + 8], pad)[0] for i in range(0, len(seqs), 8)], s)
     gain = sorted(e["rtn"] / max(e["gptq"], 1e-12) for e in errors.values())
     fallback = sorted(name for name, e in errors.items() if e["kept"] == "rtn")
-    shutil.rmtree(out_dir, ignore_errors=True)
-    out_dir.mkdir(parents=True)
-    for f in Path(model_dir).iterdir():
-        if f.is_file() and f.suffix in CARRIED and f.name != "config.json":
-            shutil.copyfile(f, out_dir / f.name)
-    model.save_pretrained(out_dir, safe_serialization=True)
+    save_checkpoint(model, model_dir, out_dir)
     record = {"method": "GPTQ onto the MatMulNBits grid (export/gptq.py)", **asdict(s),
               "calibration_sequences": len(ids), "calibration_tokens": sum(map(len, ids)),
               "median_rtn_over_gptq_output_error": round(gain[len(gain) // 2], 3), "rtn_kept_for": fallback,

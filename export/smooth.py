@@ -155,6 +155,17 @@ def smooth_loaded(model, ids: list[list[int]], alpha: float = ALPHA) -> int | No
     return smooth_model(model, input_amax(model, ids), alpha)
 
 
+def save_checkpoint(model, model_dir: Path, out_dir: Path) -> None:
+    """`model` as an HF folder at `out_dir` (safetensors, its config) with `model_dir`'s tokenizer
+    and other small files."""
+    shutil.rmtree(out_dir, ignore_errors=True)
+    out_dir.mkdir(parents=True)
+    for f in Path(model_dir).iterdir():
+        if f.is_file() and f.suffix in CARRIED and f.name != "config.json":
+            shutil.copyfile(f, out_dir / f.name)
+    model.save_pretrained(out_dir, safe_serialization=True)
+
+
 def smooth_checkpoint(model_dir: Path, out_dir: Path, ids: list[list[int]], alpha: float = ALPHA) -> dict | None:
     """Write the smoothed, equivalent checkpoint of `model_dir` to `out_dir` (safetensors + its
     config and tokenizer files); return the manifest record, or None (nothing written) for an
@@ -164,11 +175,6 @@ def smooth_checkpoint(model_dir: Path, out_dir: Path, ids: list[list[int]], alph
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
     if (groups := smooth_loaded(model, ids, alpha)) is None:
         return None
-    shutil.rmtree(out_dir, ignore_errors=True)
-    out_dir.mkdir(parents=True)
-    for f in Path(model_dir).iterdir():
-        if f.is_file() and f.suffix in CARRIED and f.name != "config.json":
-            shutil.copyfile(f, out_dir / f.name)
-    model.save_pretrained(out_dir, safe_serialization=True)
+    save_checkpoint(model, model_dir, out_dir)
     return {"method": "SmoothQuant (export/smooth.py)", "alpha": alpha, "groups": groups,
             "calibration_sequences": len(ids), "calibration_tokens": sum(map(len, ids))}
