@@ -178,7 +178,6 @@ def _head(model, hidden: list[torch.Tensor], masks: list[torch.Tensor], s: GptqS
     default student the first damping passes (1.36x RTN's weight error); on the 2-layer test
     model, whose final hidden states span few directions, it was 5.5x, and its int4 bundle's
     top-1 agreement fell from 1.0 to 0.62 until this check was added."""
-    from dataclasses import replace
 
     from export.qat import fake_quant_weight
 
@@ -193,17 +192,20 @@ def _head(model, hidden: list[torch.Tensor], masks: list[torch.Tensor], s: GptqS
     w = head.weight.detach().float()
     limit = s.tied_weight_error * float((w - fake_quant_weight(w, s.bits, s.block)).norm())
     for damp in (s.damp * 10 ** i for i in range(4)):
-        if float((w - gptq_weight(w, h, s.bits, s.block, damp)).norm()) <= limit:
-            return {**_replace(head, h, replace(s, damp=damp), fake_quant_weight), "damp": damp}
+        q = gptq_weight(w, h, s.bits, s.block, damp)
+        if float((w - q).norm()) <= limit:
+            return {**_replace(head, h, s, fake_quant_weight, q=q), "damp": damp}
     return _replace(head, h, s, fake_quant_weight, force_rtn=True)
 
 
-def _replace(lin: nn.Linear, h: torch.Tensor, s: GptqSettings, rtn, force_rtn: bool = False) -> dict:
-    """Put GPTQ's rounding of `lin.weight` in place, or RTN's where GPTQ's output error on the
-    calibration inputs is not lower (or `force_rtn`); returns both relative output errors and
-    which was kept."""
+def _replace(lin: nn.Linear, h: torch.Tensor, s: GptqSettings, rtn, force_rtn: bool = False,
+             q: torch.Tensor | None = None) -> dict:
+    """Put GPTQ's rounding of `lin.weight` (`q` when already computed) in place, or RTN's where
+    GPTQ's output error on the calibration inputs is not lower (or `force_rtn`); returns both
+    relative output errors and which was kept."""
     w = lin.weight.detach().float().clone()
-    q, r = gptq_weight(w, h, s.bits, s.block, s.damp), rtn(w, s.bits, s.block)
+    q = gptq_weight(w, h, s.bits, s.block, s.damp) if q is None else q
+    r = rtn(w, s.bits, s.block)
     hf = h.float()
 
     def rel(d):  # ||d X|| / ||w X||, from tr(d H d^T) / tr(w H w^T)

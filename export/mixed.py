@@ -85,10 +85,9 @@ class _Simulated:
         self.weights = {}
         with torch.no_grad():
             for name, m in self.linears.items():
-                self.weights[name] = {k: fake_quant_weight(m.weight, s.bits, s.block)
-                                      for k, s in self.settings.items()}
-                if coarse_weights is not None:
-                    self.weights[name]["coarse"] = coarse_weights[name + ".weight"].float()
+                self.weights[name] = {"fine": fake_quant_weight(m.weight, fine.bits, fine.block)}
+                self.weights[name]["coarse"] = (fake_quant_weight(m.weight, coarse.bits, coarse.block)
+                                                if coarse_weights is None else coarse_weights[name + ".weight"].float())
         self.block = {}
         for name, m in self.linears.items():
             m.register_forward_pre_hook(self._hook(name))
