@@ -103,37 +103,48 @@ def build_model(model_dir: Path, bundle_dir: Path, chosen: Preset, log_file: Pat
         from export.mixed import build_mixed
 
         return build_mixed(model_dir, bundle_dir, chosen, Path(calibration), instruction, log_file)
-    quantization, source = dict(chosen.quantization or {}) or None, model_dir
-    smoothed = bundle_dir.with_name(bundle_dir.name + ".smoothed")
-    rounded = bundle_dir.with_name(bundle_dir.name + ".gptq")
-    ids = []
-    if chosen.smooth or chosen.gptq:
-        from export.smooth import calibration_ids, smooth_checkpoint
-
-        ids = calibration_ids(model_dir, calibration, instruction, list(fallback_texts))
+    quantization = dict(chosen.quantization or {}) or None
+    work = bundle_dir.with_name(bundle_dir.name + ".calibrated")
     try:
-        if chosen.smooth:
-            if (record := smooth_checkpoint(model_dir, smoothed, ids)) is None:
-                quantization["activation_smoothing"] = "none (architecture without Llama-style projections)"
-            else:
-                quantization["activation_smoothing_calibration"] = record
-                source = smoothed
-        if chosen.gptq:
-            from export.gptq import GptqSettings, gptq_checkpoint
+        source = model_dir
+        if chosen.smooth or chosen.gptq:
+            from export.smooth import calibration_ids
 
-            record = gptq_checkpoint(source, rounded, ids, GptqSettings(chosen.bits, chosen.block))
-            quantization["gptq_calibration"] = {k: v for k, v in record.items() if k != "relative_output_error"}
-            quantization["gptq_relative_output_error"] = record["relative_output_error"]
-            source = rounded
+            ids = calibration_ids(model_dir, calibration, instruction, list(fallback_texts))
+            _, source, records = calibrated_sources(model_dir, work, chosen, ids)
+            quantization.update(records)
         build_onnx(source, bundle_dir, chosen, log_file)
     finally:
-        shutil.rmtree(smoothed, ignore_errors=True)
-        shutil.rmtree(rounded, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
     for file in bundle_dir.iterdir():
         file.chmod(0o644)  # the builder/onnx may leave 0600 files; bundles are copied to devices
     if chosen.tie_int8_embedding and ties_embeddings(model_dir) and tie_int8_embedding_file(bundle_dir):
         return {**quantization, "embedding": "int8 (tied to lm_head)"}
     return quantization
+
+
+def calibrated_sources(model_dir: Path, work: Path, chosen: Preset, ids: list[list[int]]) -> tuple[Path, Path, dict]:
+    """For a smoothed and/or GPTQ preset, copies of `model_dir` under `work`, calibrated on the token
+    sequences `ids`: (the smoothed copy, else `model_dir`; the copy to build from: its GPTQ rounding,
+    else the former; the manifest's quantization entries)."""
+    records: dict = {}
+    smoothed = model_dir
+    if chosen.smooth:
+        from export.smooth import smooth_checkpoint
+
+        if (record := smooth_checkpoint(model_dir, work / "smoothed", ids)) is None:
+            records["activation_smoothing"] = "none (architecture without Llama-style projections)"
+        else:
+            records["activation_smoothing_calibration"] = record
+            smoothed = work / "smoothed"
+    if not chosen.gptq:
+        return smoothed, smoothed, records
+    from export.gptq import GptqSettings, gptq_checkpoint
+
+    record = gptq_checkpoint(smoothed, work / "gptq", ids, GptqSettings(chosen.bits, chosen.block))
+    records["gptq_calibration"] = {k: v for k, v in record.items() if k != "relative_output_error"}
+    records["gptq_relative_output_error"] = record["relative_output_error"]
+    return smoothed, work / "gptq", records
 
 
 def judge(quality: dict, chosen: Preset) -> dict:

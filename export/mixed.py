@@ -380,16 +380,14 @@ def build_mixed(model_dir: Path, bundle_dir: Path, chosen, data: Path, instructi
 
 
 def _gptq_sources(model_dir: Path, tmp: Path, coarse, data: Path, instruction: str) -> tuple[Path, Path, dict]:
-    """(smoothed fp32 copy, its GPTQ rounding, the GPTQ record) under `tmp`: the fine graph is built
-    from the first, the coarse from the second, so both share every weight that is not spliced."""
-    from export.gptq import GptqSettings, gptq_checkpoint
-    from export.smooth import calibration_ids, smooth_checkpoint
+    """(smoothed fp32 copy, its GPTQ rounding, the GPTQ record) under `tmp`, as the uniform GPTQ
+    preset makes them: the fine graph is built from the first, the coarse from the second, so both
+    share every weight that is not spliced."""
+    from export.bundle import calibrated_sources
+    from export.quantize import preset
+    from export.smooth import calibration_ids
 
-    smoothed, rounded = tmp / "smoothed", tmp / "gptq"
     ids = calibration_ids(model_dir, data, instruction, [])
-    record = smooth_checkpoint(model_dir, smoothed, ids)
-    if record is None:
-        raise UserError(f"{model_dir}: GPTQ presets need a Llama-style model (q/k/v/o, gate/up/down projections)")
-    gptq = gptq_checkpoint(smoothed, rounded, ids, GptqSettings(coarse.bits, coarse.block))
-    summary = {k: v for k, v in gptq.items() if k != "relative_output_error"}
-    return smoothed, rounded, {**summary, "activation_smoothing_calibration": record}
+    smoothed, rounded, records = calibrated_sources(model_dir, tmp, preset(coarse.precision), ids)
+    return smoothed, rounded, {**records["gptq_calibration"],
+                               "activation_smoothing_calibration": records.get("activation_smoothing_calibration")}

@@ -249,9 +249,7 @@ def _train(model, reference, train: list[Seq], pad: int, s: QatSettings) -> list
     return losses
 
 
-def _save(model, tok, student_dir: Path, out_dir: Path, report: dict, report_name: str = "qat_report.json") -> None:
-    """The model and tokenizer (and the student's chat template) in `out_dir`, with `report_name`:
-    written to a temp folder, then renamed."""
+def _save(model, tok, student_dir: Path, out_dir: Path, report: dict) -> None:
     tmp = out_dir.with_name(f".{out_dir.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp, safe_serialization=True)
@@ -259,14 +257,14 @@ def _save(model, tok, student_dir: Path, out_dir: Path, report: dict, report_nam
     for name in ("chat_template.jinja", "generation_config.json"):  # keep the student's own files
         if (student_dir / name).is_file():
             shutil.copyfile(student_dir / name, tmp / name)
-    atomic_write_json(tmp / report_name, report)
+    atomic_write_json(tmp / "qat_report.json", report)
     shutil.rmtree(out_dir, ignore_errors=True)
     tmp.rename(out_dir)
 
 
-def read_report(folder: Path, name: str = "qat_report.json") -> dict | None:
-    """The report `name` of a finished pass in `folder`, else None."""
-    f = Path(folder) / name
+def read_report(folder: Path) -> dict | None:
+    """qat_report.json of a finished pass, else None."""
+    f = Path(folder) / "qat_report.json"
     return json.loads(f.read_text()) if f.is_file() else None
 
 

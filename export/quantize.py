@@ -26,7 +26,7 @@ function is unchanged). See export/README.md for the measured table.
   train text, rounded exactly onto the builder's grid), every MatMul incl. the LM head in 8 bits,
   block 32; for tied models the embedding lookup reads the LM head's int8 matrix
   (export/tie_embedding.py, GatherBlockQuantized bits=8). Default student (33b850f): top-1 vs
-  fp32 0.984 at 29.6% of the fp32 bytes, where round-to-nearest at block 32 (int8-b32) gives 0.979.
+  fp32 0.986 at 29.6% of the fp32 bytes, where round-to-nearest at block 32 (int8-b32) gives 0.979.
 - int8-b16: the int8 preset before GPTQ: activation smoothing, round-to-nearest, block 16 (32.7%
   of the fp32 bytes): 0.985 on that student (0.976 -> 0.989 with smoothing on an earlier one).
 - int8-b32: as int8-b16 with block 32 (the builder's default): 29.6% of the fp32 bytes, 0.979.
@@ -47,8 +47,8 @@ function is unchanged). See export/README.md for the measured table.
   0.963 -> 0.964 in the bundle): the int8 loss is the activation rounding, so there is no
   int8-qat preset.
 - int4-gptq: activation smoothing, then GPTQ on the task's train text, every MatMul in 4 bits
-  (block 32), the LM head first: 0.902 top-1 vs fp32 on the default student at 17.4% of the fp32
-  bytes, against 0.856 for RTN (int4) and 0.886 for int4-qat (whose pass takes 138 s, GPTQ 19 s).
+  (block 32), the LM head first: 0.908 top-1 vs fp32 on the default student at 17.4% of the fp32
+  bytes, against 0.856 for RTN (int4) and 0.886 for int4-qat (whose pass takes 138 s, GPTQ 17-19 s).
 - int4-gptq-mixed: int4-mixed's plan on top of int4-gptq (the fine side is int8-b32 of the same
   smoothed copy, so spliced nodes share every other weight), 25% byte budget: 0.953 on the default
   student (passes its floor) at 25.2% of the fp32 bytes, with 42 of 71 matmul groups (64% of the
