@@ -23,12 +23,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
+import tempfile
 from pathlib import Path
 
 from edgestill.errors import UserError, cli_main
 from edgestill.files import atomic_write_json, read_jsonl
 from edgestill.recipe import Recipe, load_recipe, split_args
-from export.bundle import export_bundle
+from export.bundle import CalibratedCopies, export_bundle
 from export.inputs import source_fingerprint
 from export.quantize import preset
 from export.quality import eval_pairs
@@ -78,10 +80,15 @@ def export_recipe(recipe: Recipe, build_root: str | Path = "build", force: bool 
                   mixed_budget=recipe.export.mixed_budget)
     reference = _LazyReference(student)
     manifests = []
-    for p in recipe.export.precisions:
-        model_dir, qat = qat_source(recipe, build, student, instruction, p)
-        manifests.append(export_bundle(model_dir, build / f"bundle-{p}", p, "student", instruction, texts,
-                                       name=f"{recipe.name}-{p}", reference=reference, qat=qat, **common))
+    for stale in build.glob(".calibrated-*"):  # left by a killed run
+        shutil.rmtree(stale, ignore_errors=True)
+    with tempfile.TemporaryDirectory(dir=build, prefix=".calibrated-") as tmp:
+        copies = CalibratedCopies(Path(tmp))  # smoothed/GPTQ copies shared by the presets
+        for p in recipe.export.precisions:
+            model_dir, qat = qat_source(recipe, build, student, instruction, p)
+            manifests.append(export_bundle(model_dir, build / f"bundle-{p}", p, "student", instruction, texts,
+                                           name=f"{recipe.name}-{p}", reference=reference, qat=qat,
+                                           copies=copies, **common))
     manifests.append(export_bundle(teacher, build / "teacher-bundle-fp32", "fp32", "teacher", instruction,
                                    texts, name="teacher-fp32", **common))
     return manifests

@@ -19,6 +19,7 @@ from the same weights (skipped, "up to date"); any other existing folder is refu
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import shutil
@@ -90,19 +91,19 @@ def ties_embeddings(model_dir: Path) -> bool:
 
 def build_model(model_dir: Path, bundle_dir: Path, chosen: Preset, log_file: Path,
                 calibration: Path | None = None, instruction: str = "",
-                fallback_texts: list[str] = ()) -> dict | None:
+                fallback_texts: list[str] = (), copies: CalibratedCopies | None = None) -> dict | None:
     """Builder + the preset's graph transformations; return manifest["quantization"].
 
     A mixed preset calibrates on the train split of `calibration` (data/teacher.jsonl); a smoothed
     or GPTQ preset too, or on the prompts of `fallback_texts` when there is no such file, and is
-    built from the smoothed (then GPTQ-rounded) copy of `model_dir`."""
+    built from the smoothed (then GPTQ-rounded) copy of `model_dir` (taken from `copies` when given)."""
     if chosen.mixed:
         if calibration is None or not Path(calibration).is_file():
             raise UserError(f"preset {chosen.precision} chooses its matmuls on the task's train text, and "
                             f"{calibration} is missing; run `python -m distill RECIPE` first")
         from export.mixed import build_mixed
 
-        return build_mixed(model_dir, bundle_dir, chosen, Path(calibration), instruction, log_file)
+        return build_mixed(model_dir, bundle_dir, chosen, Path(calibration), instruction, log_file, copies)
     quantization = dict(chosen.quantization or {}) or None
     work = bundle_dir.with_name(bundle_dir.name + ".calibrated")
     try:
@@ -111,7 +112,7 @@ def build_model(model_dir: Path, bundle_dir: Path, chosen: Preset, log_file: Pat
             from export.smooth import calibration_ids
 
             ids = calibration_ids(model_dir, calibration, instruction, list(fallback_texts))
-            _, source, records = calibrated_sources(model_dir, work, chosen, ids)
+            _, source, records = calibrated_sources(model_dir, work, chosen, ids, copies)
             quantization.update(records)
         build_onnx(source, bundle_dir, chosen, log_file)
     finally:
@@ -123,28 +124,51 @@ def build_model(model_dir: Path, bundle_dir: Path, chosen: Preset, log_file: Pat
     return quantization
 
 
-def calibrated_sources(model_dir: Path, work: Path, chosen: Preset, ids: list[list[int]]) -> tuple[Path, Path, dict]:
-    """For a smoothed and/or GPTQ preset, copies of `model_dir` under `work`, calibrated on the token
-    sequences `ids`: (the smoothed copy, else `model_dir`; the copy to build from: its GPTQ rounding,
-    else the former; the manifest's quantization entries)."""
+class CalibratedCopies:
+    """The smoothed and GPTQ-rounded copies of students made during one export run, kept under
+    `root` and shared by the run's presets: int8, int4-gptq and int4-gptq-mixed all start from the
+    same smoothed copy, and the last two round it the same way. Keyed by the source weights, the
+    calibration sequences and the settings, so a copy is only reused where it would come out the
+    same. Measured on the default student: smoothing 4.2 s, GPTQ 18-19 s per bit width."""
+
+    def __init__(self, root: Path):
+        self.root, self._made = Path(root), {}
+
+    def get(self, key: tuple, make) -> tuple[Path, object]:
+        """(folder, record) for `key`: `make(folder)` writes the folder and returns its record."""
+        if key not in self._made:
+            folder = self.root / f"copy-{len(self._made)}"
+            self._made[key] = (folder, make(folder))
+        return self._made[key]
+
+
+def calibrated_sources(model_dir: Path, work: Path, chosen: Preset, ids: list[list[int]],
+                       copies: CalibratedCopies | None = None) -> tuple[Path, Path, dict]:
+    """For a smoothed and/or GPTQ preset, copies of `model_dir` under `work` (or taken from
+    `copies`), calibrated on the token sequences `ids`: (the smoothed copy, else `model_dir`; the
+    copy to build from: its GPTQ rounding, else the former; the manifest's quantization entries)."""
+    from export.gptq import GptqSettings, gptq_checkpoint
+    from export.smooth import smooth_checkpoint
+
+    copies = copies or CalibratedCopies(work)
+    base = (source_fingerprint(model_dir), hashlib.sha256(json.dumps(ids).encode()).hexdigest())
     records: dict = {}
     smoothed = model_dir
     if chosen.smooth:
-        from export.smooth import smooth_checkpoint
-
-        if (record := smooth_checkpoint(model_dir, work / "smoothed", ids)) is None:
+        folder, record = copies.get(("smooth", *base), lambda out: smooth_checkpoint(model_dir, out, ids))
+        if record is None:
             records["activation_smoothing"] = "none (architecture without Llama-style projections)"
         else:
             records["activation_smoothing_calibration"] = record
-            smoothed = work / "smoothed"
+            smoothed = folder
     if not chosen.gptq:
         return smoothed, smoothed, records
-    from export.gptq import GptqSettings, gptq_checkpoint
-
-    record = gptq_checkpoint(smoothed, work / "gptq", ids, GptqSettings(chosen.bits, chosen.block))
+    settings = GptqSettings(chosen.bits, chosen.block)
+    folder, record = copies.get(("gptq", *base, chosen.smooth, settings),
+                                lambda out: gptq_checkpoint(smoothed, out, ids, settings))
     records["gptq_calibration"] = {k: v for k, v in record.items() if k != "relative_output_error"}
     records["gptq_relative_output_error"] = record["relative_output_error"]
-    return smoothed, work / "gptq", records
+    return smoothed, folder, records
 
 
 def judge(quality: dict, chosen: Preset) -> dict:
@@ -159,7 +183,8 @@ def export_bundle(model_dir, out_dir, precision: str, role: str, instruction: st
                   threads: int | None = None, force: bool = False, overwrite: bool = False,
                   quality_pairs: list[tuple[str, str, bool]] | None = None,
                   reference: Reference | None = None, qat: dict | None = None,
-                  calibration: Path | None = None, mixed_budget: float | None = None) -> dict:
+                  calibration: Path | None = None, mixed_budget: float | None = None,
+                  copies: CalibratedCopies | None = None) -> dict:
     """Export `model_dir` (HF checkpoint) to a validated bundle at `out_dir`; return its manifest.
 
     `eval_texts` (inputs) drive validation; `quality_pairs` ((input, teacher answer, ended), the
@@ -168,7 +193,8 @@ def export_bundle(model_dir, out_dir, precision: str, role: str, instruction: st
     `reference` shares one PyTorch model between presets (for a *-qat preset, `model_dir` is the
     student after the QAT pass, `reference` the fp32 student it came from, `qat` its report, kept in the
     manifest). `calibration` (data/teacher.jsonl) is the train text a mixed preset chooses on,
-    `mixed_budget` overrides its byte budget. Raises `ValidationError` if an fp32
+    `mixed_budget` overrides its byte budget. `copies` shares calibrated copies between the presets
+    of one run (export_recipe). Raises `ValidationError` if an fp32
     bundle does not reproduce PyTorch; a bundle below its quality floor is written and marked
     (`manifest["quality_floor"]["passed"]` false): the caller decides what that means.
     """
@@ -186,7 +212,7 @@ def export_bundle(model_dir, out_dir, precision: str, role: str, instruction: st
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     log_file = out_dir.parent / f".{out_dir.name}.builder.log"
-    quantization = build_model(model_dir, tmp, chosen, log_file, calibration, instruction, eval_texts)
+    quantization = build_model(model_dir, tmp, chosen, log_file, calibration, instruction, eval_texts, copies)
     copy_tokenizer(model_dir, tmp)
     model_info, tokens = describe_model(tmp)
     reference = reference or Reference(model_dir)

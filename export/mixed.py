@@ -343,9 +343,11 @@ def byte_costs(coarse, fine) -> tuple[dict[str, int], int, int]:
     return extra, sum(cs.values()), fp32
 
 
-def build_mixed(model_dir: Path, bundle_dir: Path, chosen, data: Path, instruction: str, log_file: Path) -> dict:
+def build_mixed(model_dir: Path, bundle_dir: Path, chosen, data: Path, instruction: str, log_file: Path,
+                copies=None) -> dict:
     """Write the mixed bundle's model.onnx(+.data) (and the builder's other files) into `bundle_dir`
-    for the mixed Preset `chosen`; returns the quantization record for manifest.json."""
+    for the mixed Preset `chosen`; returns the quantization record for manifest.json. `copies`
+    (export.bundle.CalibratedCopies) shares a GPTQ coarse side's calibrated copies with other presets."""
     import onnx
 
     from export.bundle import build_model
@@ -362,7 +364,7 @@ def build_mixed(model_dir: Path, bundle_dir: Path, chosen, data: Path, instructi
         coarse_src = fine_src = model_dir
         gptq = None
         if coarse.gptq:
-            fine_src, coarse_src, gptq = _gptq_sources(model_dir, Path(tmp), coarse, data, instruction)
+            fine_src, coarse_src, gptq = _gptq_sources(model_dir, Path(tmp), coarse, data, instruction, copies)
         coarse_record = build_model(coarse_src, bundle_dir, replace(coarse, gptq=False), log_file)  # rounded already
         fine_record = build_model(fine_src, fine_dir, fine, log_file.with_suffix(".fine.log"))
         model, fine_model = onnx.load(str(bundle_dir / "model.onnx")), onnx.load(str(fine_dir / "model.onnx"))
@@ -379,7 +381,8 @@ def build_mixed(model_dir: Path, bundle_dir: Path, chosen, data: Path, instructi
             **({"gptq": gptq} if gptq else {})}
 
 
-def _gptq_sources(model_dir: Path, tmp: Path, coarse, data: Path, instruction: str) -> tuple[Path, Path, dict]:
+def _gptq_sources(model_dir: Path, tmp: Path, coarse, data: Path, instruction: str,
+                  copies=None) -> tuple[Path, Path, dict]:
     """(smoothed fp32 copy, its GPTQ rounding, the GPTQ record) under `tmp`, as the uniform GPTQ
     preset makes them: the fine graph is built from the first, the coarse from the second, so both
     share every weight that is not spliced."""
@@ -388,6 +391,6 @@ def _gptq_sources(model_dir: Path, tmp: Path, coarse, data: Path, instruction: s
     from export.smooth import calibration_ids
 
     ids = calibration_ids(model_dir, data, instruction, [])
-    smoothed, rounded, records = calibrated_sources(model_dir, tmp, preset(coarse.precision), ids)
+    smoothed, rounded, records = calibrated_sources(model_dir, tmp, preset(coarse.precision), ids, copies)
     return smoothed, rounded, {**records["gptq_calibration"],
                                "activation_smoothing_calibration": records.get("activation_smoothing_calibration")}
