@@ -366,7 +366,9 @@ def build_mixed(model_dir: Path, bundle_dir: Path, chosen, data: Path, instructi
         if coarse.gptq:
             fine_src, coarse_src, gptq = _gptq_sources(model_dir, Path(tmp), coarse, data, instruction, copies)
         coarse_record = build_model(coarse_src, bundle_dir, replace(coarse, gptq=False), log_file)  # rounded already
-        fine_record = build_model(fine_src, fine_dir, fine, log_file.with_suffix(".fine.log"))
+        fine_log = log_file.with_suffix(".fine.log")
+        fine_record = build_model(fine_src, fine_dir, fine, fine_log)
+        fine_log.unlink(missing_ok=True)  # kept only when the build fails
         model, fine_model = onnx.load(str(bundle_dir / "model.onnx")), onnx.load(str(fine_dir / "model.onnx"))
         extra, coarse_bytes, fp32_bytes = byte_costs(model, fine_model)
         plan = plan_mixed(model_dir, data, instruction, coarse, fine, extra, int(budget * fp32_bytes) - coarse_bytes,

@@ -5,32 +5,35 @@ child process (the builder keeps global state and prints a lot; a child frees it
 keeps its output in the log file). It writes model.onnx(+.data), genai_config.json and
 tokenizer files: the bundle layout of docs/contracts.md.
 
-The child is forked from a `multiprocessing` forkserver that has imported the builder (torch,
-transformers, onnx_ir) once, where the platform has one (Linux, macOS); elsewhere it is a fresh
-`python -m` subprocess. Measured on the default student's int4 build (2-core Xeon): 4.8 s as a
-subprocess, of which 3.8 s are imports, against 0.6 s per build from the forkserver; the files
-are byte-identical. An export of all presets runs the builder 17 times.
+The child is forked from a worker process that has imported the builder (torch, transformers,
+onnx_ir) once (export/builder_worker.py), where the platform can fork (Linux, macOS); elsewhere
+it is a fresh `python -m` subprocess. Measured on the default student's int4 build (2-core
+Xeon): 4.8 s as a subprocess, of which 3.8 s are imports, against 0.6 s per build from the
+worker; the files are byte-identical. An export of all presets runs the builder 17 times.
 """
 
 from __future__ import annotations
 
-import multiprocessing
+import atexit
+import json
 import os
-import runpy
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
+from export.builder_worker import BUILDER, OFFLINE
 from export.quantize import Preset
 
 
 def build_onnx(model_dir: Path, out_dir: Path, preset: Preset, log_file: Path) -> None:
     """Write the builder's files for `model_dir` at `preset` into `out_dir`; raise on failure."""
     cache = out_dir.with_name(out_dir.name + ".cache")  # beside the bundle, not in it
-    args = ["-i", str(model_dir), "-o", str(out_dir), "-p", preset.builder_precision, "-e", "cpu", "-c", str(cache)]
+    args = ["-i", str(Path(model_dir).absolute()), "-o", str(Path(out_dir).absolute()), "-p",
+            preset.builder_precision, "-e", "cpu", "-c", str(cache.absolute())]  # the worker has its own cwd
     if preset.extra_options():
         args += ["--extra_options", *preset.extra_options()]
-    code = run_builder(args, log_file)
+    code = run_builder(args, Path(log_file).absolute())
     _rmtree(cache)
     if code != 0 or not (out_dir / "model.onnx").is_file():
         tail = log_file.read_text(errors="replace")[-2000:]
@@ -40,36 +43,67 @@ def build_onnx(model_dir: Path, out_dir: Path, preset: Preset, log_file: Path) -
         drop_value_info(out_dir / "model.onnx")
 
 
-BUILDER = "onnxruntime_genai.models.builder"
-OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-_forkserver = None
+USE_WORKER = hasattr(os, "fork")  # False: every build is a fresh `python -m` subprocess
+_worker: subprocess.Popen | None = None
+_worker_lock = threading.Lock()
 
 
 def run_builder(args: list[str], log_file: Path) -> int:
     """Run the builder's command line `args` in a child process, its output to `log_file`; return
-    the exit code."""
-    global _forkserver
-    if "forkserver" not in multiprocessing.get_all_start_methods():
-        with open(log_file, "w") as log:
-            return subprocess.run([sys.executable, "-m", BUILDER, *args], stdout=log, stderr=subprocess.STDOUT,
-                                  env={**os.environ, **OFFLINE}).returncode
-    if _forkserver is None:
-        _forkserver = multiprocessing.get_context("forkserver")
-        _forkserver.set_forkserver_preload([BUILDER])
-    child = _forkserver.Process(target=_builder_main, args=(args, str(log_file)))
-    child.start()
-    child.join()
-    return child.exitcode
+    the exit code. Through the long-lived worker (export/builder_worker.py) where the platform can
+    fork, else, or if the worker cannot start, as a fresh `python -m` subprocess."""
+    with _worker_lock:
+        worker = _running_worker()
+        if worker is not None:
+            try:
+                worker.stdin.write(json.dumps({"args": args, "log": str(log_file)}) + "\n")
+                worker.stdin.flush()
+                answer = worker.stdout.readline()
+                if answer.strip().lstrip("-").isdigit():
+                    return int(answer)
+            except (BrokenPipeError, OSError):
+                pass
+            except BaseException:  # interrupted mid-job: its answer would be read as the next job's
+                _stop_worker()
+                raise
+            _stop_worker()  # it died mid-job: this job runs the slow way
+    with open(log_file, "w") as log:
+        return subprocess.run([sys.executable, "-m", BUILDER, *args], stdout=log, stderr=subprocess.STDOUT,
+                              env={**os.environ, **OFFLINE}).returncode
 
 
-def _builder_main(args: list[str], log_file: str) -> None:
-    """In the child: `python -m onnxruntime_genai.models.builder ARGS` with stdout/stderr to `log_file`."""
-    fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)
-    os.environ.update(OFFLINE)
-    sys.argv = [BUILDER, *args]
-    runpy.run_module(BUILDER, run_name="__main__", alter_sys=True)
+def _running_worker() -> subprocess.Popen | None:
+    """The worker, started on first use (None where there is no fork or it fails to start). It
+    stays up, holding the builder's imports (~300 MB), until this process exits."""
+    global _worker
+    if not USE_WORKER:
+        return None
+    if _worker is not None and _worker.poll() is None:
+        return _worker
+    root = str(Path(__file__).resolve().parent.parent)  # where `export` imports from
+    path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
+    _worker = subprocess.Popen([sys.executable, "-m", "export.builder_worker"], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                               env={**os.environ, **OFFLINE, "PYTHONPATH": path})
+    if _worker.stdout.readline().strip() != "ready":
+        _stop_worker()
+        return None
+    atexit.register(_stop_worker)
+    return _worker
+
+
+def _stop_worker() -> None:
+    global _worker
+    if _worker is not None:
+        try:
+            _worker.stdin.close()
+        except OSError:
+            pass
+        try:
+            _worker.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            _worker.kill()
+        _worker = None
 
 
 def drop_value_info(path: Path) -> None:
