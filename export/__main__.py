@@ -85,7 +85,7 @@ def export_recipe(recipe: Recipe, build_root: str | Path = "build", force: bool 
     with tempfile.TemporaryDirectory(dir=build, prefix=".calibrated-") as tmp:
         copies = CalibratedCopies(Path(tmp))  # smoothed/GPTQ copies shared by the presets
         for p in recipe.export.precisions:
-            model_dir, qat = qat_source(recipe, build, student, instruction, p)
+            model_dir, qat = qat_source(recipe, build, student, instruction, p, copies)
             manifests.append(export_bundle(model_dir, build / f"bundle-{p}", p, "student", instruction, texts,
                                            name=f"{recipe.name}-{p}", reference=reference, qat=qat,
                                            copies=copies, **common))
@@ -94,11 +94,11 @@ def export_recipe(recipe: Recipe, build_root: str | Path = "build", force: bool 
     return manifests
 
 
-def qat_source(recipe: Recipe, build: Path, student: Path, instruction: str, precision: str
-               ) -> tuple[Path, dict | None]:
+def qat_source(recipe: Recipe, build: Path, student: Path, instruction: str, precision: str,
+               copies: CalibratedCopies | None = None) -> tuple[Path, dict | None]:
     """(folder to export, qat_report or None): for a *-qat preset, the student after the
     quantization-aware pass (build/<name>/student-<precision>/, reused while it is from the same
-    student weights and settings), else the student itself."""
+    student weights and settings; its GPTQ start shared through `copies`), else the student itself."""
     chosen = preset(precision)
     if not chosen.qat:
         return student, None
@@ -114,7 +114,7 @@ def qat_source(recipe: Recipe, build: Path, student: Path, instruction: str, pre
     if report and report.get("settings") == asdict(settings) and report.get("source_fingerprint") == fingerprint:
         log.info("%s: up to date, reused", folder)
         return folder, report
-    return folder, qat_student(student, folder, build / "data" / "teacher.jsonl", instruction, settings)
+    return folder, qat_student(student, folder, build / "data" / "teacher.jsonl", instruction, settings, copies)
 
 
 class _LazyReference:

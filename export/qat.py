@@ -1,9 +1,15 @@
 """Quantization-aware distillation: a short extra pass that makes a student survive its bundle's quantization.
 
     python -m export.qat build/default/student build/default/student-qat-int4 --bits 4 --block 32 \\
-        --data build/default/data/teacher.jsonl --instruction "Summarize ..." [--steps 60] [--lr 3e-4]
+        --data build/default/data/teacher.jsonl --instruction "Summarize ..." [--steps 60] [--lr 3e-4] \
+        [--start gptq|weights]
 
 (`python -m export RECIPE export.precisions=[int4-qat]` runs it for you.)
+
+The pass starts from GPTQ's rounding of the activation-smoothed student (export/gptq.py, on the
+same train text; `--start weights`: from the student's own weights, the earlier default). Measured
+on the default student, int4 block 32: simulated top-1 vs fp32 0.912 -> 0.916 (bundle 0.914), against
+0.854 -> 0.882 (bundle 0.886) from its own weights.
 
 A copy of the student trains with the bundle's quantization simulated in PyTorch:
 
@@ -32,6 +38,7 @@ import json
 import logging
 import math
 import shutil
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -60,6 +67,7 @@ class QatSettings:
     seed: int = 0
     activations: bool = True  # simulate accuracy_level=4's int8 activation rounding
     smooth: bool = False  # smooth the activations first (export/smooth.py), as the int4 preset does
+    start: str = "gptq"  # "gptq": from GPTQ's rounding of the smoothed student (export/gptq.py); "weights": its own
 
 
 def fake_quant_weight(w: torch.Tensor, bits: int, block: int) -> torch.Tensor:
@@ -181,8 +189,10 @@ def agreement(model, reference, seqs: list[Seq], pad_id: int) -> tuple[float, fl
     return Scorer(reference, seqs, pad_id)(model)
 
 
-def qat_student(student_dir: Path, out_dir: Path, data: Path, instruction: str, s: QatSettings) -> dict:
-    """Run the pass on `student_dir` and write the result to `out_dir`; returns qat_report.json."""
+def qat_student(student_dir: Path, out_dir: Path, data: Path, instruction: str, s: QatSettings,
+                copies=None) -> dict:
+    """Run the pass on `student_dir` and write the result to `out_dir`; returns qat_report.json.
+    `copies` (export.bundle.CalibratedCopies) shares the GPTQ start with an int4-gptq bundle."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     t0 = time.perf_counter()
@@ -193,11 +203,9 @@ def qat_student(student_dir: Path, out_dir: Path, data: Path, instruction: str, 
         raise UserError(f"{data}: no train records with an answer; run `python -m distill RECIPE` first")
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     reference = AutoModelForCausalLM.from_pretrained(student_dir, dtype=torch.float32).eval()
-    model = AutoModelForCausalLM.from_pretrained(student_dir, dtype=torch.float32)
-    if s.smooth:  # the same function; the bundle is built from these (smoothed, trained) weights
-        from export.smooth import CALIBRATION_RECORDS, smooth_loaded
-
-        smooth_loaded(model, [q.ids for q in train[:CALIBRATION_RECORDS]])
+    Path(out_dir).parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=Path(out_dir).parent, prefix=f".{Path(out_dir).name}.start-") as work:
+        model, start = _start(student_dir, Path(work), data, instruction, s, train, copies)
     handles = attach_fake_quant(model, s)
     model.eval()
     before = agreement(model, reference, held, pad) if held else (None, None)
@@ -207,7 +215,7 @@ def qat_student(student_dir: Path, out_dir: Path, data: Path, instruction: str, 
     detach_fake_quant(model, handles)
     from export.inputs import source_fingerprint
 
-    report = {"settings": asdict(s), "source": str(student_dir.resolve()),
+    report = {"settings": asdict(s), "source": str(student_dir.resolve()), "start": start,
               "source_fingerprint": source_fingerprint(student_dir),
               "simulated_top1_vs_fp32": {"before": _r(before[0]), "after": _r(after[0]), "positions_from": "eval split"},
               "simulated_kl_vs_fp32": {"before": _r(before[1], 6), "after": _r(after[1], 6)},
@@ -217,6 +225,33 @@ def qat_student(student_dir: Path, out_dir: Path, data: Path, instruction: str, 
     log.info("QAT int%d: simulated top-1 vs fp32 %s -> %s in %.0f s", s.bits, report["simulated_top1_vs_fp32"]["before"],
              report["simulated_top1_vs_fp32"]["after"], report["seconds"])
     return report
+
+
+def _start(student_dir: Path, work: Path, data: Path, instruction: str, s: QatSettings, train: list,
+           copies) -> tuple[nn.Module, str | dict]:
+    """(the model the pass trains, what it started from). `s.start` "gptq": GPTQ's rounding of the
+    smoothed student, made in `work` or taken from `copies` (measured on the default student, int4:
+    simulated top-1 vs fp32 0.912 -> 0.916 after 60 steps, against 0.854 -> 0.882 from the student's
+    own weights, the earlier start); "weights": the student's own weights, smoothed if `s.smooth`."""
+    from transformers import AutoModelForCausalLM
+
+    if s.start == "gptq":
+        from export.bundle import calibrated_sources
+        from export.quantize import gptq_preset
+        from export.smooth import calibration_ids
+
+        ids = calibration_ids(student_dir, data, instruction, [])
+        _, rounded, records = calibrated_sources(student_dir, work, gptq_preset(s.bits, s.block), ids, copies)
+        model = AutoModelForCausalLM.from_pretrained(rounded, dtype=torch.float32)
+        return model, {k: v for k, v in records["gptq_calibration"].items() if k != "rtn_kept_for"}
+    if s.start != "weights":
+        raise UserError(f"QAT start {s.start!r}: use 'gptq' or 'weights'")
+    model = AutoModelForCausalLM.from_pretrained(student_dir, dtype=torch.float32)
+    if s.smooth:  # the same function; the bundle is built from these (smoothed, trained) weights
+        from export.smooth import CALIBRATION_RECORDS, smooth_loaded
+
+        smooth_loaded(model, [q.ids for q in train[:CALIBRATION_RECORDS]])
+    return model, "the student's weights" + (", smoothed" if s.smooth else "")
 
 
 def _r(x, digits: int = 4):
@@ -278,12 +313,15 @@ def main(argv: list[str]) -> int:
         p.add_argument(f"--{f.replace('_', '-')}", type=int, default=getattr(QatSettings, f))
     p.add_argument("--lr", type=float, default=QatSettings.lr)
     p.add_argument("--no-activations", action="store_true", help="do not simulate int8 activation rounding")
+    p.add_argument("--start", choices=("gptq", "weights"), default=QatSettings.start,
+                   help="train from GPTQ's rounding of the smoothed student (default) or from its own weights")
+    p.add_argument("--smooth", action="store_true", help="with --start weights: smooth the activations first")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     student = Path(a.student)
     if not (student / "config.json").is_file():
         raise UserError(f"{student}: not a student folder (no config.json)")
-    s = QatSettings(a.bits, a.block, a.steps, a.batch_size, a.lr, a.seed, not a.no_activations)
+    s = QatSettings(a.bits, a.block, a.steps, a.batch_size, a.lr, a.seed, not a.no_activations, a.smooth, a.start)
     print(json.dumps(qat_student(student, Path(a.out), Path(a.data), a.instruction, s), indent=2))
     return 0
 

@@ -370,19 +370,21 @@ def test_every_other_preset_exports_a_runnable_bundle(precision, tiny_llama_dir,
 
 
 def test_int4_qat_preset_runs_the_pass_and_its_simulation_is_the_bundle(tmp_path, tiny_llama_dir, capsys):
-    """The fragile model (see fragile_model) through `python -m export` with int4 and int4-qat: the QAT
-    pass runs on the train split and lowers the simulated int4 model's KL to fp32; the top-1 agreement
-    it simulated in PyTorch before and after the pass is what the int4 and int4-qat bundles measure in
-    onnxruntime (so the pass trains for the bundle's real grid). On the real student: README.
+    """The fragile model (see fragile_model) through `python -m export` with int4-gptq and int4-qat: the
+    QAT pass starts from GPTQ's rounding (the copy int4-gptq was built from), runs on the train split
+    and lowers the simulated int4 model's KL to fp32; the top-1 agreement it simulated in PyTorch
+    before and after the pass is what the int4-gptq and int4-qat bundles measure in onnxruntime (so
+    the pass trains for the bundle's real grid). On the real student: README.
     export.bitsandbytes adds the student under bitsandbytes int8/nf4 in PyTorch, scored the same way."""
     from export.__main__ import main
 
     build = fragile_build_with_train_split(tmp_path, tiny_llama_dir)
-    args = [str(_tiny_recipe(tmp_path)), "export.precisions=[int4,int4-qat]", "export.qat_steps=12",
+    args = [str(_tiny_recipe(tmp_path)), "export.precisions=[int4-gptq,int4-qat]", "export.qat_steps=12",
             "export.qat_lr=1e-4", "export.bitsandbytes=[int8,nf4]", "--build-root", str(tmp_path / "build")]
     assert main(args) == 1  # both below the 0.95 floor: the model is built to be fragile
-    plain = Bundle.open(build / "bundle-int4").manifest
+    plain = Bundle.open(build / "bundle-int4-gptq").manifest
     qat = Bundle.open(build / "bundle-int4-qat").manifest
+    assert qat["qat"]["start"]["method"].startswith("GPTQ")
     assert qat["source"]["model_dir"] == str((build / "student-int4-qat").resolve())
     sim, kl = qat["qat"]["simulated_top1_vs_fp32"], qat["qat"]["simulated_kl_vs_fp32"]
     assert kl["after"] < kl["before"]

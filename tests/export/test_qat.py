@@ -72,16 +72,21 @@ def test_fake_quant_keeps_the_tied_embedding_tied_and_detaches_cleanly(tiny_llam
 
 def test_qat_pass_raises_simulated_int4_agreement(tmp_path, tiny_llama_dir):
     """The pass brings the simulated int4 model closer to fp32 on held-out text (the tiny random model's
-    top-1 barely moves under int4, so the KL is the figure that shows it)."""
+    top-1 barely moves under int4, so the KL is the figure that shows it). From GPTQ's rounding (the
+    default) it starts closer than from the student's own weights, and still gains."""
     from tests.export.tiny_bundles import INSTRUCTION, PAIRS
 
     data = tmp_path / "teacher.jsonl"
     rows = [{"split": "train", "input": f"{i} {t}", "output": a, "ended": e} for i in range(6) for t, a, e in PAIRS]
     rows += [{"split": "eval", "input": t, "output": a, "ended": e} for t, a, e in PAIRS]
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    report = qat_student(tiny_llama_dir, tmp_path / "qat", data, INSTRUCTION,
-                         QatSettings(bits=4, block=32, steps=8, lr=1e-4))
-    kl = report["simulated_kl_vs_fp32"]
-    assert kl["after"] < 0.8 * kl["before"] and report["loss"]["last"] < report["loss"]["first"]
-    assert (tmp_path / "qat" / "model.safetensors").is_file() and not list(tmp_path.glob(".qat.tmp"))
+    own, report = (qat_student(tiny_llama_dir, tmp_path / name, data, INSTRUCTION,
+                               QatSettings(bits=4, block=32, steps=8, lr=1e-4, start=start))
+                   for name, start in (("own", "weights"), ("qat", "gptq")))
+    kl, kl_own = report["simulated_kl_vs_fp32"], own["simulated_kl_vs_fp32"]
+    assert kl_own["after"] < 0.8 * kl_own["before"] and own["loss"]["last"] < own["loss"]["first"]
+    assert own["start"] == "the student's weights"
+    assert report["start"]["method"].startswith("GPTQ") and report["start"]["bits"] == 4
+    assert kl["before"] < kl_own["before"] and kl["after"] < kl["before"]  # measured 0.00021 -> 0.00020
+    assert (tmp_path / "qat" / "model.safetensors").is_file() and not list(tmp_path.glob(".qat.*"))
     assert json.loads((tmp_path / "qat" / "qat_report.json").read_text())["source_fingerprint"]
