@@ -42,8 +42,8 @@ function is unchanged). See export/README.md for the measured table.
 - int4-qat: as int4, built from the student after a short quantization-aware distillation pass
   (export/qat.py: fake-quant weights on the exact MatMulNBits grid + int8 activation rounding, KL
   to the fp32 student); quality is still measured against the fp32 student. The pass starts from
-  int4-gptq's rounding: 0.914 on the current default student, the best pure 4-bit preset, against
-  0.886 when it started from the student's own weights (136-138 s either way). Measured on the
+  int4-gptq's rounding: 0.915 on the current default student (30 steps, about 80 s), the best pure
+  4-bit preset, against 0.886 when it started from the student's own weights (60 steps, 138 s). Measured on the
   default student (60 steps): top-1 vs fp32 0.774 (int4) -> 0.848 (int4-qat). The same pass for int8 (block 16,
   lr 2e-5) lowered the KL to fp32 by 14% but left top-1 at 0.96 (0.968 -> 0.960 simulated,
   0.963 -> 0.964 in the bundle): the int8 loss is the activation rounding, so there is no
