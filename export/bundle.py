@@ -126,8 +126,8 @@ def build_model(model_dir: Path, bundle_dir: Path, chosen: Preset, log_file: Pat
 
 class CalibratedCopies:
     """The smoothed and GPTQ-rounded copies of students made during one export run, kept under
-    `root` and shared by the run's presets: int8, int4-gptq and int4-gptq-mixed all start from the
-    same smoothed copy, and the last two round it the same way. Keyed by the source weights, the
+    `root` and shared by the run's presets: int8, int4-gptq, int4-gptq-mixed and int4-qat's pass all
+    start from the same smoothed copy, and the last three round it the same way. Keyed by the source weights, the
     calibration sequences and the settings, so a copy is only reused where it would come out the
     same. Measured on the default student: smoothing 4.2 s, GPTQ 18-19 s per bit width."""
 
