@@ -6,7 +6,8 @@ keeps its output in the log file). It writes model.onnx(+.data), genai_config.js
 tokenizer files: the bundle layout of docs/contracts.md.
 
 The child is forked from a worker process that has imported the builder (torch, transformers,
-onnx_ir) once (export/builder_worker.py), where the platform can fork (Linux, macOS); elsewhere
+onnx_ir) once (export/builder_worker.py), on Linux; elsewhere (macOS, where forking a process that
+has loaded system frameworks is unsafe, as CPython's own default to spawn there says; Windows)
 it is a fresh `python -m` subprocess. Measured on the default student's int4 build (2-core
 Xeon): 4.8 s as a subprocess, of which 3.8 s are imports, against 0.6 s per build from the
 worker; the files are byte-identical. An export of all presets runs the builder 17 times.
@@ -43,15 +44,15 @@ def build_onnx(model_dir: Path, out_dir: Path, preset: Preset, log_file: Path) -
         drop_value_info(out_dir / "model.onnx")
 
 
-USE_WORKER = hasattr(os, "fork")  # False: every build is a fresh `python -m` subprocess
+USE_WORKER = sys.platform.startswith("linux")  # False: every build is a fresh `python -m` subprocess
 _worker: subprocess.Popen | None = None
 _worker_lock = threading.Lock()
 
 
 def run_builder(args: list[str], log_file: Path) -> int:
     """Run the builder's command line `args` in a child process, its output to `log_file`; return
-    the exit code. Through the long-lived worker (export/builder_worker.py) where the platform can
-    fork, else, or if the worker cannot start, as a fresh `python -m` subprocess."""
+    the exit code. Through the long-lived worker (export/builder_worker.py) on Linux; elsewhere, or
+    if the worker cannot start, as a fresh `python -m` subprocess."""
     with _worker_lock:
         worker = _running_worker()
         if worker is not None:
