@@ -34,7 +34,6 @@ def run_job(args: list[str], log: str) -> None:
         fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         os.dup2(fd, 1)
         os.dup2(fd, 2)
-        os.environ.update(OFFLINE)
         sys.argv = [BUILDER, *args]
         runpy.run_module(BUILDER, run_name="__main__", alter_sys=True)
         code = 0
@@ -49,7 +48,7 @@ def run_job(args: list[str], log: str) -> None:
 
 
 def serve() -> None:
-    os.environ.update(OFFLINE)
+    os.environ.update(OFFLINE)  # inherited by every forked build
     __import__(BUILDER)  # the slow imports, once
     print("ready", flush=True)
     for line in sys.stdin:

@@ -385,7 +385,7 @@ def build_mixed(model_dir: Path, bundle_dir: Path, chosen, data: Path, instructi
 
 def _gptq_sources(model_dir: Path, tmp: Path, coarse, data: Path, instruction: str,
                   copies=None) -> tuple[Path, Path, dict]:
-    """(smoothed fp32 copy, its GPTQ rounding, the GPTQ record) under `tmp`, as the uniform GPTQ
+    """(smoothed fp32 copy, its GPTQ rounding, the GPTQ record) under `tmp` or from `copies`, as the uniform GPTQ
     preset makes them: the fine graph is built from the first, the coarse from the second, so both
     share every weight that is not spliced."""
     from export.bundle import calibrated_sources

@@ -74,7 +74,7 @@ def run_builder(args: list[str], log_file: Path) -> int:
 
 
 def _running_worker() -> subprocess.Popen | None:
-    """The worker, started on first use (None where there is no fork or it fails to start). It
+    """The worker, started on first use (None when USE_WORKER is off or it fails to start). It
     stays up, holding the builder's imports (~300 MB), until this process exits."""
     global _worker
     if not USE_WORKER:
@@ -85,14 +85,14 @@ def _running_worker() -> subprocess.Popen | None:
     path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
     _worker = subprocess.Popen([sys.executable, "-m", "export.builder_worker"], stdin=subprocess.PIPE,
                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                               env={**os.environ, **OFFLINE, "PYTHONPATH": path})
+                               env={**os.environ, "PYTHONPATH": path})  # it sets OFFLINE itself
     if _worker.stdout.readline().strip() != "ready":
         _stop_worker()
         return None
-    atexit.register(_stop_worker)
     return _worker
 
 
+@atexit.register
 def _stop_worker() -> None:
     global _worker
     if _worker is not None:

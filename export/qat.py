@@ -1,7 +1,7 @@
 """Quantization-aware distillation: a short extra pass that makes a student survive its bundle's quantization.
 
     python -m export.qat build/default/student build/default/student-qat-int4 --bits 4 --block 32 \\
-        --data build/default/data/teacher.jsonl --instruction "Summarize ..." [--steps 60] [--lr 3e-4] \
+        --data build/default/data/teacher.jsonl --instruction "Summarize ..." [--steps 30] [--lr 3e-4] \\
         [--start gptq|weights]
 
 (`python -m export RECIPE export.precisions=[int4-qat]` runs it for you.)

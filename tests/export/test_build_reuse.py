@@ -1,5 +1,5 @@
-"""What one export run shares between its presets: the builder's imports (a forking worker, with a
-plain subprocess where there is no fork) and the smoothed / GPTQ-rounded copies (CalibratedCopies)."""
+"""What one export run shares between its presets: the builder's imports (a forking worker on Linux,
+a plain subprocess elsewhere) and the smoothed / GPTQ-rounded copies (CalibratedCopies)."""
 
 import hashlib
 
