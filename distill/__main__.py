@@ -28,7 +28,6 @@ log = logging.getLogger("distill")
 def run(recipe: Recipe, build_root: str = "build") -> dict:
     """Run the whole distill stage for `recipe`; return the distill report ({} on non-main processes)."""
     import torch
-    from accelerate import PartialState
 
     from distill.data import teacher_data
     from distill.evaluate import compare, echo_input, eval_fingerprint, evaluate, warnings_from
@@ -36,12 +35,14 @@ def run(recipe: Recipe, build_root: str = "build") -> dict:
     from distill.student import build_student, count_params, resolve_layers
     from distill.topk import TopkStore
     from distill import alongside
+    from distill.device import process_state
     from distill.train import build_examples, load_trained, sft_loss, train
 
     t0 = time.perf_counter()
     out = recipe.build_dir(build_root)
     data_dir, student_dir = out / "data", out / "student"
-    procs = PartialState(cpu=True)  # one process unless started by `accelerate launch`
+    procs = process_state(recipe.device)  # one process unless started by `accelerate launch`; a wrong
+    on_cpu = procs.device.type == "cpu"     # device fails here, before any work
     with procs.main_process_first():  # the others then find the data complete and only read it
         data = teacher_data(recipe, data_dir)
     train_recs = [r for r in data.records if r["split"] == "train"]
@@ -51,7 +52,8 @@ def run(recipe: Recipe, build_root: str = "build") -> dict:
     selection = resolve_layers(recipe, data.model, data.tokenizer, train_recs)
 
     torch.manual_seed(recipe.distill.seed)  # a seeded initialisation (random init, pruning calibration)
-    built = build_student(recipe, data.model, data.tokenizer, train_recs)
+    built = build_student(recipe, data.model, data.tokenizer, train_recs)  # built on the CPU
+    built.model.to(procs.device)
     tok, instruction = built.tokenizer, recipe.task.instruction
     hidden = recipe.distill.loss.hidden_states > 0  # the teacher then runs at train time
     teacher_side = {"teacher": data.model, "teacher_pad_id": data.tokenizer.pad_token_id} if hidden else {}
@@ -76,7 +78,7 @@ def run(recipe: Recipe, build_root: str = "build") -> dict:
         return train(recipe, sft, tok, examples, student_dir / "checkpoint-sft", loss_cfg=sft_loss(recipe.distill.loss),
                      desc="training SFT baseline", bar_position=position)
 
-    if alongside.wanted(recipe.distill.baselines, procs.num_processes, recipe.distill.loss.hidden_states):
+    if on_cpu and alongside.wanted(recipe.distill.baselines, procs.num_processes, recipe.distill.loss.hidden_states):
         side = alongside.Alongside(lambda: train_sft(position=1), student_dir / "sft-summary.json")
         with alongside.one_thread():
             summary = train(recipe, built.model, tok, examples, student_dir / "checkpoint")

@@ -35,9 +35,12 @@ from edgestill.files import atomic_write_json
 
 def wanted(baselines: list[str], processes: int, hidden_states: float) -> bool:
     """Whether to train the SFT baseline alongside: it is asked for, this is a single-process run
-    (not `accelerate launch`), no teacher runs at train time, and there are at least 2 cores."""
+    (not `accelerate launch`), no teacher runs at train time, there are at least 2 cores, and
+    torch sees no CUDA GPU. (Once the parent has asked the CUDA driver anything, a forked child's
+    first CUDA call fails, and torch's optimizers make one even on the CPU: seen on an H100
+    machine with `device: cpu`. There the baseline trains after the student.)"""
     return ("sft" in baselines and processes == 1 and hidden_states <= 0 and sys.platform == "linux"
-            and len(os.sched_getaffinity(0)) >= 2)
+            and len(os.sched_getaffinity(0)) >= 2 and not torch.cuda.is_available())
 
 
 @contextlib.contextmanager

@@ -53,7 +53,9 @@ def open_teacher(t: TeacherSource, recipe: Recipe) -> OpenTeacher:
     from distill.student import count_params
     from distill.teacher import load_teacher, teacher_dir
 
-    model, tok = load_teacher(t.source, t.load_in)
+    from distill.device import torch_device
+
+    model, tok = load_teacher(t.source, t.load_in, torch_device(recipe.device))
     info = {"source": t.source, "dir": str(Path(teacher_dir(t.source)).resolve()),
             "params": count_params(model), "layers": model.config.num_hidden_layers}
     return OpenTeacher(t.source, tok, model, local_writer(model, tok), local_answerer(model, tok), info=lambda: info)

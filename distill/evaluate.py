@@ -33,7 +33,7 @@ def greedy_answers(model, tokenizer, texts: list[str], instruction: str, max_new
     out = []
     for start in tqdm(range(0, len(texts), batch_size), desc=f"{desc} answers eval", unit="batch"):
         prompts = [chat_prompt(tokenizer, user_message(instruction, t)) for t in texts[start:start + batch_size]]
-        enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
         with torch.inference_mode():
             gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
                                  pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
@@ -46,12 +46,13 @@ def agreement_counts(model, examples, pad_id: int, batch_size: int = 16) -> tupl
     teacher-forced; answer positions)."""
     import torch
 
+    from distill.device import to_device
     from distill.train import AnswerLogits, collate
 
     hits, totals = [], []
     head = AnswerLogits(model)
     for start in range(0, len(examples), batch_size):
-        batch = collate(examples[start:start + batch_size], pad_id)
+        batch = to_device(collate(examples[start:start + batch_size], pad_id), model.device)
         with torch.inference_mode():
             logits = head(batch["input_ids"], batch["attention_mask"], batch["rows"], batch["cols"])
         n = len(examples[start:start + batch_size])

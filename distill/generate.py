@@ -97,7 +97,7 @@ def _buffered_layer_class():
         def batch_repeat_interleave(self, repeats: int) -> None:
             if self.length:
                 self._resize(self._k.shape[0] * repeats, self._k.shape[-2],
-                             torch.arange(self._k.shape[0]).repeat_interleave(repeats))
+                             torch.arange(self._k.shape[0], device=self._k.device).repeat_interleave(repeats))
                 self._views()
 
         def batch_select_indices(self, indices) -> None:
@@ -113,7 +113,8 @@ def _prefill(model, prompts: list[list[int]], pad_id: int, capacity: int):
     n, batch = common_prefix_len(prompts), len(prompts)
     cache = buffered_cache(model, capacity)
     if n:
-        model(input_ids=torch.tensor([prompts[0][:n]]), past_key_values=cache, use_cache=True, logits_to_keep=1)
+        model(input_ids=torch.tensor([prompts[0][:n]], device=model.device), past_key_values=cache, use_cache=True,
+              logits_to_keep=1)
         cache.batch_repeat_interleave(batch)
     width = max(len(p) - n for p in prompts)
     ids = torch.full((batch, width), pad_id, dtype=torch.long)
@@ -124,6 +125,7 @@ def _prefill(model, prompts: list[list[int]], pad_id: int, capacity: int):
         suffix_mask[b, width - len(tail):] = 1
     mask = torch.cat([torch.ones((batch, n), dtype=torch.long), suffix_mask], dim=1)
     positions = (n + suffix_mask.cumsum(1) - 1).clamp(min=0)
+    ids, mask, positions = (t.to(model.device) for t in (ids, mask, positions))
     out = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
                 use_cache=True, logits_to_keep=1)
     return out.logits[:, -1].float(), cache, mask, positions[:, -1]
@@ -135,7 +137,8 @@ def decode(model, prompts: list[list[int]], max_new_tokens: int, pad_id: int, ch
 
     Args:
         prompts: token ids per row.
-        choose: `choose(logits [A, V] fp32, rows: list[int]) -> tokens [A]` for the A active rows.
+        choose: `choose(logits [A, V] fp32, rows: list[int]) -> tokens [A]` for the A active rows
+            (logits on the model's device; tokens on any device).
         finished: `finished(tokens: list[int]) -> bool`, called after each new token of a row.
     Returns the new tokens of every row (the finishing token included).
 
@@ -151,21 +154,21 @@ def decode(model, prompts: list[list[int]], max_new_tokens: int, pad_id: int, ch
         live = [j for j, d in enumerate(done) if not d]
         picked = choose(logits if len(live) == len(rows) else logits[live], [rows[j] for j in live])
         tokens = torch.full((len(rows),), pad_id, dtype=torch.long)
-        tokens[live] = picked
-        for j in live:
-            out[rows[j]].append(int(tokens[j]))
+        tokens[live] = picked.cpu()  # one copy per step, not one per row
+        for j, token in zip(live, tokens[live].tolist()):
+            out[rows[j]].append(token)
             done[j] = finished(out[rows[j]])
         if all(done) or step == max_new_tokens - 1:
             break
         if sum(done) >= max(1.0, COMPACT_SHARE * len(rows)):
             keep = [j for j, d in enumerate(done) if not d]
             index = torch.tensor(keep)
-            cache.batch_select_indices(index)
-            mask, last, tokens = mask[index], last[index], tokens[index]
+            cache.batch_select_indices(index.to(model.device))
+            mask, last, tokens = mask[index.to(mask.device)], last[index.to(last.device)], tokens[index]
             rows, done = [rows[j] for j in keep], [False] * len(keep)
-        mask = torch.cat([mask, torch.ones((len(rows), 1), dtype=mask.dtype)], dim=1)
+        mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=1)
         last = last + 1
-        logits = model(input_ids=tokens[:, None], attention_mask=mask, position_ids=last[:, None],
+        logits = model(input_ids=tokens[:, None].to(model.device), attention_mask=mask, position_ids=last[:, None],
                        past_key_values=cache, use_cache=True).logits[:, -1].float()
     return out
 
@@ -203,6 +206,7 @@ def sample(model, tokenizer, prompts: list[str], max_new_tokens: int, seed: int,
         # top-k before top-p, as `generate` does by default (top_k 50): a full sort of the
         # vocabulary costs as much as the forward pass (measured 0.38 s CPU per step at batch 64).
         top, order = (logits / TEMPERATURE).topk(TOP_K, dim=-1)
+        top, order = top.cpu(), order.cpu()  # the CPU generator draws: the same samples on any device
         probs = torch.softmax(top, dim=-1)
         probs[(probs.cumsum(-1) - probs) > TOP_P] = 0.0
         pick = torch.multinomial(probs, 1, generator=gen)
@@ -224,10 +228,11 @@ def greedy_topk(model, tokenizer, prompts: list[str], max_new_tokens: int, k: in
 
     def choose(logits, rows):
         top = torch.log_softmax(logits, dim=-1).topk(k, dim=-1)
+        indices, values = top.indices.cpu(), top.values.cpu()
         for j, row in enumerate(rows):
-            rows_ids[row].append(top.indices[j])
-            rows_logp[row].append(top.values[j])
-        return top.indices[:, 0]
+            rows_ids[row].append(indices[j])
+            rows_logp[row].append(values[j])
+        return indices[:, 0]
 
     ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
     out = decode(model, ids, max_new_tokens, _pad(tokenizer), choose, lambda tokens: tokens[-1] in stop_ids)

@@ -32,7 +32,7 @@ def block_influence(model, tokenizer, texts: list[str], max_tokens: int = 256) -
         ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"][:, :max_tokens]
         if ids.shape[1] == 0:
             continue
-        states = model(ids, output_hidden_states=True).hidden_states  # n + 1 tensors [1, T, D]
+        states = model(ids.to(model.device), output_hidden_states=True).hidden_states  # n + 1 tensors [1, T, D]
         for i in range(n):
             cos = torch.nn.functional.cosine_similarity(states[i][0].double(), states[i + 1][0].double(), dim=-1)
             total[i] += float((1 - cos).sum())

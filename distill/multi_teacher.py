@@ -109,7 +109,7 @@ def forced_topk(model, tokenizer, prompt: str, target_ids: list[int], k: int) ->
 
     p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     with torch.no_grad():
-        logits = model(torch.tensor([p_ids + list(target_ids)])).logits[0].float()
+        logits = model(torch.tensor([p_ids + list(target_ids)], device=model.device)).logits[0].float().cpu()
     logp = torch.log_softmax(logits[len(p_ids) - 1:len(p_ids) - 1 + len(target_ids)], dim=-1)
     top = logp.topk(k, dim=-1)
     return top.indices.numpy().astype(np.int64), top.values.numpy().astype(np.float32)

@@ -125,12 +125,13 @@ def importance(model, batches: list[dict]) -> Importance:
         for h in handles:
             h.remove()
         raise UserError("width pruning: no calibration batches; the task's data is empty")
-    was_training = model.training
+    was_training, device = model.training, next(model.parameters()).device
     model.eval()
     try:
         for batch in batches:
-            scores.mask = batch["attention_mask"].float()
-            model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+            ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
+            scores.mask = mask.float()
+            model(input_ids=ids, attention_mask=mask)
             scores.sequences += batch["input_ids"].shape[0]
     finally:
         for h in handles:

@@ -30,7 +30,7 @@ def perturbed(model, sigma: float, seed: int):
     with torch.no_grad():
         for p in noisy.parameters():
             if p.is_floating_point():
-                p.mul_(1 + sigma * torch.randn(p.shape, generator=gen, dtype=torch.float32).to(p.dtype))
+                p.mul_(1 + sigma * torch.randn(p.shape, generator=gen, dtype=torch.float32).to(p.device, p.dtype))
     return noisy.eval()
 
 

@@ -310,7 +310,10 @@ def open_server_teacher(t: TeacherSource, recipe: Recipe):
 
     folder = Path(t.tokenizer) if Path(t.tokenizer).is_dir() else Path(teacher_dir(t.tokenizer))
     has_weights = (folder / "config.json").is_file() and any(folder.glob("*.safetensors"))
-    model, tok = load_teacher(str(folder), t.load_in) if has_weights else (None, AutoTokenizer.from_pretrained(folder))
+    from distill.device import torch_device
+
+    model, tok = (load_teacher(str(folder), t.load_in, torch_device(recipe.device)) if has_weights
+                  else (None, AutoTokenizer.from_pretrained(folder)))
     stop = eos_ids(model, tok) if model is not None else [tok.eos_token_id]
     client = ServerClient.from_teacher(t)
     client.check()

@@ -100,8 +100,8 @@ def write_compat_fields(folder: Path) -> None:
     atomic_write_json(tc_path, tc)
 
 
-def load_teacher(source: str, load_in: str = "fp32"):
-    """Load (model, tokenizer) for `source` in eval mode on CPU.
+def load_teacher(source: str, load_in: str = "fp32", device="cpu"):
+    """Load (model, tokenizer) for `source` in eval mode on `device` (a torch.device or its name).
 
     `load_in` int8 / nf4 quantizes the linear layers with bitsandbytes at load time (for large
     teachers; checked with bitsandbytes 0.50.2 and torch 2.13 on CPU: the bundled teacher loads
@@ -112,11 +112,11 @@ def load_teacher(source: str, load_in: str = "fp32"):
 
     folder = teacher_dir(source)
     if load_in in ("int8", "nf4"):
-        model = AutoModelForCausalLM.from_pretrained(folder, device_map="cpu",
+        model = AutoModelForCausalLM.from_pretrained(folder, device_map=str(device),
                                                      quantization_config=bitsandbytes_config(load_in))
     else:
         dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[load_in]
-        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).to(device)
     model.eval()
     tok = AutoTokenizer.from_pretrained(folder)
     return model, tok

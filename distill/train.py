@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from distill.device import process_state, to_device
 from edgestill.files import atomic_write_json
 from edgestill.errors import UserError
 from edgestill.recipe import Loss, Recipe
@@ -225,11 +226,13 @@ def train(recipe: Recipe, student, tokenizer, examples: list[Example], ckpt_dir:
 
     d, cfg = recipe.distill, loss_cfg or recipe.distill.loss
     torch.manual_seed(d.seed)
-    acc = Accelerator(cpu=True)
+    acc = Accelerator(cpu=process_state(recipe.device).device.type == "cpu")
     world, rank = acc.num_processes, acc.process_index
     if min(len(examples), d.batch_size) < world * d.grad_accum:
         raise UserError(f"distill.batch_size {d.batch_size} (and {len(examples)} training examples) cannot be "
                         f"split into {world} processes x distill.grad_accum {d.grad_accum} micro-batches")
+    if teacher is not None:
+        teacher.to(acc.device)  # the hidden-state loss runs it on the student's batches
     module = _trainable(recipe, student, cfg, teacher)
     opt = torch.optim.AdamW(module.parameters(), lr=d.lr, weight_decay=d.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(d.warmup_steps, d.steps))
@@ -284,7 +287,7 @@ def _train_step(acc, module, opt, examples, indices, pads, cfg: Loss, split, tea
     opt.zero_grad(set_to_none=True)
     totals: dict[str, torch.Tensor] = {}
     for m, piece in enumerate(mine):
-        batch = collate([examples[i] for i in piece], *pads)
+        batch = to_device(collate([examples[i] for i in piece], *pads), acc.device)
         share = answer_tokens(examples, piece) / n_all
         sync = contextlib.nullcontext() if m == len(mine) - 1 else acc.no_sync(module)
         with sync:
@@ -351,7 +354,7 @@ def _load_checkpoint(folder: Path, model, opt, sched) -> dict:
     from safetensors.torch import load_model
 
     load_model(model, str(folder / "model.safetensors"))
-    states = torch.load(folder / "optimizer.pt", weights_only=True)
+    states = torch.load(folder / "optimizer.pt", weights_only=True, map_location="cpu")  # any device resumes
     opt.load_state_dict(states["optimizer"])
     sched.load_state_dict(states["scheduler"])
     state = json.loads((folder / "state.json").read_text())

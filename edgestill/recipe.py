@@ -168,6 +168,9 @@ class Recipe:
     distill: Distill = field(default_factory=Distill)
     export: Export = field(default_factory=Export)
     bench: Bench = field(default_factory=Bench)
+    # where PyTorch runs the local teacher, the student's training and its evaluation:
+    # auto (the first CUDA GPU when torch sees one, else the CPU), cpu, cuda or cuda:N
+    device: str = "auto"
     path: Optional[str] = field(default=None, metadata={"internal": True})
 
     def build_dir(self, root: str | os.PathLike = "build") -> Path:
@@ -283,8 +286,13 @@ def apply_override(data: dict, item: str) -> None:
     node[parts[-1]] = value
 
 
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+
 def _check(recipe: Recipe, where: str, base: Path) -> None:
-    """Checks that types alone cannot express: ranges, files, teacher source."""
+    """Checks that types alone cannot express: ranges, files, teacher source, device."""
+    if not DEVICE_PATTERN.fullmatch(recipe.device):
+        raise UserError(f"{where}: device: expected auto, cpu, cuda or cuda:N (e.g. cuda:1), got {recipe.device!r}")
     t = recipe.task
     if not 1 <= len(t.seed_examples) <= 8:
         raise UserError(f"{where}: task.seed_examples: give 1-8 examples (3-5 recommended), got {len(t.seed_examples)}")

@@ -82,7 +82,10 @@ def write_tiny_recipe(root: Path, name: str, teacher_source: Path, texts: list[s
                        "inputs": "inputs.txt"},
               "teacher": {"source": str(teacher_source)}}
     for section, values in sections.items():
-        recipe.setdefault(section, {}).update(values)
+        if isinstance(values, dict):
+            recipe.setdefault(section, {}).update(values)
+        else:  # a top-level scalar such as device
+            recipe[section] = values
     path = root / f"{name}.yaml"
     path.write_text(yaml.safe_dump(recipe, sort_keys=False))
     return path

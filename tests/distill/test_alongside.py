@@ -27,6 +27,7 @@ def _distill(recipe: Path, root: Path, cores: set[int]) -> dict:
 
 @pytest.mark.slow
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 cores")
+@pytest.mark.skipif(torch.cuda.is_available(), reason="alongside training is off where torch sees a CUDA GPU")
 def test_baseline_alongside_trains_what_one_after_the_other_trains(tmp_path, tiny_llama_dir):
     recipe = small_recipe(tmp_path, "al", tiny_llama_dir, batch_size=4, baselines=["sft"])
     both = sorted(os.sched_getaffinity(0))[:2]

@@ -1,6 +1,7 @@
 """`accelerate launch --num_processes 2` on CPU (gloo) trains the same student as one process."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -17,8 +18,10 @@ TEXTS = [f"Note {i}: the library opens at {8 + i % 3} on weekdays and keeps {i *
 
 
 def _distill(cmd: list[str], recipe: Path, root: Path) -> dict:
+    # no GPU visible: on a one-GPU machine the second process's gloo barrier would ask for cuda:1
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
     done = subprocess.run(cmd + [str(recipe), "--build-root", str(root)], capture_output=True, text=True,
-                          timeout=900)
+                          timeout=900, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads((root / "mp" / "student" / "distill_report.json").read_text())
 
@@ -26,7 +29,7 @@ def _distill(cmd: list[str], recipe: Path, root: Path) -> dict:
 def small_recipe(root: Path, name: str, teacher: Path, **distill) -> Path:
     """A 6-step tiny recipe (12 train, 4 eval inputs) with `distill` settings merged in."""
     return write_tiny_recipe(
-        root, name, teacher, TEXTS,
+        root, name, teacher, TEXTS, device="cpu",  # two processes over gloo, also where a GPU is seen
         task={"n_train": 12, "n_eval": 4, "max_output_tokens": 6}, teacher={"batch_size": 4},
         student={"layers": [0, 1]},
         distill={"steps": 6, "batch_size": 8, "lr": 1.0e-3, "warmup_steps": 1, "checkpoint_every": 3,
