@@ -42,7 +42,7 @@ def run(recipe: Recipe, build_root: str = "build") -> dict:
     out = recipe.build_dir(build_root)
     data_dir, student_dir = out / "data", out / "student"
     procs = process_state(recipe.device)  # one process unless started by `accelerate launch`; a wrong
-    on_cpu = procs.device.type == "cpu"     # device fails here, before any work
+    # device fails here, before any work
     with procs.main_process_first():  # the others then find the data complete and only read it
         data = teacher_data(recipe, data_dir)
     train_recs = [r for r in data.records if r["split"] == "train"]
@@ -78,7 +78,7 @@ def run(recipe: Recipe, build_root: str = "build") -> dict:
         return train(recipe, sft, tok, examples, student_dir / "checkpoint-sft", loss_cfg=sft_loss(recipe.distill.loss),
                      desc="training SFT baseline", bar_position=position)
 
-    if on_cpu and alongside.wanted(recipe.distill.baselines, procs.num_processes, recipe.distill.loss.hidden_states):
+    if alongside.wanted(recipe.distill.baselines, procs.num_processes, recipe.distill.loss.hidden_states):
         side = alongside.Alongside(lambda: train_sft(position=1), student_dir / "sft-summary.json")
         with alongside.one_thread():
             summary = train(recipe, built.model, tok, examples, student_dir / "checkpoint")

@@ -51,9 +51,8 @@ def open_teacher(t: TeacherSource, recipe: Recipe) -> OpenTeacher:
     from distill.answers import local_answerer
     from distill.inputs import local_writer
     from distill.student import count_params
-    from distill.teacher import load_teacher, teacher_dir
-
     from distill.device import torch_device
+    from distill.teacher import load_teacher, teacher_dir
 
     model, tok = load_teacher(t.source, t.load_in, torch_device(recipe.device))
     info = {"source": t.source, "dir": str(Path(teacher_dir(t.source)).resolve()),

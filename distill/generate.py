@@ -162,9 +162,9 @@ def decode(model, prompts: list[list[int]], max_new_tokens: int, pad_id: int, ch
             break
         if sum(done) >= max(1.0, COMPACT_SHARE * len(rows)):
             keep = [j for j, d in enumerate(done) if not d]
-            index = torch.tensor(keep)
-            cache.batch_select_indices(index.to(model.device))
-            mask, last, tokens = mask[index.to(mask.device)], last[index.to(last.device)], tokens[index]
+            index = torch.tensor(keep, device=model.device)
+            cache.batch_select_indices(index)
+            mask, last, tokens = mask[index], last[index], tokens[index.cpu()]
             rows, done = [rows[j] for j in keep], [False] * len(keep)
         mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=1)
         last = last + 1

@@ -305,13 +305,12 @@ def open_server_teacher(t: TeacherSource, recipe: Recipe):
 
     from distill.answers import eos_ids
     from distill.data import OpenTeacher
+    from distill.device import torch_device
     from distill.student import count_params
     from distill.teacher import load_teacher, teacher_dir
 
     folder = Path(t.tokenizer) if Path(t.tokenizer).is_dir() else Path(teacher_dir(t.tokenizer))
     has_weights = (folder / "config.json").is_file() and any(folder.glob("*.safetensors"))
-    from distill.device import torch_device
-
     model, tok = (load_teacher(str(folder), t.load_in, torch_device(recipe.device)) if has_weights
                   else (None, AutoTokenizer.from_pretrained(folder)))
     stop = eos_ids(model, tok) if model is not None else [tok.eos_token_id]
