@@ -4,7 +4,6 @@ training and the evaluation run there and compute what they compute on the CPU.
 The GPU tests are skipped on machines without CUDA (CI); they ran on a lent H100 (distill/README.md).
 """
 
-import json
 import shutil
 
 import pytest
@@ -95,4 +94,4 @@ def test_a_distill_run_on_the_gpu_trains_the_cpu_student(tmp_path, tiny_llama_di
         [h["loss"] for h in cpu["train"]["history"]], rel=1e-4)
     for name, value in weights["cpu"].items():
         assert torch.allclose(value, weights["cuda"][name], atol=1e-4), name
-    assert json.loads(json.dumps(gpu["quality"]))["n_eval"] == 4
+    assert gpu["quality"]["n_eval"] == 4
