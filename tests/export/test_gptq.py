@@ -44,6 +44,39 @@ def test_gptq_zeroes_input_channels_that_are_never_used():
     assert torch.all(q[:, 5] == 0) and torch.equal(fake_quant_weight(q, 4, 32), q)
 
 
+def test_stacked_rows_round_as_each_matrix_alone():
+    """GPTQ rounds q/k/v (and gate/up) as one stacked matrix; each row has its own scales and error
+    feedback, so the result must be bit-identical to rounding each matrix on its own."""
+    g = torch.Generator().manual_seed(2)
+    x = _correlated_inputs(64)
+    mats = [torch.randn(n, 64, generator=g) * 0.05 for n in (32, 8, 8)]
+    alone = torch.cat([gptq_weight(m, x.T @ x, 4, 32) for m in mats])
+    assert torch.equal(gptq_weight(torch.cat(mats), x.T @ x, 4, 32), alone)
+
+
+def test_hessians_group_the_modules_that_read_one_input_and_the_first_layer_shortcut(tiny_llama_dir):
+    """_Hessians groups q/k/v and gate/up (they read the same tensor), and first_layer_inputs gives
+    layer 0 the same (args, kwargs) as a full pass, without running the layers."""
+    from transformers import AutoModelForCausalLM
+
+    from export.gptq import _Hessians, first_layer_inputs, layer_inputs, run_layer
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir, dtype=torch.float32).eval()
+    batch = {"input_ids": torch.randint(5, 100, (2, 11)), "attention_mask": torch.ones(2, 11, dtype=torch.long)}
+    full = layer_inputs(model, [batch])[0]
+    first = first_layer_inputs(model, [batch])[0]
+    assert torch.equal(first[0][0], full[0][0][0]) and first[1].keys() == full[0][1].keys()
+    layer = model.model.layers[0]
+    linears = {n: m for n, m in layer.named_modules() if isinstance(m, torch.nn.Linear)}
+    hs = _Hessians(linears)
+    with torch.no_grad():
+        run_layer(layer, first[0][0], *first)
+    hs.close()
+    assert sorted(map(sorted, hs.groups())) == sorted([["self_attn.k_proj", "self_attn.q_proj", "self_attn.v_proj"],
+                                                      ["mlp.gate_proj", "mlp.up_proj"], ["self_attn.o_proj"],
+                                                      ["mlp.down_proj"]])
+
+
 def _dequantized(model, node_prefix: str) -> np.ndarray:
     """The [N, K] weight a symmetric MatMulNBits node computes with: (code - 2^(bits-1)) * scale."""
     from onnx import numpy_helper

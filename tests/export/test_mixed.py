@@ -127,9 +127,11 @@ def test_prefix_kl_equals_a_full_pass_for_every_node_group(tiny_llama_dir, tied)
     assert prefix.tied is tied
     base = prefix.coarse()  # all coarse, from the kept pass
     sim.use(sim.choice())
-    assert base == pytest.approx(scorer(sim.model)[1], rel=1e-5, abs=1e-9)
+    # rel 1e-4: the full pass computes the head on other matmul shapes, and on some CPUs (seen on an
+    # AMD EPYC) their float32 sums differ by ~2e-5 relative on a KL of ~3e-4
+    assert base == pytest.approx(scorer(sim.model)[1], rel=1e-4, abs=1e-9)
     assert prefix.start("/lm_head/MatMul") == (0 if tied else len(prefix.layers))
     for group in sim.groups:
         fast = prefix(group)
         sim.use(sim.choice([group]))
-        assert fast == pytest.approx(scorer(sim.model)[1], rel=1e-5, abs=1e-9), group
+        assert fast == pytest.approx(scorer(sim.model)[1], rel=1e-4, abs=1e-9), group
