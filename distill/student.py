@@ -94,8 +94,13 @@ def _trimmed(model, tok, instruction: str, train_records: list[dict]) -> BuiltSt
 
 def student_config(teacher_config, layers: list[int]):
     """The teacher's config with `len(layers)` hidden layers."""
+    import torch
+
     cfg = copy.deepcopy(teacher_config)
     cfg.num_hidden_layers = len(layers)
+    cfg.dtype = torch.float32  # trained in fp32 whatever precision the teacher was loaded in
+    if hasattr(cfg, "quantization_config"):  # a bitsandbytes teacher's; the student is not quantized
+        del cfg.quantization_config
     if getattr(cfg, "layer_types", None):
         cfg.layer_types = [teacher_config.layer_types[i] for i in layers]
     return cfg
@@ -114,10 +119,39 @@ def make_student(teacher, layers: list[int], init: str = "teacher-layers"):
     bad = [i for i in layers if not 0 <= i < n]
     if bad:
         raise UserError(f"student.layers: {bad} out of range; the teacher has layers 0..{n - 1}")
-    student = AutoModelForCausalLM.from_config(student_config(teacher.config, layers))
+    import torch
+
+    student = AutoModelForCausalLM.from_config(student_config(teacher.config, layers), dtype=torch.float32)
     if init == "teacher-layers":
-        student.load_state_dict(_copied_state(teacher.state_dict(), student.state_dict(), layers))
+        student.load_state_dict(_copied_state(teacher_state(teacher), student.state_dict(), layers))
     return student
+
+
+def teacher_state(teacher) -> dict:
+    """The teacher's weights to copy into a student, keyed as in its state_dict, floats in fp32.
+    Linear layers that bitsandbytes quantized (`teacher.load_in: int8 | nf4`) are dequantized: their
+    raw state holds int8 codes or packed 4-bit bytes, which once gave the student int8 codes as
+    weights (228x the weights' own norm in error) and, for nf4, a shape error. A bf16 teacher's
+    weights are widened, so the student trains in fp32."""
+    state = dict(teacher.state_dict())
+    for name, module in teacher.named_modules():
+        weight = getattr(module, "weight", None)
+        plain = _dequantized(weight) if weight is not None else None
+        if plain is not None:
+            state[f"{name}.weight" if name else "weight"] = plain
+    return {k: v.detach().float() if v.is_floating_point() else v for k, v in state.items()}
+
+
+def _dequantized(weight):
+    """A bitsandbytes-quantized weight as the fp32 matrix it stands for; None for a plain one."""
+    kind = type(weight).__name__
+    if kind == "Params4bit" and getattr(weight, "quant_state", None) is not None:
+        from bitsandbytes.functional import dequantize_4bit
+
+        return dequantize_4bit(weight.data, weight.quant_state).float()
+    if kind == "Int8Params" and getattr(weight, "SCB", None) is not None and not weight.is_floating_point():
+        return weight.data.float() * (weight.SCB.float()[:, None] / 127)  # row-wise absmax codes
+    return None
 
 
 def _copied_state(teacher_sd: dict, student_sd: dict, layers: list[int]) -> dict:

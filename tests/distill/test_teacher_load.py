@@ -25,3 +25,25 @@ def test_unknown_load_in_is_refused_with_the_allowed_values(tmp_path, tiny_llama
     path = write_tiny_recipe(tmp_path, "q", tiny_llama_dir, ["a text"] * 3, teacher={"load_in": "int4"})
     with pytest.raises(UserError, match=r"teacher.load_in.*'nf4'"):
         load_recipe(path)
+
+
+@pytest.mark.parametrize("load_in,limit", [("int8", 0.05), ("nf4", 0.25), ("bf16", 0.01)])
+def test_a_student_from_a_quantized_or_bf16_teacher_gets_its_float_weights(tiny_llama_dir, load_in, limit):
+    """The student copies what the teacher's layers compute with: bitsandbytes int8 / nf4 weights
+    dequantized (their raw state is int8 codes or packed 4-bit bytes), bf16 widened; it is an fp32
+    model with no quantization config, so that it trains and exports as a plain checkpoint."""
+    import torch
+
+    from distill.student import make_student
+
+    if load_in != "bf16":
+        pytest.importorskip("bitsandbytes")
+    reference, _ = load_teacher(str(tiny_llama_dir), "fp32")
+    teacher, _ = load_teacher(str(tiny_llama_dir), load_in)
+    student = make_student(teacher, [1])
+    assert student.dtype == torch.float32 and not hasattr(student.config, "quantization_config")
+    want, got = reference.state_dict(), student.state_dict()
+    for name in ("self_attn.q_proj.weight", "mlp.down_proj.weight", "input_layernorm.weight"):
+        w = want[f"model.layers.1.{name}"]
+        err = float((got[f"model.layers.0.{name}"] - w).norm() / w.norm())
+        assert err < limit, (name, err)
