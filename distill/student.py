@@ -123,23 +123,25 @@ def make_student(teacher, layers: list[int], init: str = "teacher-layers"):
 
     student = AutoModelForCausalLM.from_config(student_config(teacher.config, layers), dtype=torch.float32)
     if init == "teacher-layers":
-        student.load_state_dict(_copied_state(teacher_state(teacher), student.state_dict(), layers))
+        student.load_state_dict(_copied_state(teacher, student.state_dict(), layers))
     return student
 
 
-def teacher_state(teacher) -> dict:
-    """The teacher's weights to copy into a student, keyed as in its state_dict, floats in fp32.
-    Linear layers that bitsandbytes quantized (`teacher.load_in: int8 | nf4`) are dequantized: their
+def teacher_state(teacher, names) -> dict:
+    """The teacher's tensors `names` (state_dict keys) to copy into a student, floats in fp32.
+    Linear weights that bitsandbytes quantized (`teacher.load_in: int8 | nf4`) are dequantized: their
     raw state holds int8 codes or packed 4-bit bytes, which once gave the student int8 codes as
     weights (228x the weights' own norm in error) and, for nf4, a shape error. A bf16 teacher's
-    weights are widened, so the student trains in fp32."""
-    state = dict(teacher.state_dict())
-    for name, module in teacher.named_modules():
-        weight = getattr(module, "weight", None)
-        plain = _dequantized(weight) if weight is not None else None
-        if plain is not None:
-            state[f"{name}.weight" if name else "weight"] = plain
-    return {k: v.detach().float() if v.is_floating_point() else v for k, v in state.items()}
+    weights are widened, so the student trains in fp32. Only `names` are converted, so a large
+    quantized teacher is never widened whole."""
+    raw, modules = teacher.state_dict(), dict(teacher.named_modules())
+    out = {}
+    for name in names:
+        owner = modules.get(name.removesuffix(".weight")) if name.endswith(".weight") else None
+        plain = _dequantized(owner.weight) if getattr(owner, "weight", None) is not None else None
+        tensor = raw[name] if plain is None else plain
+        out[name] = tensor.detach().float() if tensor.is_floating_point() else tensor.detach()
+    return out
 
 
 def _dequantized(weight):
@@ -154,17 +156,19 @@ def _dequantized(weight):
     return None
 
 
-def _copied_state(teacher_sd: dict, student_sd: dict, layers: list[int]) -> dict:
+def _copied_state(teacher, student_sd: dict, layers: list[int]) -> dict:
+    """The student's state: each tensor from the teacher tensor it stands for (kept layers renamed)."""
     renames = layer_map(layers)
-    out = {}
+    source = {}
     for name in student_sd:
         src = name
         for s_prefix, t_prefix in renames.items():
             if name.startswith(s_prefix):
                 src = t_prefix + name[len(s_prefix):]
                 break
-        out[name] = teacher_sd[src].detach().clone()
-    return out
+        source[name] = src
+    teacher_sd = teacher_state(teacher, set(source.values()))
+    return {name: teacher_sd[src].clone() for name, src in source.items()}
 
 
 def count_params(model) -> int:
