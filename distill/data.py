@@ -49,15 +49,40 @@ def open_teacher(t: TeacherSource, recipe: Recipe) -> OpenTeacher:
 
         return open_server_teacher(t, recipe)
     from distill.answers import local_answerer
-    from distill.inputs import local_writer
     from distill.student import count_params
     from distill.device import torch_device
     from distill.teacher import load_teacher, teacher_dir
 
-    model, tok = load_teacher(t.source, t.load_in, torch_device(recipe.device))
+    device = torch_device(recipe.device)
+    model, tok = load_teacher(t.source, t.load_in, device)
     info = {"source": t.source, "dir": str(Path(teacher_dir(t.source)).resolve()),
             "params": count_params(model), "layers": model.config.num_hidden_layers}
-    return OpenTeacher(t.source, tok, model, local_writer(model, tok), local_answerer(model, tok), info=lambda: info)
+    write = input_writer(t, model, tok, device)
+    return OpenTeacher(t.source, tok, model, write, local_answerer(model, tok), info=lambda: info)
+
+
+def input_writer(t: TeacherSource, model, tok, device) -> Callable:
+    """`write(conversations, max_new_tokens, seed)` for the inputs: on the teacher itself, or with
+    `teacher.write_inputs_in: bf16` on a bf16 copy of an fp32/int8/nf4 teacher, loaded at the first
+    call and gone once the inputs are written (`teacher_data` drops the writer). The answers, the
+    student's targets, stay with the teacher as loaded.
+
+    Measured on the bundled teacher (AMD EPYC with AVX512-BF16, 2 threads, 2 batches of 64 few-shot
+    prompts): 62.5-63.9 s in fp32, 35.7-36.0 s with bf16 weights (1.75x), 48.8-51.0 s under bf16
+    autocast of the fp32 weights, hence a copy rather than autocast."""
+    from distill.inputs import local_writer
+    from distill.teacher import load_teacher
+
+    if getattr(t, "write_inputs_in", "teacher") == "teacher" or t.load_in == "bf16":  # extra teachers
+        return local_writer(model, tok)  # (teacher.sources) write nothing
+    loaded: list[Callable] = []
+
+    def write(conversations: list[list[dict]], max_new_tokens: int, seed: int) -> list[str]:
+        if not loaded:
+            half, _ = load_teacher(t.source, "bf16", device)
+            loaded.append(local_writer(half, tok))
+        return loaded[0](conversations, max_new_tokens, seed)
+    return write
 
 
 def teacher_data(recipe: Recipe, data_dir: Path) -> TeacherData:
@@ -72,6 +97,7 @@ def teacher_data(recipe: Recipe, data_dir: Path) -> TeacherData:
     teachers = [open_teacher(t, recipe) for t in [recipe.teacher, *recipe.teacher.sources]]
     main = teachers[0]
     inputs = prepare_inputs(recipe, data_dir, main.model, main.tokenizer, writer=main.write)
+    main.write = None  # frees a bf16 copy that wrote the inputs (input_writer) before the answers
     log.info("inputs ready: %s", describe(inputs))
     if len(teachers) == 1:
         _check_soft_targets(recipe, main)

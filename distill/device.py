@@ -2,6 +2,7 @@
 
     device = torch_device(recipe.device)    # auto: the first CUDA GPU torch sees, else the CPU
     batch = to_device(batch, device)        # tensors of a dict moved, other values kept
+    precision = train_precision("auto", device)   # "bf16" where the hardware has bf16, else "fp32"
 
 The local teacher (input writing, answers, layer choice, pruning importance) and the student
 (training, baselines, evaluation) run there; the student is built on the CPU from the teacher's
@@ -34,6 +35,29 @@ def torch_device(spec: str = "auto"):
     return torch.device("cuda", index)
 
 
+def native_bf16(device) -> bool:
+    """Whether `device` computes bf16 matmuls natively: a CUDA GPU with bf16, or a CPU with
+    AVX512-BF16 or AMX (elsewhere torch emulates bf16 on the CPU, slower than fp32)."""
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    cpu = getattr(torch, "cpu", None)
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private torch helpers: guarded
+    return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
+
+
+def train_precision(spec: str, device) -> str:
+    """The recipe's `distill.precision` resolved: auto is bf16 where `native_bf16(device)`, else fp32.
+
+    Measured on an AMD EPYC with AVX512-BF16 (2026-11-23), one training step of the default student
+    (8 examples of 150 tokens): 3.57 s in fp32 and 2.07 s under bf16 autocast on one thread, 2.37 s
+    and 1.36 s on two (1.7x)."""
+    if spec != "auto":
+        return spec
+    return "bf16" if native_bf16(device) else "fp32"
+
+
 def select_device(spec: str = "auto"):
     """`torch_device(spec)`, made this process's current CUDA device when it is a GPU and the run
     is one process (`accelerate launch` gives each process its own GPU)."""
@@ -59,6 +83,22 @@ def process_state(spec: str = "auto"):
             and PartialState().device.type != device.type:
         AcceleratorState._reset_state(reset_partial_state=True)
     return PartialState(cpu=device.type == "cpu")
+
+
+def accelerator(device, precision: str):
+    """accelerate's Accelerator on `device` with `precision` (bf16: autocast, else none).
+
+    Like the device, accelerate keeps the mixed precision of the first Accelerator of a process
+    and refuses another; a single process that trains in another precision than before (tests, a
+    notebook) starts a new AcceleratorState (its PartialState, the processes, is kept)."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    mixed = "bf16" if precision == "bf16" else "no"
+    if AcceleratorState._shared_state and AcceleratorState().num_processes == 1 \
+            and AcceleratorState().mixed_precision != mixed:
+        AcceleratorState._reset_state()
+    return Accelerator(cpu=device.type == "cpu", mixed_precision=mixed)
 
 
 def to_device(batch: dict, device) -> dict:

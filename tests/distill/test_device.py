@@ -4,13 +4,15 @@ training and the evaluation run there and compute what they compute on the CPU.
 The GPU tests are skipped on machines without CUDA (CI); they ran on a lent H100 (distill/README.md).
 """
 
+import re
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from distill.device import torch_device
+from distill.device import native_bf16, torch_device, train_precision
 from edgestill.errors import UserError
 from edgestill.recipe import load_recipe
 from tests.conftest import write_tiny_recipe
@@ -95,3 +97,13 @@ def test_a_distill_run_on_the_gpu_trains_the_cpu_student(tmp_path, tiny_llama_di
     for name, value in weights["cpu"].items():
         assert torch.allclose(value, weights["cuda"][name], atol=1e-4), name
     assert gpu["quality"]["n_eval"] == 4
+
+
+@pytest.mark.skipif(not Path("/proc/cpuinfo").is_file(), reason="reads the CPU flags from /proc/cpuinfo (Linux)")
+def test_auto_precision_is_bf16_where_the_cpu_flags_say_native_bf16():
+    flags = set(re.findall(r"[a-z0-9_]+", Path("/proc/cpuinfo").read_text()))
+    native = bool(flags & {"avx512_bf16", "amx_bf16"})
+    cpu = torch.device("cpu")
+    assert native_bf16(cpu) == native
+    assert train_precision("auto", cpu) == ("bf16" if native else "fp32")
+    assert train_precision("fp32", cpu) == "fp32" and train_precision("bf16", cpu) == "bf16"

@@ -38,7 +38,9 @@ def small_recipe(root: Path, name: str, teacher: Path, **distill) -> Path:
 
 @pytest.mark.slow
 def test_two_processes_train_like_one(tmp_path, tiny_llama_dir):
-    recipe = small_recipe(tmp_path, "mp", tiny_llama_dir)
+    # fp32: the claim is the split arithmetic; under bf16 autocast each process's batch shapes round
+    # differently (measured: losses agree to 1e-4 relative instead of 1e-6)
+    recipe = small_recipe(tmp_path, "mp", tiny_llama_dir, precision="fp32")
     one = _distill([sys.executable, "-m", "distill"], recipe, tmp_path / "one")
     shutil.copytree(tmp_path / "one" / "mp" / "data", tmp_path / "two" / "mp" / "data")  # same teacher data
     # `--multi_gpu` makes accelerate start torchrun workers; with no GPU our Accelerator(cpu=True) joins

@@ -122,6 +122,25 @@ def test_training_lowers_loss_and_resume_is_exact(tiny, tmp_path, monkeypatch):
         assert torch.allclose(p, q, atol=1e-6), name
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_training_arithmetic_follows_distill_precision(tiny, tmp_path, precision):
+    """bf16: the student's matmuls run under bf16 autocast, its weights stay fp32; fp32: no autocast."""
+    recipe, teacher, tok, _, _ = tiny
+    stok, examples = _examples(tiny)
+    recipe = copy.deepcopy(recipe)
+    recipe.distill.steps, recipe.distill.precision = 12, precision
+    torch.manual_seed(0)
+    student = make_student(teacher, [1])
+    seen = []
+    hook = student.model.layers[0].mlp.down_proj.register_forward_hook(lambda m, i, out: seen.append(out.dtype))
+    summary = train(recipe, student, stok, examples, tmp_path / precision)
+    hook.remove()
+    assert set(seen) == {torch.bfloat16 if precision == "bf16" else torch.float32}
+    assert summary["precision"] == precision
+    assert {p.dtype for p in student.parameters()} == {torch.float32}  # fp32 master weights
+    assert summary["last_loss"]["loss"] < summary["first_loss"]["loss"]
+
+
 def test_gradient_accumulation_gives_the_same_steps(tiny, tmp_path):
     """A step cut into micro-batches (weighted by answer tokens) equals the whole-batch step."""
     recipe, teacher, tok, _, _ = tiny
@@ -130,6 +149,7 @@ def test_gradient_accumulation_gives_the_same_steps(tiny, tmp_path):
     for accum in (1, 2, 4):
         r = copy.deepcopy(recipe)
         r.distill.steps, r.distill.grad_accum = 4, accum
+        r.distill.precision = "fp32"  # bf16 rounds each micro-batch's shapes differently
         torch.manual_seed(0)
         student = make_student(teacher, [1])
         summary = train(r, student, stok, examples, tmp_path / f"accum{accum}")

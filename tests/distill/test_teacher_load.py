@@ -47,3 +47,22 @@ def test_a_student_from_a_quantized_or_bf16_teacher_gets_its_float_weights(tiny_
         w = want[f"model.layers.1.{name}"]
         err = float((got[f"model.layers.0.{name}"] - w).norm() / w.norm())
         assert err < limit, (name, err)
+
+
+@pytest.mark.parametrize("write_in", ["bf16", "teacher"])
+def test_inputs_are_sampled_by_the_model_write_inputs_in_names(tiny_llama_dir, write_in):
+    """bf16: a bf16 copy of the fp32 teacher samples the inputs (what a bf16-loaded teacher samples);
+    teacher: the teacher itself. Either way the teacher that answers stays fp32."""
+    import torch
+
+    from distill.data import input_writer
+    from distill.inputs import local_writer
+    from edgestill.recipe import Teacher
+
+    model, tok = load_teacher(str(tiny_llama_dir))
+    reference = load_teacher(str(tiny_llama_dir), "bf16" if write_in == "bf16" else "fp32")[0]
+    conversations = [[{"role": "user", "content": f"Write a note about topic {i}."}] for i in range(3)]
+    cfg = Teacher(source=str(tiny_llama_dir), write_inputs_in=write_in)
+    texts = input_writer(cfg, model, tok, torch.device("cpu"))(conversations, 12, seed=5)
+    assert texts == local_writer(reference, tok)(conversations, 12, seed=5)
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
