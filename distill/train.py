@@ -234,7 +234,7 @@ def train(recipe: Recipe, student, tokenizer, examples: list[Example], ckpt_dir:
     if teacher is not None:
         teacher.to(acc.device)  # the hidden-state loss runs it on the student's batches
     module = _trainable(recipe, student, cfg, teacher)
-    opt = torch.optim.AdamW(module.parameters(), lr=d.lr, weight_decay=d.weight_decay)
+    opt = torch.optim.AdamW(param_groups(module, d.lr, d.norm_lr_scale), lr=d.lr, weight_decay=d.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(d.warmup_steps, d.steps))
     state = _load_checkpoint(ckpt_dir, module, opt, sched)
     module, opt = acc.prepare(module, opt)
@@ -284,6 +284,14 @@ def training_attention(student, precision: str, device):
     finally:
         if switch:
             student.set_attn_implementation(before)
+
+
+def param_groups(module: torch.nn.Module, lr: float, norm_scale: float) -> list[dict]:
+    """AdamW groups: the normalisation weights at `norm_scale` x `lr`, everything else at `lr`."""
+    named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
+    norms = [p for n, p in named if "norm" in n.lower()]
+    rest = [p for n, p in named if "norm" not in n.lower()]
+    return [g for g in ({"params": rest, "lr": lr}, {"params": norms, "lr": lr * norm_scale}) if g["params"]]
 
 
 def _trainable(recipe: Recipe, student, cfg: Loss, teacher) -> torch.nn.Module:

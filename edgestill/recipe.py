@@ -117,6 +117,10 @@ class Distill:
     lr: float = 2.0e-4
     warmup_steps: int = 20
     weight_decay: float = 0.0
+    # The learning rate of the normalisation (RMSNorm) weights as a multiple of lr. The teacher's
+    # are small (mean |w| 0.024 in SmolLM2's first layer), so full-lr Adam steps change them by
+    # several percent each; on one default dataset that stalled training (distill/README.md).
+    norm_lr_scale: float = 0.1
     # trained/evaluated in the same run; teacher_noise: the teacher itself under tiny weight noise
     # (distill/sensitivity.py), the reference for how much a near-identical model's scores move
     baselines: list[Literal["sft", "init", "teacher_noise"]] = field(
@@ -322,6 +326,9 @@ def _check(recipe: Recipe, where: str, base: Path) -> None:
     d = recipe.distill
     if min(d.steps, d.batch_size, d.checkpoint_every, d.grad_accum) < 1 or d.lr <= 0:
         raise UserError(f"{where}: distill: steps, batch_size, grad_accum, checkpoint_every must be >= 1 and lr > 0")
+    if not 0.0 <= d.norm_lr_scale <= 10.0:
+        raise UserError(f"{where}: distill.norm_lr_scale: the normalisation weights' learning rate as a multiple "
+                        f"of distill.lr, in [0, 10] (0 freezes them); got {d.norm_lr_scale}")
     if not d.teacher_noise or not all(0.0 < x < 1.0 for x in d.teacher_noise):
         raise UserError(f"{where}: distill.teacher_noise: a list of relative weight noise levels in (0, 1), "
                         f"e.g. [0.01, 0.03]; got {d.teacher_noise}")

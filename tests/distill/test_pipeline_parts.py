@@ -141,6 +141,34 @@ def test_training_arithmetic_follows_distill_precision(tiny, tmp_path, precision
     assert summary["last_loss"]["loss"] < summary["first_loss"]["loss"]
 
 
+def test_normalisation_weights_train_at_norm_lr_scale_times_the_learning_rate(tiny, tmp_path):
+    """One step from the same start: the RMSNorm weights move by about norm_lr_scale x what they move
+    at full lr (Adam's first step is lr x sign(grad)); the other weights move the same."""
+    recipe, teacher, tok, _, _ = tiny
+    stok, examples = _examples(tiny)
+    moved = {}
+    for scale in (1.0, 0.1):
+        r = copy.deepcopy(recipe)
+        r.distill.steps, r.distill.warmup_steps, r.distill.norm_lr_scale = 1, 1, scale
+        r.distill.precision = "fp32"
+        torch.manual_seed(0)
+        student = make_student(teacher, [1])
+        before = {n: p.detach().clone() for n, p in student.named_parameters()}
+        train(r, student, stok, examples, tmp_path / f"scale{scale}")
+        moved[scale] = {n: float((p.detach() - before[n]).abs().max()) for n, p in student.named_parameters()}
+    norms = [n for n in moved[1.0] if "norm" in n]
+    assert norms and all(moved[0.1][n] == pytest.approx(0.1 * moved[1.0][n], rel=0.02) for n in norms)
+    assert all(moved[0.1][n] == pytest.approx(moved[1.0][n], rel=0.02) for n in moved[1.0] if n not in norms)
+
+
+def test_norm_lr_scale_out_of_range_is_refused(tmp_path, tiny_llama_dir):
+    from edgestill.errors import UserError
+
+    path = write_tiny_recipe(tmp_path, "n", tiny_llama_dir, TEXTS, distill={"norm_lr_scale": -1})
+    with pytest.raises(UserError, match="distill.norm_lr_scale"):
+        load_recipe(path)
+
+
 def test_gradient_accumulation_gives_the_same_steps(tiny, tmp_path):
     """A step cut into micro-batches (weighted by answer tokens) equals the whole-batch step."""
     recipe, teacher, tok, _, _ = tiny
