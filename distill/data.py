@@ -73,8 +73,9 @@ def input_writer(t: TeacherSource, model, tok, device) -> Callable:
     from distill.inputs import local_writer
     from distill.teacher import load_teacher
 
-    if getattr(t, "write_inputs_in", "teacher") == "teacher" or t.load_in == "bf16":  # extra teachers
-        return local_writer(model, tok)  # (teacher.sources) write nothing
+    # extra teachers (teacher.sources) have no write_inputs_in: they write no inputs
+    if getattr(t, "write_inputs_in", "teacher") == "teacher" or t.load_in == "bf16":
+        return local_writer(model, tok)
     loaded: list[Callable] = []
 
     def write(conversations: list[list[dict]], max_new_tokens: int, seed: int) -> list[str]:

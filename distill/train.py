@@ -4,6 +4,9 @@ The student sees the student prompt (its own chat template around instruction + 
 learns the teacher's answer tokens. Logits are computed only at answer positions: with a 49k
 vocabulary the LM head dominates the cost, and prompt positions carry no loss.
 
+Arithmetic: bf16 autocast with fp32 master weights where the hardware has native bf16, else fp32
+(`distill.precision`); the RMSNorm weights train at `distill.norm_lr_scale` x the learning rate.
+
 Checkpoints (`student/checkpoint/`: safetensors weights, optimizer state, step, RNG-free batch
 order) are written atomically every `distill.checkpoint_every` steps; a killed run resumes from
 the last one. Batches are a pure function of (seed, step), so a resumed run sees the same data.
