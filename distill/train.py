@@ -387,7 +387,11 @@ def _load_checkpoint(folder: Path, model, opt, sched) -> dict:
 
     load_model(model, str(folder / "model.safetensors"))
     states = torch.load(folder / "optimizer.pt", weights_only=True, map_location="cpu")  # any device resumes
-    opt.load_state_dict(states["optimizer"])
+    try:
+        opt.load_state_dict(states["optimizer"])
+    except ValueError as err:  # e.g. written before the RMSNorm weights had their own parameter group
+        raise UserError(f"{folder}: this training checkpoint does not fit the optimizer of this version "
+                        f"({err}); delete the folder to train from the start") from None
     sched.load_state_dict(states["scheduler"])
     state = json.loads((folder / "state.json").read_text())
     log.info("resuming training from step %d", state["step"])

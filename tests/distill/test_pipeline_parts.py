@@ -161,6 +161,25 @@ def test_normalisation_weights_train_at_norm_lr_scale_times_the_learning_rate(ti
     assert all(moved[0.1][n] == pytest.approx(moved[1.0][n], rel=0.02) for n in moved[1.0] if n not in norms)
 
 
+def test_a_checkpoint_whose_optimizer_does_not_fit_is_a_clear_error(tiny, tmp_path):
+    """A checkpoint from a version with one optimizer group (before norm_lr_scale) is refused by name."""
+    from edgestill.errors import UserError
+
+    recipe, teacher, tok, _, _ = tiny
+    stok, examples = _examples(tiny)
+    r = copy.deepcopy(recipe)
+    r.distill.steps, r.distill.checkpoint_every = 2, 1
+    train(r, make_student(teacher, [1]), stok, examples, tmp_path / "ckpt")
+    states = torch.load(tmp_path / "ckpt" / "optimizer.pt", weights_only=True)
+    opt = states["optimizer"]
+    opt["param_groups"] = [{**opt["param_groups"][0],
+                            "params": [i for g in opt["param_groups"] for i in g["params"]]}]
+    torch.save(states, tmp_path / "ckpt" / "optimizer.pt")
+    r.distill.steps = 4
+    with pytest.raises(UserError, match="does not fit the optimizer.*delete the folder"):
+        train(r, make_student(teacher, [1]), stok, examples, tmp_path / "ckpt")
+
+
 def test_norm_lr_scale_out_of_range_is_refused(tmp_path, tiny_llama_dir):
     from edgestill.errors import UserError
 
