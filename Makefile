@@ -18,7 +18,7 @@ B := $(BUILD)/$(NAME)
 VENV := .venv/.installed
 VENV_TEST := .venv/.installed-test
 
-.PHONY: student test test-fast venv clean-run clean bench optimum-venv optimum-peer arm64-check
+.PHONY: student test test-fast venv clean-run clean bench optimum-venv optimum-peer arm64-check lookup-speed
 
 student: $(B)/report/report.json
 	@echo "done: $(B)/report/report.md"
@@ -59,6 +59,10 @@ optimum-venv: $(VENV_OPT)
 optimum-peer: $(VENV_OPT) $(B)/.exported
 	.venv-optimum/bin/python -m benchmarks.optimum_peer $(B)/student $(B)/bundle-fp32 $(B)/bundle-int8 \
 	    --threads 2 --rounds 7 --out $(B)/optimum_peer
+
+# Prompt-lookup decoding against plain greedy decoding on the recipe's held-out inputs (runtime/lookup.py)
+lookup-speed: $(B)/.exported
+	$(PY) -m benchmarks.lookup_speed $(B)/bundle-int8 --data $(B)/data/inputs.jsonl --out $(B)/lookup_speed
 
 # The recipe's bundles on emulated ARM64 cores (qemu-user; numerics only, see export/arm64.py):
 #   make arm64-check [ARM64_ARGS="--cpu cortex-a76 --limit 8"]

@@ -43,6 +43,8 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--top-p", type=float, default=1.0)
         p.add_argument("--repetition-penalty", type=float, default=1.0)
         p.add_argument("--seed", type=int, default=None)
+        p.add_argument("--prompt-lookup", type=int, default=0, metavar="N",
+                       help="greedy only: draft up to N tokens a run from text already seen (4 suits summaries)")
         p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
         p.add_argument("--truncate", choices=["left"], default=None, help="drop the oldest prompt tokens if too long")
         p.add_argument("--threads", type=int, default=None)
@@ -54,7 +56,7 @@ def _parser() -> argparse.ArgumentParser:
 def _settings(args: argparse.Namespace) -> dict:
     return dict(max_new_tokens=args.max_new_tokens, stop=args.stop, truncate=args.truncate,
                 temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                repetition_penalty=args.repetition_penalty, seed=args.seed)
+                repetition_penalty=args.repetition_penalty, seed=args.seed, prompt_lookup=args.prompt_lookup)
 
 
 def _answer(gen: Generator, prompt_text: str, args: argparse.Namespace) -> str:

@@ -115,6 +115,7 @@ class KVCache:
         self.logits = np.zeros((batch, 1, model.vocab_size), dtype=model.logits_dtype)
         self.binding = self._bind_rows(slice(None), self.ids, self.logits)
         self._bind_mask(self.binding, self.mask)
+        self._extend: dict[int, tuple] = {}  # extend's buffers and binding, per number of tokens
 
     def _bind_rows(self, rows: slice, ids: np.ndarray, logits: np.ndarray) -> ort.IOBinding:
         binding = self.model.session.io_binding()
@@ -158,6 +159,33 @@ class KVCache:
         self.lengths[row] = n
         self.mask[row, :n] = 1
         return out[0, -1].copy()
+
+    def extend(self, ids: Sequence[int]) -> np.ndarray:
+        """Feed several tokens after the cached ones of a one-row cache, in one run (prompt-lookup
+        drafts, runtime/lookup.py); returns their logits [len(ids), vocab] (a view, overwritten by
+        the next extend of that length). Bindings are made once per length."""
+        n, length = len(ids), int(self.lengths[0])
+        if self.batch != 1 or length + n > self.capacity:
+            raise IndexError(f"extend needs a one-row cache with room for {n} more tokens "
+                             f"({length} of {self.capacity} used, {self.batch} rows)")
+        if n not in self._extend:
+            tokens = np.zeros((1, n), dtype=np.int64)
+            logits = np.zeros((1, n, self.model.vocab_size), dtype=self.model.logits_dtype)
+            self._extend[n] = (tokens, logits, self._bind_rows(slice(0, 1), tokens, logits))
+        tokens, logits, binding = self._extend[n]
+        tokens[0] = ids
+        self._bind_mask(binding, self.ones[:length + n].reshape(1, -1))
+        self.model.session.run_with_iobinding(binding)
+        self.mask[0, length:length + n] = 1
+        self.lengths[0] = length + n
+        return logits[0]
+
+    def rewind(self, n: int) -> None:
+        """Forget the last `n` cached tokens of a one-row cache (rejected drafts): the next run
+        writes over their buffer entries."""
+        length = int(self.lengths[0]) - n
+        self.mask[0, length:length + n] = 0
+        self.lengths[0] = length
 
     def step(self, tokens: np.ndarray) -> np.ndarray:
         """Feed one token per row after its cached tokens; returns logits [batch, vocab] (a view,

@@ -6,6 +6,7 @@
         print(piece, end="", flush=True)
     gen.chat([{"role": "user", "content": "Hi!"}])            # the bundle's own chat template
     gen.generate_batch(["first text", "second text"])         # several prompts decoded together
+    gen.generate("The council voted ...", prompt_lookup=3)    # greedy, drafts from the text (lookup.py)
 
 Every argument is checked before any work and a bad one raises a `runtime.errors.InputError`
 subclass (`PromptError`, `EncodingError`, `ContextLengthError`, `SamplingError`) that says what
@@ -25,6 +26,7 @@ from runtime.bundle import Bundle
 from runtime.detok import Answer
 from runtime.engine import Model
 from runtime.errors import ContextLengthError, EncodingError, PromptError, SamplingError
+from runtime.lookup import MAX_DRAFT, lookup_steps
 from runtime.sampling import Sampling, penalize, pick
 
 TRUNCATE = (None, "left")
@@ -48,6 +50,18 @@ def clean_text(text, what: str = "prompt", allow_empty: bool = False) -> str:
     if not allow_empty and not text.strip():
         raise PromptError(f"{what} is empty; give some text to answer")
     return text
+
+
+def _lookup_size(prompt_lookup, sampling: Sampling) -> int:
+    """The checked `prompt_lookup` draft length (0 = off)."""
+    if isinstance(prompt_lookup, bool) or not isinstance(prompt_lookup, (int, np.integer)) \
+            or not 0 <= prompt_lookup <= MAX_DRAFT:
+        raise SamplingError(f"prompt_lookup={prompt_lookup!r}: use an integer from 0 (off) to {MAX_DRAFT} "
+                            f"draft tokens per run; 4 suits summaries")
+    if prompt_lookup and not sampling.greedy:
+        raise SamplingError("prompt_lookup checks drafts against greedy picks; use temperature=0, or "
+                            "prompt_lookup=0 to sample")
+    return int(prompt_lookup)
 
 
 def _stops(stop) -> tuple[str, ...]:
@@ -141,15 +155,23 @@ class Generator:
 
     def stream_ids(self, prompt_ids: Sequence[int], max_new_tokens: int, temperature: float = 0.0,
                    top_k: int = 0, top_p: float = 1.0, seed: int | None = None, ignore_eos: bool = False,
-                   repetition_penalty: float = 1.0, truncate: str | None = None) -> Iterator[int]:
+                   repetition_penalty: float = 1.0, truncate: str | None = None,
+                   prompt_lookup: int = 0) -> Iterator[int]:
         """Yield up to `max_new_tokens` new token ids; the first right after prefill.
 
         Stops before yielding an eos id unless `ignore_eos` (then exactly `max_new_tokens`).
+        `prompt_lookup` > 0 (greedy only) drafts up to that many tokens a run from n-grams already
+        in the text (runtime/lookup.py): the same tokens, fewer runs where the answer copies.
         Arguments are checked now, before the first token.
         """
         max_new = self._max_new(max_new_tokens)
         sampling = Sampling(temperature, top_k, top_p, repetition_penalty, seed).checked(self.vocab_size)
+        lookup = _lookup_size(prompt_lookup, sampling)
         ids = self.check_ids(prompt_ids, max_new, truncate)
+        if lookup and self.model.share_buffer:
+            cache = self.model.new_cache(1, len(ids) + max_new)
+            eos = frozenset() if ignore_eos else self.eos
+            return lookup_steps(cache, self._chooser(sampling, ids), ids, max_new, lookup, eos)
         return self._stream_one(ids, max_new, sampling, ignore_eos)
 
     def _stream_one(self, ids, max_new, sampling, ignore_eos) -> Iterator[int]:
@@ -167,6 +189,8 @@ class Generator:
         if not isinstance(prompts_ids, (list, tuple)) or not prompts_ids:
             raise PromptError("give a non-empty list of prompts")
         max_new = self._max_new(max_new_tokens)
+        if sampling.pop("prompt_lookup", 0):
+            raise SamplingError("prompt_lookup drafts for one prompt at a time; drop it for batches")
         settings = Sampling(**sampling).checked(self.vocab_size)
         rows = [self.check_ids(ids, max_new, truncate) for ids in prompts_ids]
         out = [([], Answer(self.bundle.tokenizer, stop)) for _ in rows]
@@ -193,7 +217,8 @@ class Generator:
                truncate: str | None = None, **sampling) -> Iterator[str]:
         """Yield text pieces of the answer to `text` (prompted with the bundle's template unless `raw`).
 
-        `sampling`: temperature, top_k, top_p, repetition_penalty, seed, ignore_eos. Generation ends
+        `sampling`: temperature, top_k, top_p, repetition_penalty, seed, ignore_eos, prompt_lookup
+        (see `stream_ids`). Generation ends
         at eos, after `max_new_tokens`, or at the first `stop` string (which is not yielded). Pieces
         never split a character.
         """

@@ -60,6 +60,10 @@ def test_utf8_bytes_are_accepted(gen):
     ("repetition_penalty", float("inf"), "repetition_penalty=inf"),
     ("seed", -1, "seed=-1 is out of range"),
     ("truncate", "right", "truncate='right'"),
+    ("prompt_lookup", -1, "prompt_lookup=-1: use an integer from 0"),
+    ("prompt_lookup", 33, "prompt_lookup=33"),
+    ("prompt_lookup", 2.5, "prompt_lookup=2.5"),
+    ("prompt_lookup", True, "prompt_lookup=True"),
 ])
 def test_bad_settings(gen, setting, value, message):
     with pytest.raises(SamplingError, match=message):
@@ -83,6 +87,13 @@ def test_bad_token_ids_and_stop_strings(gen):
         gen.generate("A paragraph.", stop=["\udfff"])
     with pytest.raises(PromptError):
         gen.generate_batch([], max_new_tokens=2)
+
+
+def test_prompt_lookup_refuses_sampling_and_batches(gen):
+    with pytest.raises(SamplingError, match="prompt_lookup checks drafts against greedy picks; use temperature=0"):
+        gen.generate("A paragraph.", max_new_tokens=4, temperature=0.7, prompt_lookup=4)
+    with pytest.raises(SamplingError, match="prompt_lookup drafts for one prompt at a time"):
+        gen.generate_batch(["A paragraph.", "Another."], max_new_tokens=4, prompt_lookup=4)
 
 
 def _valid(temperature, top_k, top_p, penalty, max_new) -> bool:

@@ -160,3 +160,46 @@ def test_refeed_fallback_gives_the_same_answers(fp32_bundle, gen):
     rows = [gen.bundle.encode(t) for t in TEXTS]
     assert other.generate_ids_batch(rows, 10) == gen.generate_ids_batch(rows, 10)
     np.testing.assert_allclose(other.logits(rows[0]), gen.logits(rows[0]), atol=1e-4)
+
+
+def test_drafts_follow_the_longest_earlier_match():
+    from runtime.lookup import Drafts
+
+    drafts = Drafts([5, 1, 2, 9, 7, 1, 2, 8, 5, 1, 2])
+    assert drafts.draft(2) == [9, 7]  # the 3-gram 5 1 2 beats the later 2-gram 1 2 (followed by 8)
+    drafts.append(6)
+    assert drafts.draft(3) == []  # 6 was never seen before
+    drafts.append(1)
+    assert drafts.draft(3) == [2, 6, 1]  # "6 1" is new; the 1-gram 1 was last followed by 2 6 1
+    assert drafts.draft(0) == []
+
+
+def test_extend_and_rewind_match_one_token_steps(gen):
+    ids = gen.bundle.encode(TEXTS[0])
+    more = list(gen.stream_ids(ids, 6, ignore_eos=True))
+    plain = gen.model.new_cache(1, len(ids) + 8)
+    plain.prefill(0, ids)
+    want = np.stack([plain.step(np.array([t]))[0].copy() for t in more])
+    cache = gen.model.new_cache(1, len(ids) + 8)
+    cache.prefill(0, ids)
+    np.testing.assert_allclose(cache.extend(more[:4]), want[:4], atol=1e-4)
+    cache.rewind(2)  # keep more[:2]; the next run overwrites the rest
+    np.testing.assert_allclose(cache.extend(more[2:]), want[2:], atol=1e-4)
+    assert int(cache.lengths[0]) == len(ids) + 6 and int(cache.mask[0].sum()) == len(ids) + 6
+
+
+@pytest.mark.parametrize("penalty, ignore_eos", [(1.0, True), (1.0, False), (1.3, True)])
+def test_prompt_lookup_gives_the_greedy_tokens_in_fewer_runs(gen, penalty, ignore_eos):
+    from runtime.lookup import lookup_steps
+
+    ids = gen.bundle.encode(" ".join(TEXTS) * 2)
+    want = list(gen.stream_ids(ids, 40, ignore_eos=ignore_eos, repetition_penalty=penalty))
+    assert list(gen.stream_ids(ids, 40, ignore_eos=ignore_eos, repetition_penalty=penalty, prompt_lookup=4)) == want
+    from runtime.sampling import Sampling
+
+    cache, stats = gen.model.new_cache(1, len(ids) + 40), {}
+    choose = gen._chooser(Sampling(repetition_penalty=penalty).checked(gen.vocab_size), ids)
+    eos = frozenset() if ignore_eos else gen.eos
+    assert list(lookup_steps(cache, choose, ids, 40, 4, eos, stats)) == want
+    # each run gives its accepted drafts and one more token (not yielded when it is eos)
+    assert stats["accepted"] > 0 and stats["runs"] + stats["accepted"] in (len(want) - 1, len(want))
