@@ -291,9 +291,10 @@ def training_attention(student, precision: str, device):
 
 def param_groups(module: torch.nn.Module, lr: float, norm_scale: float) -> list[dict]:
     """AdamW groups: the normalisation weights at `norm_scale` x `lr`, everything else at `lr`."""
-    named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
-    norms = [p for n, p in named if "norm" in n.lower()]
-    rest = [p for n, p in named if "norm" not in n.lower()]
+    norms, rest = [], []
+    for name, p in module.named_parameters():
+        if p.requires_grad:
+            (norms if "norm" in name.lower() else rest).append(p)
     return [g for g in ({"params": rest, "lr": lr}, {"params": norms, "lr": lr * norm_scale}) if g["params"]]
 
 

@@ -139,38 +139,26 @@ class _Stop(Exception):
     pass
 
 
-def first_layer_inputs(model, batches) -> list[tuple[tuple, dict]]:
-    """Per batch, the (args, kwargs) the first decoder layer is called with; the forward pass stops
-    there, so this costs only the embedding lookup."""
-    out = []
-
-    def grab(_m, args, kwargs):
-        out.append((args, kwargs))
-        raise _Stop
-
-    hook = model.model.layers[0].register_forward_pre_hook(grab, with_kwargs=True)
-    try:
-        for batch in batches:
-            try:
-                with torch.no_grad():
-                    model.model(**batch, use_cache=False)
-            except _Stop:
-                pass
-    finally:
-        hook.remove()
-    return out
-
-
-def layer_inputs(model, batches) -> list[list[tuple[tuple, dict]]]:
-    """Per batch, the (args, kwargs) each decoder layer is called with, and then the final norm's."""
+def layer_inputs(model, batches, first_only: bool = False) -> list[list[tuple[tuple, dict]]]:
+    """Per batch, the (args, kwargs) each decoder layer is called with, and then the final norm's;
+    with `first_only`, just the first layer's: the pass stops there, so it costs only the
+    embedding lookup."""
+    modules = (model.model.layers[0],) if first_only else (*model.model.layers, model.model.norm)
     out = []
     for batch in batches:
         calls: list[tuple[tuple, dict]] = []
-        hooks = [m.register_forward_pre_hook(lambda _m, a, kw: calls.append((a, kw)), with_kwargs=True)
-                 for m in (*model.model.layers, model.model.norm)]
+
+        def grab(_m, args, kwargs):
+            calls.append((args, kwargs))
+            if first_only:
+                raise _Stop
+
+        hooks = [m.register_forward_pre_hook(grab, with_kwargs=True) for m in modules]
         try:
             with torch.no_grad():
                 model.model(**batch, use_cache=False)
+        except _Stop:
+            pass
         finally:
             for h in hooks:
                 h.remove()
@@ -196,8 +184,8 @@ def gptq_model(model, batches: list[dict], s: GptqSettings) -> dict:
     if s.lm_head == "first":
         errors["lm_head"] = _head(model, [c[-1][0][0] for c in calls], masks, s)
         # a tied embedding changed: the layers see its rounded rows (only layer 0's input differs)
-        for c, first in zip(calls, first_layer_inputs(model, batches)):
-            c[0] = first
+        for c, first in zip(calls, layer_inputs(model, batches, first_only=True)):
+            c[0] = first[0]
     layers = model.model.layers
     hidden = [c[0][0][0] for c in calls]
     for i, layer in enumerate(tqdm(layers, desc=f"GPTQ int{s.bits}", unit="layer")):

@@ -38,7 +38,6 @@ import argparse
 import json
 import logging
 import math
-import shutil
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -53,7 +52,8 @@ from tqdm import tqdm
 from distill.losses import kl_rows, masked_mean
 from distill.train import padded, tokenized_prompts
 from edgestill.errors import UserError, cli_main
-from edgestill.files import atomic_write_json, read_jsonl
+from edgestill.files import read_jsonl
+from export.smooth import save_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -222,7 +222,7 @@ def qat_student(student_dir: Path, out_dir: Path, data: Path, instruction: str, 
               "simulated_kl_vs_fp32": {"before": _r(before[1], 6), "after": _r(after[1], 6)},
               "loss": {"first": _r(losses[0]), "last": _r(sum(losses[-5:]) / len(losses[-5:]))},
               "train_sequences": len(train), "seconds": round(time.perf_counter() - t0, 1)}
-    _save(model, tok, student_dir, out_dir, report)
+    save_checkpoint(model, student_dir, out_dir, {"qat_report.json": report})
     log.info("QAT int%d: simulated top-1 vs fp32 %s -> %s in %.0f s", s.bits, report["simulated_top1_vs_fp32"]["before"],
              report["simulated_top1_vs_fp32"]["after"], report["seconds"])
     return report
@@ -284,19 +284,6 @@ def _train(model, reference, train: list[Seq], pad: int, s: QatSettings) -> list
         sched.step()
         losses.append(loss.item())
     return losses
-
-
-def _save(model, tok, student_dir: Path, out_dir: Path, report: dict) -> None:
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    tok.save_pretrained(tmp)
-    for name in ("chat_template.jinja", "generation_config.json"):  # keep the student's own files
-        if (student_dir / name).is_file():
-            shutil.copyfile(student_dir / name, tmp / name)
-    atomic_write_json(tmp / "qat_report.json", report)
-    shutil.rmtree(out_dir, ignore_errors=True)
-    tmp.rename(out_dir)
 
 
 def read_report(folder: Path) -> dict | None:

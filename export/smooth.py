@@ -43,6 +43,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from edgestill.files import atomic_write_json
 from export.quantize import SMOOTH_ALPHA as ALPHA
 
 log = logging.getLogger(__name__)
@@ -155,15 +156,22 @@ def smooth_loaded(model, ids: list[list[int]], alpha: float = ALPHA) -> int | No
     return smooth_model(model, input_amax(model, ids), alpha)
 
 
-def save_checkpoint(model, model_dir: Path, out_dir: Path) -> None:
+def save_checkpoint(model, model_dir: Path, out_dir: Path, records: dict[str, dict] | None = None) -> None:
     """`model` as an HF folder at `out_dir` (safetensors, its config) with `model_dir`'s tokenizer
-    and other small files."""
-    shutil.rmtree(out_dir, ignore_errors=True)
-    out_dir.mkdir(parents=True)
+    and other small files, plus `records` ({file name: JSON object}). Written to a temp folder and
+    renamed, so a killed write never leaves a folder that looks whole."""
+    out_dir = Path(out_dir)
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
     for f in Path(model_dir).iterdir():
         if f.is_file() and f.suffix in CARRIED and f.name != "config.json":
-            shutil.copyfile(f, out_dir / f.name)
-    model.save_pretrained(out_dir, safe_serialization=True)
+            shutil.copyfile(f, tmp / f.name)
+    model.save_pretrained(tmp, safe_serialization=True)
+    for name, record in (records or {}).items():
+        atomic_write_json(tmp / name, record)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    tmp.rename(out_dir)
 
 
 def smooth_checkpoint(model_dir: Path, out_dir: Path, ids: list[list[int]], alpha: float = ALPHA) -> dict | None:

@@ -55,16 +55,18 @@ def test_stacked_rows_round_as_each_matrix_alone():
 
 
 def test_hessians_group_the_modules_that_read_one_input_and_the_first_layer_shortcut(tiny_llama_dir):
-    """_Hessians groups q/k/v and gate/up (they read the same tensor), and first_layer_inputs gives
-    layer 0 the same (args, kwargs) as a full pass, without running the layers."""
+    """_Hessians groups q/k/v and gate/up (they read the same tensor), and layer_inputs(first_only)
+    gives layer 0 the same (args, kwargs) as a full pass, without running the layers."""
     from transformers import AutoModelForCausalLM
 
-    from export.gptq import _Hessians, first_layer_inputs, layer_inputs, run_layer
+    from export.gptq import _Hessians, layer_inputs, run_layer
 
     model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir, dtype=torch.float32).eval()
     batch = {"input_ids": torch.randint(5, 100, (2, 11)), "attention_mask": torch.ones(2, 11, dtype=torch.long)}
     full = layer_inputs(model, [batch])[0]
-    first = first_layer_inputs(model, [batch])[0]
+    first = layer_inputs(model, [batch], first_only=True)[0]
+    assert len(first) == 1 and len(full) == len(model.model.layers) + 1
+    first = first[0]
     assert torch.equal(first[0][0], full[0][0][0]) and first[1].keys() == full[0][1].keys()
     layer = model.model.layers[0]
     linears = {n: m for n, m in layer.named_modules() if isinstance(m, torch.nn.Linear)}

@@ -87,3 +87,21 @@ def test_mixed_presets_splice_unsmoothed_graphs(name):
     coarse, fine = (unsmoothed(preset(n)) for n in PRESETS[name].mixed[:2])
     assert not coarse.smooth and not fine.smooth and PRESETS["int8-b32"].smooth
     assert "activation_smoothing" not in fine.quantization
+
+
+def test_save_checkpoint_replaces_a_folder_only_when_the_write_finished(tiny_llama_dir, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from export.smooth import save_checkpoint
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir, dtype=torch.float32).eval()
+    out = tmp_path / "copy"
+    save_checkpoint(model, tiny_llama_dir, out, {"note.json": {"n": 1}})
+    assert json.loads((out / "note.json").read_text()) == {"n": 1} and (out / "model.safetensors").is_file()
+
+    def broken(*_a, **_k):
+        raise OSError("disk full")
+    model.save_pretrained = broken
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(model, tiny_llama_dir, out, {"note.json": {"n": 2}})
+    assert json.loads((out / "note.json").read_text()) == {"n": 1}  # the finished copy is untouched
