@@ -44,7 +44,7 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--repetition-penalty", type=float, default=1.0)
         p.add_argument("--seed", type=int, default=None)
         p.add_argument("--prompt-lookup", type=int, default=0, metavar="N",
-                       help="greedy only: draft up to N tokens a run from text already seen (4 suits summaries)")
+                       help="greedy only: draft up to N tokens a run from text already seen (2-4 suit summaries)")
         p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
         p.add_argument("--truncate", choices=["left"], default=None, help="drop the oldest prompt tokens if too long")
         p.add_argument("--threads", type=int, default=None)

@@ -4,6 +4,8 @@
     cache = model.new_cache(batch=1, capacity=len(prompt) + 64)
     logits = cache.prefill(0, prompt)                # [vocab] after the prompt's last token
     logits = cache.step(np.array([token]))           # [batch, vocab] after one more token per row
+    logits = cache.extend([token, d1, d2])           # [3, vocab]: several tokens in one run (one row)
+    cache.rewind(1)                                  # forget the last of them (a rejected draft)
 
 The bundle graph is onnxruntime-genai's builder layout (docs/contracts.md). When its
 genai_config.json says `past_present_share_buffer` (GroupQueryAttention writes the new key/value

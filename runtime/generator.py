@@ -57,7 +57,7 @@ def _lookup_size(prompt_lookup, sampling: Sampling) -> int:
     if isinstance(prompt_lookup, bool) or not isinstance(prompt_lookup, (int, np.integer)) \
             or not 0 <= prompt_lookup <= MAX_DRAFT:
         raise SamplingError(f"prompt_lookup={prompt_lookup!r}: use an integer from 0 (off) to {MAX_DRAFT} "
-                            f"draft tokens per run; 4 suits summaries")
+                            f"draft tokens per run; 2-4 suit summaries")
     if prompt_lookup and not sampling.greedy:
         raise SamplingError("prompt_lookup checks drafts against greedy picks; use temperature=0, or "
                             "prompt_lookup=0 to sample")
@@ -161,7 +161,8 @@ class Generator:
 
         Stops before yielding an eos id unless `ignore_eos` (then exactly `max_new_tokens`).
         `prompt_lookup` > 0 (greedy only) drafts up to that many tokens a run from n-grams already
-        in the text (runtime/lookup.py): the same tokens, fewer runs where the answer copies.
+        in the text (runtime/lookup.py): the same tokens up to rounding, fewer runs where the answer
+        copies (graphs without a shared KV buffer decode plainly).
         Arguments are checked now, before the first token.
         """
         max_new = self._max_new(max_new_tokens)
