@@ -62,7 +62,7 @@ optimum-peer: $(VENV_OPT) $(B)/.exported
 
 # Prompt-lookup decoding against plain greedy decoding on the recipe's held-out inputs (runtime/lookup.py)
 lookup-speed: $(B)/.exported
-	$(PY) -m benchmarks.lookup_speed $(B)/bundle-int8 --data $(B)/data/inputs.jsonl --out $(B)/lookup_speed
+	$(PY) -m benchmarks.lookup_speed $(B)/bundle-int8 --data $(B)/data/teacher.jsonl --out $(B)/lookup_speed
 
 # The recipe's bundles on emulated ARM64 cores (qemu-user; numerics only, see export/arm64.py):
 #   make arm64-check [ARM64_ARGS="--cpu cortex-a76 --limit 8"]

@@ -1,21 +1,22 @@
 """Prompt-lookup decoding (runtime/lookup.py) against plain greedy decoding, on the task's own inputs.
 
-    python -m benchmarks.lookup_speed build/default/bundle-int8 --data build/default/data/inputs.jsonl \
+    python -m benchmarks.lookup_speed build/default/bundle-int8 --data build/default/data/teacher.jsonl \
         --lookup 2 4 6 --threads 2 --rounds 3 --max-new-tokens 64 --out build/lookup_speed
 
 (`make lookup-speed` runs this on the default build.) Where runtime_speed.py times a fixed
 128-token text with eos ignored, drafting gains only where an answer repeats text it has seen,
 so this benchmark uses what the student will really be asked: the held-out inputs of the
-recipe's data (`"split": "eval"` records of data/inputs.jsonl), in the bundle's prompt template,
+recipe's data (`"split": "eval"` records of data/teacher.jsonl or inputs.jsonl), in the bundle's prompt template,
 answered greedily until eos or `--max-new-tokens`. One process, one Generator; each round runs
 every setting (0 = plain decoding, then each `--lookup` draft length) over all inputs, the order
 of the settings rotating between rounds so a shared machine's load hits them alike.
 
 Reported per setting: decode ms per answer token (the time after the first token, summed over
 the inputs, over the tokens after the first; median over rounds), the speed-up over plain
-decoding in the same run, model runs per decoded token, drafted and accepted tokens, and how
-many answers equal the plain ones token for token. Writes `lookup_speed.json` and
-`lookup_speed.md` to `--out`.
+decoding in the same run, model runs per decoded token, drafted and accepted tokens, how many
+answers equal the plain ones token for token, and, where the records hold the teacher's answer
+("output", as in teacher.jsonl), the answers' mean ROUGE-L against it: a changed answer is
+still judged. Writes `lookup_speed.json` and `lookup_speed.md` to `--out`.
 """
 
 from __future__ import annotations
@@ -31,10 +32,12 @@ from pathlib import Path
 from benchmarks.runtime_speed import _machine
 from edgestill.errors import UserError, cli_main
 from edgestill.files import atomic_write_json, atomic_write_text
+from edgestill.metrics import mean_rouge_l
 
 
-def read_inputs(path: Path, split: str) -> list[str]:
-    """The "input" texts of the jsonl file `path` whose "split" is `split` ("all": every record)."""
+def read_inputs(path: Path, split: str) -> list[tuple[str, str | None]]:
+    """(input, teacher's answer or None) of the jsonl file `path`'s records whose "split" is
+    `split` ("all": every record)."""
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as err:
@@ -49,7 +52,7 @@ def read_inputs(path: Path, split: str) -> list[str]:
         except (ValueError, KeyError, TypeError):
             raise UserError(f"--data {path}, line {n}: not a JSON object with an \"input\" field") from None
         if split == "all" or record.get("split") == split:
-            texts.append(text)
+            texts.append((text, record.get("output") if isinstance(record.get("output"), str) else None))
     if not texts:
         raise UserError(f"--data {path}: no records with \"split\": \"{split}\"; use --split all or another file")
     return texts
@@ -85,12 +88,15 @@ def _greedy(gen):
     return Sampling().checked(gen.vocab_size)
 
 
-def measure(bundle: Path, texts: list[str], lookups: list[int], rounds: int, threads: int, max_new: int) -> list[dict]:
-    """Per round and setting: decode ms per token, runs, drafts, and answers equal to plain decoding."""
+def measure(bundle: Path, texts: list[tuple[str, str | None]], lookups: list[int], rounds: int, threads: int,
+            max_new: int) -> list[dict]:
+    """Per round and setting: decode ms per token, runs, drafts, answers equal to plain decoding
+    and, where every input has the teacher's answer, their mean ROUGE-L against it."""
     from runtime import Bundle, Generator
 
     gen = Generator(Bundle.open(bundle), threads=threads)
-    prompts = [gen.encode(text) for text in texts]
+    prompts = [gen.encode(text) for text, _ in texts]
+    references = [ref for _, ref in texts]
     settings = [0, *lookups]
     one_pass(gen, prompts[:2], 0, 8)  # warm-up
     plain, out = None, []
@@ -103,7 +109,11 @@ def measure(bundle: Path, texts: list[str], lookups: list[int], rounds: int, thr
                         "answers": res["answers"]})
             print(f"round {r + 1} lookup {lookup}: {out[-1]['ms_per_token']} ms/token", file=sys.stderr)
     for row in out:
-        row["same_as_plain"] = sum(a == b for a, b in zip(row.pop("answers"), plain))
+        answers = row.pop("answers")
+        row["same_as_plain"] = sum(a == b for a, b in zip(answers, plain))
+        if all(ref is not None for ref in references):
+            decoded = [gen.bundle.tokenizer.decode(a, skip_special_tokens=True) for a in answers]
+            row["rouge_l_vs_teacher"] = round(mean_rouge_l(decoded, references), 4)
     return out
 
 
@@ -115,7 +125,8 @@ def summarize(rounds: list[dict], n_inputs: int) -> list[dict]:
                      "ms_per_token_rounds": [r["ms_per_token"] for r in mine],
                      "runs_per_token": round(mine[0]["runs"] / max(mine[0]["decode_tokens"], 1), 3),
                      "drafted": mine[0]["drafted"], "accepted": mine[0]["accepted"],
-                     "answers_same_as_plain": f"{min(r['same_as_plain'] for r in mine)}/{n_inputs}"})
+                     "answers_same_as_plain": f"{min(r['same_as_plain'] for r in mine)}/{n_inputs}",
+                     "rouge_l_vs_teacher": mine[0].get("rouge_l_vs_teacher")})
     plain = rows[0]["ms_per_token"]
     for row in rows:
         row["speedup"] = round(plain / row["ms_per_token"], 2)
@@ -124,9 +135,10 @@ def summarize(rounds: list[dict], n_inputs: int) -> list[dict]:
 
 def markdown(rows: list[dict], meta: dict) -> str:
     head = ("| prompt_lookup | decode ms/token (median) | speed-up | model runs per token | drafted | accepted | "
-            "answers equal to plain |\n|---|---|---|---|---|---|---|\n")
+            "answers equal to plain | ROUGE-L vs teacher |\n|---|---|---|---|---|---|---|---|\n")
     body = "".join(f"| {r['lookup'] or 'off'} | {r['ms_per_token']} | {r['speedup']}x | {r['runs_per_token']} | "
-                   f"{r['drafted']} | {r['accepted']} | {r['answers_same_as_plain']} |\n" for r in rows)
+                   f"{r['drafted']} | {r['accepted']} | {r['answers_same_as_plain']} | "
+                   f"{'-' if r['rouge_l_vs_teacher'] is None else r['rouge_l_vs_teacher']} |\n" for r in rows)
     return (f"# Prompt-lookup decoding ({meta['bundle']}; {meta['machine']}; {meta['threads']} threads; "
             f"{meta['inputs']} held-out inputs, up to {meta['max_new_tokens']} tokens each, greedy, until eos; "
             f"median of {meta['rounds']} interleaved rounds)\n\n{head}{body}\n"
@@ -136,7 +148,8 @@ def markdown(rows: list[dict], meta: dict) -> str:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.lookup_speed", description=__doc__.split("\n")[0])
     parser.add_argument("bundle", type=Path)
-    parser.add_argument("--data", type=Path, required=True, help="jsonl with an \"input\" per line (data/inputs.jsonl)")
+    parser.add_argument("--data", type=Path, required=True,
+                        help="jsonl with an \"input\" (and the teacher's \"output\") per line: data/teacher.jsonl")
     parser.add_argument("--split", default="eval", help="records whose \"split\" is this ('all': every record)")
     parser.add_argument("--lookup", type=int, nargs="+", default=[2, 4, 6], help="draft lengths to compare with 0")
     parser.add_argument("--rounds", type=int, default=3)

@@ -1,10 +1,11 @@
 """Prompt-lookup decoding: draft tokens copied from n-grams already in the text, checked in one run.
 
-    gen.generate(text, prompt_lookup=4)          # greedy only; the same tokens, fewer model runs
+    gen.generate(text, prompt_lookup=3)          # greedy only; the same tokens up to rounding, fewer runs
 
 Summaries, extraction and rewriting copy much of their answer from the input. After each token,
-`Drafts` looks for the last 3 (else 2, else 1) tokens earlier in prompt + answer and proposes the
-up to `k` tokens that followed them there. One run of the model over [last token, drafts] gives
+`Drafts` looks for the last 3 (else 2) tokens earlier in prompt + answer and proposes the up
+to `k` tokens that followed them there (a single repeated token predicts too little: with 1-token
+matches too, more drafts were made and fewer kept, an estimated 1.52x instead of 1.60x at k=4). One run of the model over [last token, drafts] gives
 the logits after each of them; the answer keeps the drafts while they equal what greedy decoding
 picks, plus the pick at the first mismatch, and the KV cache is rewound past the rejected drafts
 (they were written beyond the kept length, where the next run overwrites them). Without a match
@@ -13,10 +14,10 @@ penalty included) in the same order as plain decoding, so the tokens are those o
 decoding, up to float rounding: a run over several tokens may add in another order, which can
 flip a near-tie between two logits.
 
-Measured (runtime/README.md): one run over 5 tokens costs about 1.8x a one-token step on the int8
-student, so drafting pays where the answer copies its input; the default student's summaries
-decode about 1.5x faster with k=4. Sampling is not supported (it would need rejection sampling
-and could not reproduce a seeded run).
+Measured (runtime/README.md, `make lookup-speed`): one run over 5 tokens costs about 1.8x a
+one-token step on the int8 student, so drafting pays where the answer copies its input; the
+default student's held-out summaries decode 1.4-1.6x faster on int8 with k=3, 1.9x on fp32.
+Sampling is not supported (it would need rejection sampling and could not reproduce a seeded run).
 """
 
 from __future__ import annotations
@@ -25,13 +26,13 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-MAX_NGRAM = 3
+MIN_NGRAM, MAX_NGRAM = 2, 3
 MAX_DRAFT = 32
 
 
 class Drafts:
-    """An index of the n-grams (n = 1..MAX_NGRAM) of a growing token sequence: where each one was
-    last followed by a token, so a draft is a dictionary lookup, not a scan."""
+    """An index of the n-grams (n = MIN_NGRAM..MAX_NGRAM) of a growing token sequence: where each
+    one was last followed by a token, so a draft is a dictionary lookup, not a scan."""
 
     def __init__(self, tokens: list[int]):
         self.seq: list[int] = []
@@ -41,7 +42,7 @@ class Drafts:
 
     def append(self, token: int) -> None:
         j = len(self.seq)
-        for n in range(1, min(MAX_NGRAM, j) + 1):
+        for n in range(MIN_NGRAM, min(MAX_NGRAM, j) + 1):
             self.after[n][tuple(self.seq[j - n:j])] = j  # that n-gram was (last) followed by position j
         self.seq.append(token)
 
@@ -49,7 +50,7 @@ class Drafts:
         """Up to `k` tokens that followed the longest earlier match of the sequence's tail."""
         if k <= 0:
             return []
-        for n in range(min(MAX_NGRAM, len(self.seq)), 0, -1):
+        for n in range(min(MAX_NGRAM, len(self.seq)), MIN_NGRAM - 1, -1):
             start = self.after[n].get(tuple(self.seq[-n:]))
             if start is not None:
                 return self.seq[start:start + k]

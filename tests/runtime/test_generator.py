@@ -167,10 +167,11 @@ def test_drafts_follow_the_longest_earlier_match():
 
     drafts = Drafts([5, 1, 2, 9, 7, 1, 2, 8, 5, 1, 2])
     assert drafts.draft(2) == [9, 7]  # the 3-gram 5 1 2 beats the later 2-gram 1 2 (followed by 8)
+    drafts.append(8)
+    assert drafts.draft(3) == [5, 1, 2]  # 1 2 8 was followed by 5 1 2
     drafts.append(6)
-    assert drafts.draft(3) == []  # 6 was never seen before
-    drafts.append(1)
-    assert drafts.draft(3) == [2, 6, 1]  # "6 1" is new; the 1-gram 1 was last followed by 2 6 1
+    assert drafts.draft(3) == []  # 8 6 was never seen before
+    assert Drafts([3, 4, 3]).draft(2) == []  # one repeated token is not a match
     assert drafts.draft(0) == []
 
 

@@ -19,8 +19,8 @@ def run(*args):
 
 def test_lookup_speed_compares_settings_on_the_eval_inputs(fp32_bundle, tmp_path):
     data = tmp_path / "inputs.jsonl"
-    records = [{"split": "eval", "input": " ".join(TEXTS) * 2}, {"split": "eval", "input": TEXTS[0] * 3},
-               {"split": "train", "input": "not used"}]
+    records = [{"split": "eval", "input": " ".join(TEXTS) * 2, "output": TEXTS[0]},
+               {"split": "eval", "input": TEXTS[0] * 3, "output": TEXTS[1]}, {"split": "train", "input": "not used"}]
     data.write_text("".join(json.dumps(r) + "\n" for r in records))
     done = run(fp32_bundle, "--data", data, "--lookup", "2", "4", "--rounds", "2", "--threads", "1",
                "--max-new-tokens", "24", "--out", tmp_path / "out")
@@ -29,9 +29,10 @@ def test_lookup_speed_compares_settings_on_the_eval_inputs(fp32_bundle, tmp_path
     rows = {row["lookup"]: row for row in result["rows"]}
     assert set(rows) == {0, 2, 4} and result["meta"]["inputs"] == 2
     assert len(result["rounds"]) == 6 and {r["round"] for r in result["rounds"]} == {0, 1}
+    assert 0 <= rows[0]["rouge_l_vs_teacher"] <= 1
     assert rows[0]["speedup"] == 1.0 and rows[0]["runs_per_token"] == 1.0 and rows[0]["drafted"] == 0
     for k in (2, 4):  # fp32: drafts change no token; repeated text: drafts accepted, fewer runs
-        assert rows[k]["answers_same_as_plain"] == "2/2"
+        assert rows[k]["answers_same_as_plain"] == "2/2" and rows[k]["rouge_l_vs_teacher"] == rows[0]["rouge_l_vs_teacher"]
         assert 0 < rows[k]["accepted"] <= rows[k]["drafted"] and rows[k]["runs_per_token"] < 1.0
     assert "| off |" in (tmp_path / "out" / "lookup_speed.md").read_text()
 
