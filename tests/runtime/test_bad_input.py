@@ -96,6 +96,11 @@ def test_prompt_lookup_refuses_sampling_and_batches(gen):
         gen.generate_batch(["A paragraph.", "Another."], max_new_tokens=4, prompt_lookup=4)
 
 
+def _lookup_ok(lookup, temperature, top_k) -> bool:
+    """prompt_lookup is 0, or 1..32 with greedy decoding (temperature 0 or top_k 1)."""
+    return lookup == 0 or (1 <= lookup <= 32 and (temperature == 0 or top_k == 1))
+
+
 def _valid(temperature, top_k, top_p, penalty, max_new) -> bool:
     return (math.isfinite(temperature) and 0 <= temperature <= MAX_TEMPERATURE and 0 <= top_k <= 49152
             and 0 < top_p <= 1 and MIN_REPETITION_PENALTY <= penalty <= MAX_REPETITION_PENALTY and 1 <= max_new)
@@ -106,13 +111,14 @@ def _valid(temperature, top_k, top_p, penalty, max_new) -> bool:
        temperature=st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.floats(0, 3)),
        top_k=st.integers(-3, 60000), top_p=st.one_of(st.floats(-1, 2), st.just(1.0)),
        penalty=st.one_of(st.floats(-1, 3), st.just(1.0)), max_new=st.integers(-2, 4),
-       seed=st.one_of(st.none(), st.integers(0, 2**32)))
-def test_any_input_gives_text_or_an_input_error(gen, text, temperature, top_k, top_p, penalty, max_new, seed):
+       seed=st.one_of(st.none(), st.integers(0, 2**32)), lookup=st.one_of(st.just(0), st.integers(-2, 40)))
+def test_any_input_gives_text_or_an_input_error(gen, text, temperature, top_k, top_p, penalty, max_new, seed,
+                                                lookup):
     try:
         out = gen.generate(text, max_new_tokens=max_new, temperature=temperature, top_k=top_k, top_p=top_p,
-                           repetition_penalty=penalty, seed=seed)
+                           repetition_penalty=penalty, seed=seed, prompt_lookup=lookup)
     except InputError:
-        valid = _valid(temperature, top_k, top_p, penalty, max_new)
+        valid = _valid(temperature, top_k, top_p, penalty, max_new) and _lookup_ok(lookup, temperature, top_k)
         try:
             decoded = text.decode() if isinstance(text, bytes) else text
             usable = decoded.strip() != "" and bool(decoded.encode() or True)  # encode() fails on surrogates
@@ -122,4 +128,4 @@ def test_any_input_gives_text_or_an_input_error(gen, text, temperature, top_k, t
         return
     assert isinstance(out, str)
     out.encode("utf-8")  # valid Unicode: no lone surrogates from split characters
-    assert _valid(temperature, top_k, top_p, penalty, max_new)
+    assert _valid(temperature, top_k, top_p, penalty, max_new) and _lookup_ok(lookup, temperature, top_k)

@@ -204,3 +204,21 @@ def test_prompt_lookup_gives_the_greedy_tokens_in_fewer_runs(gen, penalty, ignor
     assert list(lookup_steps(cache, choose, ids, 40, 4, eos, stats)) == want
     # each run gives its accepted drafts and one more token (not yielded when it is eos)
     assert stats["accepted"] > 0 and stats["runs"] + stats["accepted"] in (len(want) - 1, len(want))
+
+
+def test_prompt_lookup_edges_match_plain_decoding(gen):
+    """Tiny budgets, a one-token prompt, stop strings and streaming text agree with plain decoding;
+    a cache refuses to extend past its capacity."""
+    ids = gen.bundle.encode(" ".join(TEXTS) * 2)
+    for n in (1, 2, 3):
+        assert list(gen.stream_ids(ids, n, ignore_eos=True, prompt_lookup=3)) == list(gen.stream_ids(ids, n, ignore_eos=True))
+    assert list(gen.stream_ids(ids[:1], 6, ignore_eos=True, prompt_lookup=3)) == list(gen.stream_ids(ids[:1], 6, ignore_eos=True))
+    text = " ".join(TEXTS) * 2
+    full = gen.generate(text, max_new_tokens=30, ignore_eos=True)
+    stop = full[len(full) // 2:len(full) // 2 + 3]
+    assert gen.generate(text, max_new_tokens=30, ignore_eos=True, stop=[stop], prompt_lookup=3) == full[:full.index(stop)]
+    assert "".join(gen.stream(text, max_new_tokens=30, ignore_eos=True, prompt_lookup=3)) == full
+    cache = gen.model.new_cache(1, len(ids) + 2)
+    cache.prefill(0, ids)
+    with pytest.raises(IndexError, match="room for 3 more tokens"):
+        cache.extend([1, 2, 3])
