@@ -31,28 +31,15 @@ from pathlib import Path
 
 from benchmarks.runtime_speed import _machine
 from edgestill.errors import UserError, cli_main
-from edgestill.files import atomic_write_json, atomic_write_text
+from edgestill.files import atomic_write_json, atomic_write_text, read_user_records
 from edgestill.metrics import mean_rouge_l
 
 
 def read_inputs(path: Path, split: str) -> list[tuple[str, str | None]]:
-    """(input, teacher's answer or None) of the jsonl file `path`'s records whose "split" is
-    `split` ("all": every record)."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as err:
-        raise UserError(f"--data {path}: cannot read it as UTF-8 text ({err}); give data/inputs.jsonl of a build")
-    texts = []
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-            text = record["input"]
-        except (ValueError, KeyError, TypeError):
-            raise UserError(f"--data {path}, line {n}: not a JSON object with an \"input\" field") from None
-        if split == "all" or record.get("split") == split:
-            texts.append((text, record.get("output") if isinstance(record.get("output"), str) else None))
+    """(input, teacher's answer or None) of the records of `path` (.jsonl, .csv or .txt, read as
+    distill reads a user's inputs) whose "split" is `split` ("all": every record)."""
+    texts = [(r["input"], r.get("output") if isinstance(r.get("output"), str) else None)
+             for r in read_user_records(path) if split == "all" or r.get("split") == split]
     if not texts:
         raise UserError(f"--data {path}: no records with \"split\": \"{split}\"; use --split all or another file")
     return texts

@@ -11,7 +11,6 @@ given); training never sees them.
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import random
@@ -21,7 +20,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from edgestill.errors import UserError
-from edgestill.files import JsonlAppender, read_jsonl
+from edgestill.files import JsonlAppender, read_jsonl, read_user_records as read_user_inputs
 from edgestill.metrics import words
 from edgestill.recipe import Recipe
 from distill.prompts import chat_messages_prompt, input_generation_messages, pick_shown
@@ -86,24 +85,6 @@ def acceptable(text: str, tokenizer, max_tokens: int) -> bool:
     if len(w) < MIN_WORDS or _META.search(text) or len(tokenizer(text)["input_ids"]) > max_tokens:
         return False
     return len(set(w)) / len(w) >= 0.4
-
-
-def read_user_inputs(path: str) -> list[dict]:
-    """Records {"input"[, "output"]} from a .jsonl (key "input"), .csv (column "input") or .txt file."""
-    p = Path(path)
-    if p.suffix == ".jsonl":
-        rows = read_jsonl(p)
-    elif p.suffix == ".csv":
-        with open(p, newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f))
-    elif p.suffix == ".txt":
-        rows = [{"input": line.strip()} for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
-    else:
-        raise UserError(f"{p}: use a .jsonl, .csv or .txt file of inputs")
-    for i, row in enumerate(rows):
-        if not isinstance(row.get("input"), str) or not row["input"].strip():
-            raise UserError(f"{p}: record {i + 1} has no non-empty 'input' field")
-    return rows
 
 
 def prepare_inputs(recipe: Recipe, data_dir: Path, model, tokenizer, writer=None) -> list[dict]:

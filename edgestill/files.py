@@ -1,4 +1,5 @@
-"""Small file helpers every stage uses: atomic writes, append-and-flush JSONL, sha256.
+"""Small file helpers every stage uses: atomic writes, append-and-flush JSONL, sha256, and the
+reader of a user's own records (inputs / labels files).
 
 Atomic means: write to a temp file in the same folder, fsync, then rename over the target,
 so a reader (or a resumed run) never sees half a file.
@@ -6,12 +7,18 @@ so a reader (or a resumed run) never sees half a file.
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 import os
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
+
+from edgestill.errors import UserError
+
+USER_FORMATS = (".jsonl", ".csv", ".txt")
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -62,6 +69,50 @@ def iter_jsonl(path: str | os.PathLike) -> Iterator[dict]:
                 break  # torn write from a killed run
             if line.strip():
                 yield json.loads(line)
+
+
+def read_user_records(path: str | os.PathLike) -> list[dict]:
+    """Records {"input"[, "output", ...]} of a user's file: .jsonl (one object with "input" per
+    line), .csv (an "input" column) or .txt (one input per line). A user's mistake (another format,
+    not UTF-8, a binary file, a line that is not a JSON object, no records, a record without an
+    input) is a UserError naming the file and the line or record."""
+    p = Path(path)
+    if p.suffix not in USER_FORMATS:
+        raise UserError(f"{p}: use a .jsonl, .csv or .txt file of inputs")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise UserError(f"{p}: not UTF-8 text (bad byte at offset {err.start}); save it as UTF-8") from None
+    if "\x00" in text:
+        raise UserError(f"{p}: holds NUL bytes, so it looks like a binary file; give a text file of inputs")
+    rows = _user_rows(p, text)
+    if not rows:
+        raise UserError(f"{p}: holds no inputs; give one per line (.txt), per record (.jsonl) or per row (.csv)")
+    for i, row in enumerate(rows):
+        if not isinstance(row.get("input"), str) or not row["input"].strip():
+            raise UserError(f"{p}: record {i + 1} has no non-empty 'input' field")
+    return rows
+
+
+def _user_rows(p: Path, text: str) -> list[dict]:
+    if p.suffix == ".txt":
+        return [{"input": line.strip()} for line in text.splitlines() if line.strip()]
+    if p.suffix == ".csv":
+        try:
+            return list(csv.DictReader(io.StringIO(text, newline="")))
+        except csv.Error as err:
+            raise UserError(f"{p}: not a readable CSV file ({err}); give a header row with an 'input' column") from None
+    rows = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                row = json.loads(line)
+            except ValueError:
+                row = None
+            if not isinstance(row, dict):
+                raise UserError(f"{p}, line {n}: not a JSON object; each line must look like {{\"input\": \"...\"}}")
+            rows.append(row)
+    return rows
 
 
 def repair_jsonl(path: str | os.PathLike) -> None:

@@ -25,6 +25,7 @@ from typing import Any, Literal, Optional
 import yaml
 
 from edgestill.errors import UserError, cli_main
+from edgestill.files import read_user_records
 
 BUNDLED_TEACHERS = ("smollm2-135m-instruct",)
 # Bundle presets (export/quantize.py PRESETS; a test keeps the two lists equal).
@@ -316,6 +317,10 @@ def _check(recipe: Recipe, where: str, base: Path) -> None:
             path = _resolve(value, base)
             if not path.is_file():
                 raise UserError(f"{where}: task.{key}: file not found: {path}")
+            try:
+                read_user_records(path)  # read now, so a bad file stops the run before the teacher loads
+            except UserError as err:
+                raise UserError(f"{where}: task.{key}: {err}") from None
             setattr(t, key, str(path))
     recipe.teacher.source = _check_teacher(recipe.teacher.source, where, base)
     _check_server_teacher(recipe.teacher, where, base)

@@ -82,6 +82,25 @@ def test_read_user_inputs_formats(tmp_path):
         read_user_inputs(str(tmp_path / "bad.jsonl"))
 
 
+
+@pytest.mark.parametrize("name, content, message", [
+    ("latin1.txt", "caf\xe9 au lait\n".encode("latin-1"), "not UTF-8 text .bad byte at offset 3"),
+    ("image.txt", b"GIF89a\x01\x00\x01\x00\x00\xff", "not UTF-8 text"),
+    ("blob.txt", b"GIF89a\x01\x00\x01\x00\x00", "NUL bytes, so it looks like a binary file"),
+    ("empty.jsonl", b"\n\n", "holds no inputs"),
+    ("empty.csv", b"", "holds no inputs"),
+    ("broken.jsonl", b'{"input": "fine"}\n{"input": "cut\n', "line 2: not a JSON object"),
+    ("list.jsonl", b'["input", "x"]\n', "line 1: not a JSON object"),
+    ("inputs.xlsx", b"PK", "use a .jsonl, .csv or .txt file"),
+])
+def test_bad_user_files_are_user_errors_naming_the_file(tmp_path, name, content, message):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(UserError, match=message) as err:
+        read_user_inputs(str(path))
+    assert str(path) in str(err.value)
+
+
 def test_acceptable_rejects_short_degenerate_and_meta_texts(teacher_dir):
     from transformers import AutoTokenizer
 

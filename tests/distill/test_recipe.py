@@ -70,6 +70,12 @@ def test_bad_recipe_raises_user_error(tmp_path, case):
         assert needle in message
 
 
+def test_a_bad_inputs_file_is_refused_when_the_recipe_loads(tmp_path):
+    (tmp_path / "in.jsonl").write_bytes(b"\xff\xfe binary\n")
+    with pytest.raises(UserError, match=r"task.inputs: .*in.jsonl: not UTF-8 text"):
+        load_recipe(write(tmp_path, GOOD + "  inputs: in.jsonl\n"))
+
+
 @pytest.mark.parametrize("case", ["unknown key", "bad teacher", "missing file"])
 def test_cli_prints_one_line_and_exits_2(tmp_path, case):
     path = write(tmp_path, BAD[case][0])
