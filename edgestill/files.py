@@ -80,7 +80,7 @@ def read_user_records(path: str | os.PathLike) -> list[dict]:
     if p.suffix not in USER_FORMATS:
         raise UserError(f"{p}: use a .jsonl, .csv or .txt file of inputs")
     try:
-        text = p.read_text(encoding="utf-8")
+        text = p.read_text(encoding="utf-8-sig")  # -sig: the byte-order mark spreadsheet apps write is dropped
     except UnicodeDecodeError as err:
         raise UserError(f"{p}: not UTF-8 text (bad byte at offset {err.start}); save it as UTF-8") from None
     if "\x00" in text:

@@ -77,6 +77,8 @@ def test_read_user_inputs_formats(tmp_path):
     assert [r["input"] for r in read_user_inputs(str(tmp_path / "a.txt"))] == ["one", "two"]
     assert read_user_inputs(str(tmp_path / "a.jsonl"))[0]["output"] == "y"
     assert read_user_inputs(str(tmp_path / "a.csv"))[0]["input"] == "hello"
+    (tmp_path / "excel.csv").write_bytes("input,output\r\nCafé,x\r\n".encode("utf-8-sig"))  # BOM + CRLF
+    assert read_user_inputs(str(tmp_path / "excel.csv")) == [{"input": "Café", "output": "x"}]
     (tmp_path / "bad.jsonl").write_text(json.dumps({"text": "x"}) + "\n")
     with pytest.raises(UserError, match="record 1"):
         read_user_inputs(str(tmp_path / "bad.jsonl"))
