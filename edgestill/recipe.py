@@ -318,9 +318,14 @@ def _check(recipe: Recipe, where: str, base: Path) -> None:
             if not path.is_file():
                 raise UserError(f"{where}: task.{key}: file not found: {path}")
             try:
-                read_user_records(path)  # read now, so a bad file stops the run before the teacher loads
+                records = read_user_records(path)  # read now, so a bad file stops the run before the teacher loads
             except UserError as err:
                 raise UserError(f"{where}: task.{key}: {err}") from None
+            unlabelled = next((i for i, r in enumerate(records, 1) if not isinstance(r.get("output"), str)
+                               or not r["output"].strip()), None) if key == "eval_labels" else None
+            if unlabelled:
+                raise UserError(f"{where}: task.eval_labels: {path}: record {unlabelled} has no 'output' text (its "
+                                f"label); give every record an input and an output")
             setattr(t, key, str(path))
     recipe.teacher.source = _check_teacher(recipe.teacher.source, where, base)
     _check_server_teacher(recipe.teacher, where, base)

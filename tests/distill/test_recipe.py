@@ -74,6 +74,9 @@ def test_a_bad_inputs_file_is_refused_when_the_recipe_loads(tmp_path):
     (tmp_path / "in.jsonl").write_bytes(b"\xff\xfe binary\n")
     with pytest.raises(UserError, match=r"task.inputs: .*in.jsonl: not UTF-8 text"):
         load_recipe(write(tmp_path, GOOD + "  inputs: in.jsonl\n"))
+    (tmp_path / "labels.jsonl").write_text('{"input": "a", "output": "b"}\n{"input": "c", "output": 3}\n')
+    with pytest.raises(UserError, match=r"task.eval_labels: .*labels.jsonl: record 2 has no 'output' text"):
+        load_recipe(write(tmp_path, GOOD + "  eval_labels: labels.jsonl\n"))
 
 
 @pytest.mark.parametrize("case", ["unknown key", "bad teacher", "missing file"])
