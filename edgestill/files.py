@@ -83,6 +83,8 @@ def read_user_records(path: str | os.PathLike) -> list[dict]:
         text = p.read_text(encoding="utf-8-sig")  # -sig: the byte-order mark spreadsheet apps write is dropped
     except UnicodeDecodeError as err:
         raise UserError(f"{p}: not UTF-8 text (bad byte at offset {err.start}); save it as UTF-8") from None
+    except OSError as err:
+        raise UserError(f"{p}: cannot read it ({err.strerror or err}); check the path") from None
     if "\x00" in text:
         raise UserError(f"{p}: holds NUL bytes, so it looks like a binary file; give a text file of inputs")
     rows = _user_rows(p, text)

@@ -103,6 +103,15 @@ def test_bad_user_files_are_user_errors_naming_the_file(tmp_path, name, content,
     assert str(path) in str(err.value)
 
 
+
+def test_a_missing_or_unreadable_user_file_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match=r"nowhere.jsonl: cannot read it \(No such file or directory\)"):
+        read_user_inputs(str(tmp_path / "nowhere.jsonl"))
+    (tmp_path / "folder.txt").mkdir()
+    with pytest.raises(UserError, match=r"folder.txt: cannot read it"):
+        read_user_inputs(str(tmp_path / "folder.txt"))
+
+
 def test_acceptable_rejects_short_degenerate_and_meta_texts(teacher_dir):
     from transformers import AutoTokenizer
 
