@@ -3,7 +3,7 @@
 Greedy answers from the PyTorch student, scored with ROUGE-L F1 against the teacher's answers
 (`rouge_l_vs_teacher`) and, when the eval records carry labels, against them
 (`rouge_l_vs_label`, `teacher_rouge_l_vs_label`). `exact_match_vs_teacher` counts answers
-identical to the teacher's. With 24 eval inputs a mean moves by a few points with the choice of
+with the teacher's words (case, punctuation and spacing ignored: edgestill/metrics.py). With 24 eval inputs a mean moves by a few points with the choice of
 inputs, so each mean comes with its 95% bootstrap interval (`*_ci95`, edgestill/intervals.py),
 and `per_example` keeps the scores behind it; `compare` gives a model's paired gain over a
 baseline scored on the same inputs (`comparisons` in distill_report.json).
@@ -20,7 +20,7 @@ import json
 from tqdm import tqdm
 
 from edgestill.intervals import interval, paired_gain, verdict
-from edgestill.metrics import mean_rouge_l, rouge_l
+from edgestill.metrics import exact_match_rate, mean_rouge_l, rouge_l
 from distill.prompts import chat_prompt, user_message
 
 
@@ -89,15 +89,15 @@ def evaluate(model, tokenizer, eval_records: list[dict], eval_examples, task, de
                "rouge_l_vs_teacher_ci95": interval(scores),
                "token_agreement_vs_teacher": round(sum(hits) / max(1, sum(totals)), 4),
                "token_agreement_vs_teacher_ci95": interval(rates, totals) if sum(totals) else None,
-               "exact_match_vs_teacher": round(sum(p == t for p, t in zip(predictions, teacher)) / len(teacher), 4)}
+               "exact_match_vs_teacher": round(exact_match_rate(predictions, teacher), 4)}
     labelled = [(p, r) for p, r in zip(predictions, eval_records) if "label" in r]
     if labelled:
-        quality["rouge_l_vs_label"] = round(mean_rouge_l([p for p, _ in labelled], [r["label"] for _, r in labelled]), 4)
-        quality["exact_match_vs_label"] = round(sum(p.strip() == r["label"].strip() for p, r in labelled) / len(labelled), 4)
+        labels = [r["label"] for _, r in labelled]
+        quality["rouge_l_vs_label"] = round(mean_rouge_l([p for p, _ in labelled], labels), 4)
+        quality["exact_match_vs_label"] = round(exact_match_rate([p for p, _ in labelled], labels), 4)
         quality["teacher_rouge_l_vs_label"] = round(
-            mean_rouge_l([r["output"] for _, r in labelled], [r["label"] for _, r in labelled]), 4)
-        quality["teacher_exact_match_vs_label"] = round(
-            sum(r["output"].strip() == r["label"].strip() for _, r in labelled) / len(labelled), 4)
+            mean_rouge_l([r["output"] for _, r in labelled], labels), 4)
+        quality["teacher_exact_match_vs_label"] = round(exact_match_rate([r["output"] for _, r in labelled], labels), 4)
     examples = [{"input": r["input"], "teacher": r["output"], "student": p}
                 for p, r in zip(predictions[:5], eval_records[:5])]
     per_example = {"rouge_l_vs_teacher": [round(x, 4) for x in scores], "agreeing_tokens": hits,

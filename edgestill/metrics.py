@@ -1,7 +1,9 @@
 """Text-agreement metrics shared by distill (eval vs teacher) and benchmarks (bundle quality).
 
 ROUGE-L F1 on lower-cased word tokens, written here (about 20 lines) rather than pulling in
-`rouge-score`, which brings nltk and absl for the same number.
+`rouge-score`, which brings nltk and absl for the same number. Exact match compares the same
+word tokens, so "Positive." matches "positive" (as SQuAD-style exact match normalises case,
+punctuation and spacing; articles are kept, since they are words the student must get right).
 """
 
 from __future__ import annotations
@@ -40,6 +42,18 @@ def rouge_l(prediction: str, reference: str) -> float:
         return 0.0
     precision, recall = lcs / len(p), lcs / len(r)
     return 2 * precision * recall / (precision + recall)
+
+
+def exact_match(prediction: str, reference: str) -> bool:
+    """Whether two texts have the same lower-cased word tokens (case, punctuation and spacing ignored)."""
+    return words(prediction) == words(reference)
+
+
+def exact_match_rate(predictions: Sequence[str], references: Sequence[str]) -> float:
+    """Share of aligned pairs that match exactly (see `exact_match`)."""
+    if len(predictions) != len(references) or not predictions:
+        raise ValueError("need the same, non-zero number of predictions and references")
+    return sum(map(exact_match, predictions, references)) / len(predictions)
 
 
 def mean_rouge_l(predictions: Sequence[str], references: Sequence[str]) -> float:
