@@ -3,10 +3,11 @@
 Greedy answers from the PyTorch student, scored with ROUGE-L F1 against the teacher's answers
 (`rouge_l_vs_teacher`) and, when the eval records carry labels, against them
 (`rouge_l_vs_label`, `teacher_rouge_l_vs_label`). `exact_match_vs_teacher` counts answers
-with the teacher's words (case, punctuation and spacing ignored: edgestill/metrics.py). With 24 eval inputs a mean moves by a few points with the choice of
-inputs, so each mean comes with its 95% bootstrap interval (`*_ci95`, edgestill/intervals.py),
-and `per_example` keeps the scores behind it; `compare` gives a model's paired gain over a
-baseline scored on the same inputs (`comparisons` in distill_report.json).
+with the teacher's words (case, punctuation and spacing ignored: edgestill/metrics.py). With 24
+eval inputs a mean moves by a few points with the choice of inputs, so each mean comes with its
+95% bootstrap interval (`*_ci95`, edgestill/intervals.py), and `per_example` keeps the scores
+behind it; `compare` gives a model's paired gain over a baseline scored on the same inputs
+(`comparisons` in distill_report.json).
 
 `echo_input` scores a reference that needs no model: the input itself given as the answer. For
 tasks whose answers copy from the input (summaries, extraction) it is the bar a student must
@@ -93,11 +94,9 @@ def evaluate(model, tokenizer, eval_records: list[dict], eval_examples, task, de
     labelled = [(p, r) for p, r in zip(predictions, eval_records) if "label" in r]
     if labelled:
         labels = [r["label"] for _, r in labelled]
-        quality["rouge_l_vs_label"] = round(mean_rouge_l([p for p, _ in labelled], labels), 4)
-        quality["exact_match_vs_label"] = round(exact_match_rate([p for p, _ in labelled], labels), 4)
-        quality["teacher_rouge_l_vs_label"] = round(
-            mean_rouge_l([r["output"] for _, r in labelled], labels), 4)
-        quality["teacher_exact_match_vs_label"] = round(exact_match_rate([r["output"] for _, r in labelled], labels), 4)
+        for prefix, answers in (("", [p for p, _ in labelled]), ("teacher_", [r["output"] for _, r in labelled])):
+            quality[f"{prefix}rouge_l_vs_label"] = round(mean_rouge_l(answers, labels), 4)
+            quality[f"{prefix}exact_match_vs_label"] = round(exact_match_rate(answers, labels), 4)
     examples = [{"input": r["input"], "teacher": r["output"], "student": p}
                 for p, r in zip(predictions[:5], eval_records[:5])]
     per_example = {"rouge_l_vs_teacher": [round(x, 4) for x in scores], "agreeing_tokens": hits,

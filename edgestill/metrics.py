@@ -51,13 +51,16 @@ def exact_match(prediction: str, reference: str) -> bool:
 
 def exact_match_rate(predictions: Sequence[str], references: Sequence[str]) -> float:
     """Share of aligned pairs that match exactly (see `exact_match`)."""
-    if len(predictions) != len(references) or not predictions:
-        raise ValueError("need the same, non-zero number of predictions and references")
+    _check_aligned(predictions, references)
     return sum(map(exact_match, predictions, references)) / len(predictions)
 
 
 def mean_rouge_l(predictions: Sequence[str], references: Sequence[str]) -> float:
     """Mean ROUGE-L F1 over aligned pairs."""
+    _check_aligned(predictions, references)
+    return sum(rouge_l(p, r) for p, r in zip(predictions, references)) / len(predictions)
+
+
+def _check_aligned(predictions: Sequence[str], references: Sequence[str]) -> None:
     if len(predictions) != len(references) or not predictions:
         raise ValueError("need the same, non-zero number of predictions and references")
-    return sum(rouge_l(p, r) for p, r in zip(predictions, references)) / len(predictions)

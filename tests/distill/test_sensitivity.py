@@ -15,17 +15,6 @@ TEXTS = ["The bakery on Main Street now opens at six, two hours earlier than bef
          "The school choir won the regional contest with a song written by two students."]
 
 
-@pytest.fixture(scope="module")
-def tiny(tiny_llama_dir):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    model, tok = AutoModelForCausalLM.from_pretrained(tiny_llama_dir).eval(), AutoTokenizer.from_pretrained(tiny_llama_dir)
-    # a random model answers only newlines and special tokens: with those suppressed, it answers words
-    blank = [i for piece, i in tok.get_vocab().items() if not piece.strip("\u0120\u010a\u0109")]  # Ġ Ċ ĉ
-    model.generation_config.suppress_tokens = tok.all_special_ids + blank
-    return model, tok
-
-
 def test_perturbed_scales_each_weight_by_about_sigma_and_leaves_the_original(tiny):
     model, _ = tiny
     before = {k: v.clone() for k, v in model.state_dict().items()}

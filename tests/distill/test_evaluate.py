@@ -1,0 +1,37 @@
+"""distill.evaluate.evaluate on the tiny model: the quality keys, and exact match that ignores
+case, punctuation and spacing (as ROUGE-L's word tokens do)."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from distill.evaluate import evaluate, greedy_answers
+from distill.prompts import chat_prompt, user_message
+from distill.train import Example
+
+INSTRUCTION = "Classify the review as positive or negative."
+TEXTS = ["The soup was cold and far too salty.", "Friendly staff and a spotless room.",
+         "The app crashes every time I open it.", "Lovely garden, we will visit again."]
+
+
+def test_exact_match_and_label_scores_normalise_case_and_punctuation(tiny):
+    model, tok = tiny
+    answers = greedy_answers(model, tok, TEXTS, INSTRUCTION, max_new_tokens=6)
+    assert all(a.strip() for a in answers), answers
+    # the teacher's text: the model's own answers in capitals with a full stop; labels: its answers
+    # for the first two texts only, so the rates are 2/4 and the teacher's own rates 2/4 as well
+    records = [{"input": t, "output": a.upper() + ".", "label": a if i < 2 else "something else"}
+               for i, (t, a) in enumerate(zip(TEXTS, answers))]
+    examples = []
+    for t, a in zip(TEXTS, answers):
+        p = tok(chat_prompt(tok, user_message(INSTRUCTION, t)), add_special_tokens=False)["input_ids"]
+        ans = tok(a, add_special_tokens=False)["input_ids"]
+        examples.append(Example(p + ans, len(p), np.zeros((len(ans), 1), np.int32), np.zeros((len(ans), 1), np.float16)))
+    task = SimpleNamespace(instruction=INSTRUCTION, max_output_tokens=6)
+    quality = evaluate(model, tok, records, examples, task)["quality"]
+    assert quality["rouge_l_vs_teacher"] == 1.0
+    assert quality["exact_match_vs_teacher"] == 1.0  # raw strings differ in case and the full stop
+    assert quality["exact_match_vs_label"] == pytest.approx(0.5)
+    assert quality["teacher_exact_match_vs_label"] == pytest.approx(0.5)
+    assert quality["rouge_l_vs_label"] == quality["teacher_rouge_l_vs_label"] < 1.0
