@@ -3,12 +3,10 @@ case, punctuation and spacing (as ROUGE-L's word tokens do)."""
 
 from types import SimpleNamespace
 
-import numpy as np
 import pytest
 
 from distill.evaluate import evaluate, greedy_answers
-from distill.prompts import chat_prompt, user_message
-from distill.train import Example
+from tests.distill.forced import forced_examples
 
 INSTRUCTION = "Classify the review as positive or negative."
 TEXTS = ["The soup was cold and far too salty.", "Friendly staff and a spotless room.",
@@ -23,11 +21,7 @@ def test_exact_match_and_label_scores_normalise_case_and_punctuation(tiny):
     # for the first two texts only, so the rates are 2/4 and the teacher's own rates 2/4 as well
     records = [{"input": t, "output": a.upper() + ".", "label": a if i < 2 else "something else"}
                for i, (t, a) in enumerate(zip(TEXTS, answers))]
-    examples = []
-    for t, a in zip(TEXTS, answers):
-        p = tok(chat_prompt(tok, user_message(INSTRUCTION, t)), add_special_tokens=False)["input_ids"]
-        ans = tok(a, add_special_tokens=False)["input_ids"]
-        examples.append(Example(p + ans, len(p), np.zeros((len(ans), 1), np.int32), np.zeros((len(ans), 1), np.float16)))
+    examples = forced_examples(tok, INSTRUCTION, TEXTS, answers)
     task = SimpleNamespace(instruction=INSTRUCTION, max_output_tokens=6)
     quality = evaluate(model, tok, records, examples, task)["quality"]
     assert quality["rouge_l_vs_teacher"] == 1.0

@@ -3,7 +3,6 @@ scored against its own greedy answers."""
 
 from types import SimpleNamespace
 
-import numpy as np
 import pytest
 import torch
 
@@ -39,8 +38,7 @@ def test_skip_reasons():
 
 def test_teacher_noise_scores_the_teacher_against_its_own_answers(tiny):
     from distill.evaluate import greedy_answers
-    from distill.prompts import chat_prompt, user_message
-    from distill.train import Example
+    from tests.distill.forced import forced_examples
 
     model, tok = tiny
     answers = greedy_answers(model, tok, TEXTS, INSTRUCTION, max_new_tokens=12)
@@ -48,12 +46,7 @@ def test_teacher_noise_scores_the_teacher_against_its_own_answers(tiny):
     records = [{"input": t, "output": a} for t, a in zip(TEXTS, answers)]
 
     def examples():  # the answers teacher-forced, in the teacher's ids
-        out = []
-        for t, a in zip(TEXTS, answers):
-            p = tok(chat_prompt(tok, user_message(INSTRUCTION, t)), add_special_tokens=False)["input_ids"]
-            ans = tok(a, add_special_tokens=False)["input_ids"]
-            out.append(Example(p + ans, len(p), np.zeros((len(ans), 1), np.int32), np.zeros((len(ans), 1), np.float16)))
-        return out
+        return forced_examples(tok, INSTRUCTION, TEXTS, answers)
 
     task = SimpleNamespace(instruction=INSTRUCTION, max_output_tokens=12)
     local = SimpleNamespace(source="local-folder", sources=[], combine="round_robin")
