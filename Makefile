@@ -1,8 +1,8 @@
 # edgestill: `make student` (recipe -> data -> student -> bundles -> report), `make test`.
 # Each stage is a file target, so a second run skips what is finished:
-#   build/<name>/student/distill_report.json  <- python -m distill    RECIPE ARGS
-#   build/<name>/.exported                     <- python -m export     RECIPE ARGS
-#   build/<name>/report/report.json            <- python -m benchmarks RECIPE ARGS
+#   build/<name>/student/distill_report.json  <- edgestill distill    RECIPE ARGS
+#   build/<name>/.exported                     <- edgestill export     RECIPE ARGS
+#   build/<name>/report/report.json            <- edgestill bench RECIPE ARGS
 # Overrides: make student RECIPE=recipes/x.yaml ARGS="distill.steps=50" [BUILD=elsewhere]
 # (ARGS are not tracked by make: after changing them, `make clean-run` or delete the stage's file.)
 
@@ -13,6 +13,7 @@ ARM64_ARGS ?=
 PYTEST_ARGS ?=
 BUILD ?= build
 PY := .venv/bin/python
+ES := .venv/bin/edgestill
 NAME := $(shell sed -n 's/^name:[[:space:]]*//p' $(RECIPE) | head -n 1 | tr -d "\"' ")
 B := $(BUILD)/$(NAME)
 VENV := .venv/.installed
@@ -43,7 +44,7 @@ LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON
 $(VENV_TEST): $(VENV)
 	CMAKE_ARGS="$${CMAKE_ARGS:-$(LLAMA_CMAKE_ARGS)}" $(PY) -m pip install -q --no-cache-dir -e '.[llama]' || echo "WARNING: llama-cpp-python did not build (it needs cmake and a C++ compiler); tests/distill/test_llama_cpp_server.py will be skipped"
 	$(MAKE) optimum-venv || echo "WARNING: .venv-optimum was not made; tests/benchmarks/test_optimum_peer.py will be skipped"
-	$(PY) -m export.arm64_sysroot || echo "WARNING: no ARM64 sysroot (Debian's mirror and PyPI unreachable?); the emulated tests of tests/export/test_arm64.py will be skipped"
+	$(PY) -m edgestill.export.arm64_sysroot || echo "WARNING: no ARM64 sysroot (Debian's mirror and PyPI unreachable?); the emulated tests of tests/export/test_arm64.py will be skipped"
 	touch $@
 
 # Optimum's ORTModelForCausalLM, the runtime's speed peer, in a venv of its own (it pins
@@ -52,44 +53,45 @@ VENV_OPT := .venv-optimum/.installed
 $(VENV_OPT): benchmarks/requirements-optimum.txt
 	test -x .venv-optimum/bin/python || python3 -m venv .venv-optimum
 	.venv-optimum/bin/python -m pip install -q -r benchmarks/requirements-optimum.txt
+	.venv-optimum/bin/python -m pip install -q --no-deps -e .  # edgestill.benchmarks.optimum_peer, no other deps
 	touch $@
 
 optimum-venv: $(VENV_OPT)
 
 optimum-peer: $(VENV_OPT) $(B)/.exported
-	.venv-optimum/bin/python -m benchmarks.optimum_peer $(B)/student $(B)/bundle-fp32 $(B)/bundle-int8 \
+	.venv-optimum/bin/python -m edgestill.benchmarks.optimum_peer $(B)/student $(B)/bundle-fp32 $(B)/bundle-int8 \
 	    --threads 2 --rounds 7 --out $(B)/optimum_peer
 
 # Prompt-lookup decoding against plain greedy decoding on the recipe's held-out inputs (runtime/lookup.py)
 lookup-speed: $(B)/.exported
-	$(PY) -m benchmarks.lookup_speed $(B)/bundle-int8 --data $(B)/data/teacher.jsonl --out $(B)/lookup_speed
+	$(PY) -m edgestill.benchmarks.lookup_speed $(B)/bundle-int8 --data $(B)/data/teacher.jsonl --out $(B)/lookup_speed
 
 # The recipe's bundles on emulated ARM64 cores (qemu-user; numerics only, see export/arm64.py):
 #   make arm64-check [ARM64_ARGS="--cpu cortex-a76 --limit 8"]
 arm64-check: $(B)/.exported
-	$(PY) -m export.arm64 $(RECIPE) --build-root $(BUILD) $(ARGS) $(ARM64_ARGS)
+	$(PY) -m edgestill.export.arm64 $(RECIPE) --build-root $(BUILD) $(ARGS) $(ARM64_ARGS)
 
 $(B)/student/distill_report.json: $(RECIPE) | $(VENV)
-	$(PY) -m distill $(RECIPE) --build-root $(BUILD) $(ARGS)
+	$(ES) distill $(RECIPE) --build-root $(BUILD) $(ARGS)
 
 # export: --overwrite replaces bundles of an older student (up-to-date ones are kept). Exit 1 =
 # a bundle is below its quality floor: it is marked in its manifest.json and the report, and the
 # pipeline goes on so the report shows it; any other failure stops make.
 $(B)/.exported: $(B)/student/distill_report.json
-	$(PY) -m export $(RECIPE) --build-root $(BUILD) --overwrite $(ARGS); rc=$$?; \
+	$(ES) export $(RECIPE) --build-root $(BUILD) --overwrite $(ARGS); rc=$$?; \
 	  if [ $$rc -eq 1 ]; then echo "WARNING: a bundle is below its quality floor (see $(B)/export_summary.json)"; \
 	  elif [ $$rc -ne 0 ]; then exit $$rc; fi
 	touch $@
 
 $(B)/report/report.json: $(B)/.exported
-	$(PY) -m benchmarks $(RECIPE) --build-root $(BUILD) $(ARGS)
+	$(ES) bench $(RECIPE) --build-root $(BUILD) $(ARGS)
 
 # The benchmark alone, any bundles, any targets (see benchmarks/README.md):
 #   make bench [BUNDLES="build/default/bundle-int8 ..."] [TARGET="local ssh://pi@board adb://SERIAL"] [ARGS="bench.threads=[1,2]"]
 BUNDLES ?=
 TARGET ?=
 bench: | $(VENV)
-	$(PY) -m benchmarks $(RECIPE) --build-root $(BUILD) $(if $(strip $(BUNDLES)),--bundles $(BUNDLES)) $(if $(strip $(TARGET)),--target $(TARGET)) $(ARGS)
+	$(ES) bench $(RECIPE) --build-root $(BUILD) $(if $(strip $(BUNDLES)),--bundles $(BUNDLES)) $(if $(strip $(TARGET)),--target $(TARGET)) $(ARGS)
 
 test: $(VENV_TEST)
 	$(PY) -m pytest $(PYTEST_ARGS)

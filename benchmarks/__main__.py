@@ -1,7 +1,7 @@
 """Benchmark every bundle of a recipe, with its peers, on every target, and write `build/<name>/report/`.
 
-    python -m benchmarks RECIPE [key=value ...] [--build-root build] [--bundles DIR ...] [--target T ...]
-    python -m benchmarks compare A/records.jsonl B/records.jsonl
+    edgestill bench RECIPE [key=value ...] [--build-root build] [--bundles DIR ...] [--target T ...]
+    edgestill bench compare A/records.jsonl B/records.jsonl
 
 Finds `build/<name>/teacher-bundle-fp32/` and `build/<name>/bundle-*/` (or takes `--bundles`),
 measures each (model, engine, target, threads, prompt_tokens, gen_tokens) in a fresh process
@@ -23,15 +23,15 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from benchmarks.machine import machine_info
-from benchmarks.peers import find_gguf, llama_bench_path, run_llama_bench
-from benchmarks.plan import Point, as_list, distill_report, models_for, points
-from benchmarks.quality import bundle_quality, carried_figures, eval_records, gains_note, gains_over
-from benchmarks.record import SCHEMA_NAME, SCHEMA_VERSION, error_record, is_ok, now_utc
-from benchmarks.report import SHIPPED_ENGINES, build_report, merge_examples, write_report
-from benchmarks.target_adb import run_adb
-from benchmarks.target_local import run_local
-from benchmarks.target_ssh import run_ssh
+from edgestill.benchmarks.machine import machine_info
+from edgestill.benchmarks.peers import find_gguf, llama_bench_path, run_llama_bench
+from edgestill.benchmarks.plan import Point, as_list, distill_report, models_for, points
+from edgestill.benchmarks.quality import bundle_quality, carried_figures, eval_records, gains_note, gains_over
+from edgestill.benchmarks.record import SCHEMA_NAME, SCHEMA_VERSION, error_record, is_ok, now_utc
+from edgestill.benchmarks.report import SHIPPED_ENGINES, build_report, merge_examples, write_report
+from edgestill.benchmarks.target_adb import run_adb
+from edgestill.benchmarks.target_local import run_local
+from edgestill.benchmarks.target_ssh import run_ssh
 from edgestill.errors import UserError, cli_main
 from edgestill.intervals import verdict
 from edgestill.recipe import BENCH_TARGET, Recipe, load_recipe, split_args
@@ -46,7 +46,7 @@ def find_bundles(build_dir: Path) -> list[Path]:
     bundles = [p for p in candidates if (p / "manifest.json").is_file()]
     if not bundles:
         raise UserError(f"no bundles in {build_dir} (looked for teacher-bundle-fp32/ and bundle-*/ with a "
-                        "manifest.json); run `python -m export RECIPE` first")
+                        "manifest.json); run `edgestill export RECIPE` first")
     return bundles
 
 
@@ -188,7 +188,7 @@ def given_bundles(paths: list[str]) -> list[Path]:
     bundles = [Path(p) for p in paths]
     for b in bundles:
         if not (b / "manifest.json").is_file():
-            raise UserError(f"--bundles: {b} is not a bundle folder (no manifest.json); run `python -m export RECIPE`")
+            raise UserError(f"--bundles: {b} is not a bundle folder (no manifest.json); run `edgestill export RECIPE`")
     return bundles
 
 
@@ -230,11 +230,11 @@ def run(recipe: Recipe, build_root: str | Path = "build", bundles: list[str] | N
 def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if argv and argv[0] == "compare":
-        from benchmarks.compare import main as compare_main
+        from edgestill.benchmarks.compare import main as compare_main
 
         return compare_main(argv[1:])
     overrides, rest = split_args(argv)
-    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="edgestill bench", description=__doc__.split("\n")[0])
     parser.add_argument("recipe", help="the recipe YAML, e.g. recipes/default.yaml")
     parser.add_argument("--build-root", default="build", help="folder holding build/<name>/ (default: build)")
     parser.add_argument("--bundles", nargs="+", metavar="DIR", help="bundle folders to measure (default: all of "

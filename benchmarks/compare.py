@@ -1,7 +1,7 @@
 """Compare two benchmark runs: a Markdown table of each row's figures in A and B and their ratio.
 
-    python -m benchmarks compare old/records.jsonl new/records.jsonl   # every matching row, B/A ratio
-    python -m benchmarks compare old/report.json new/report.json       # headline models, % change
+    edgestill bench compare old/records.jsonl new/records.jsonl   # every matching row, B/A ratio
+    edgestill bench compare old/report.json new/report.json       # headline models, % change
 
 Records are matched by (name, engine, target, threads, prompt_tokens, gen_tokens); a row in only
 one run is listed with "–" on the other side. Timings only compare fairly when both machine lines
@@ -13,10 +13,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from benchmarks.machine import one_line
-from benchmarks.markdown import cell, number, table
-from benchmarks.record import is_ok, key, read_records
-from benchmarks.report import label
+from edgestill.benchmarks.machine import one_line
+from edgestill.benchmarks.markdown import cell, number, table
+from edgestill.benchmarks.record import is_ok, key, read_records
+from edgestill.benchmarks.report import label
 from edgestill.errors import UserError
 
 METRICS = ("decode_tok_s_p50", "decode_ms_p90", "ttft_ms_p50", "load_s", "peak_rss_mb", "file_bytes",
@@ -26,7 +26,7 @@ METRICS = ("decode_tok_s_p50", "decode_ms_p90", "ttft_ms_p50", "load_s", "peak_r
 def load(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"{path} not found; run `python -m benchmarks RECIPE` to write a report.json")
+        raise UserError(f"{path} not found; run `edgestill bench RECIPE` to write a report.json")
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
@@ -95,7 +95,7 @@ def compare_records(a: list[dict], b: list[dict]) -> str:
 
 def main(argv: list[str]) -> int:
     if len(argv) != 2:
-        raise UserError("usage: python -m benchmarks compare A/records.jsonl B/records.jsonl "
+        raise UserError("usage: edgestill bench compare A/records.jsonl B/records.jsonl "
                         "(or A/report.json B/report.json)")
     if all(Path(p).name == "report.json" for p in argv):
         print(compare(load(argv[0]), load(argv[1])), end="")

@@ -1,6 +1,6 @@
 """CSV printer of benchmark records: one row per record, nested dicts flattened (`machine.cpu`, `quality.x`).
 
-    python -m benchmarks.csv_printer build/default/report/records.jsonl > records.csv
+    python -m edgestill.benchmarks.csv_printer build/default/report/records.jsonl > records.csv
 
 Columns: the record fields in schema order, then every `quality.*` and `machine.*` key any record
 has; lists (`noise`, `pinned_cpus`) are joined with "; ", `quantization` is written as JSON.
@@ -13,7 +13,7 @@ import io
 import json
 import sys
 
-from benchmarks.record import read_records, schema
+from edgestill.benchmarks.record import read_records, schema
 from edgestill.errors import UserError, cli_main
 
 NESTED = ("quality", "machine")
@@ -53,7 +53,7 @@ def render_csv(records: list[dict]) -> str:
 
 def main(argv: list[str]) -> int:
     if len(argv) != 1:
-        raise UserError("usage: python -m benchmarks.csv_printer RECORDS.jsonl")
+        raise UserError("usage: python -m edgestill.benchmarks.csv_printer RECORDS.jsonl")
     sys.stdout.write(render_csv(read_records(argv[0])))
     return 0
 

@@ -1,6 +1,6 @@
 """Prompt-lookup decoding (runtime/lookup.py) against plain greedy decoding, on the task's own inputs.
 
-    python -m benchmarks.lookup_speed build/default/bundle-int8 --data build/default/data/teacher.jsonl \
+    python -m edgestill.benchmarks.lookup_speed build/default/bundle-int8 --data build/default/data/teacher.jsonl \
         --lookup 2 4 6 --threads 2 --rounds 3 --max-new-tokens 64 --out build/lookup_speed
 
 (`make lookup-speed` runs this on the default build.) Where runtime_speed.py times a fixed
@@ -29,7 +29,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.runtime_speed import _machine
+from edgestill.benchmarks.runtime_speed import _machine
 from edgestill.errors import UserError, cli_main
 from edgestill.files import atomic_write_json, atomic_write_text, read_user_records
 from edgestill.metrics import mean_rouge_l
@@ -47,7 +47,7 @@ def read_inputs(path: Path, split: str) -> list[tuple[str, str | None]]:
 
 def one_pass(gen, prompts: list[list[int]], lookup: int, max_new: int) -> dict:
     """Greedy answers to every prompt with `lookup` draft tokens (0: plain); timings and counts."""
-    from runtime.lookup import lookup_steps
+    from edgestill.runtime.lookup import lookup_steps
 
     decode_s, tokens, answers, stats = 0.0, 0, [], {"runs": 0, "drafted": 0, "accepted": 0}
     for ids in prompts:
@@ -70,7 +70,7 @@ def one_pass(gen, prompts: list[list[int]], lookup: int, max_new: int) -> dict:
 
 
 def _greedy(gen):
-    from runtime.sampling import Sampling
+    from edgestill.runtime.sampling import Sampling
 
     return Sampling().checked(gen.vocab_size)
 
@@ -79,7 +79,7 @@ def measure(bundle: Path, texts: list[tuple[str, str | None]], lookups: list[int
             max_new: int) -> list[dict]:
     """Per round and setting: decode ms per token, runs, drafts, answers equal to plain decoding
     and, where every input has the teacher's answer, their mean ROUGE-L against it."""
-    from runtime import Bundle, Generator
+    from edgestill.runtime import Bundle, Generator
 
     gen = Generator(Bundle.open(bundle), threads=threads)
     prompts = [gen.encode(text) for text, _ in texts]
@@ -133,7 +133,7 @@ def markdown(rows: list[dict], meta: dict) -> str:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.lookup_speed", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m edgestill.benchmarks.lookup_speed", description=__doc__.split("\n")[0])
     parser.add_argument("bundle", type=Path)
     parser.add_argument("--data", type=Path, required=True,
                         help="jsonl with an \"input\" (and the teacher's \"output\") per line: data/teacher.jsonl")

@@ -1,6 +1,6 @@
 """The machine a benchmark ran on: CPU model, cores, OS, RAM, Python, onnxruntime, tool and git versions.
 
-    python -m benchmarks.machine      # prints the dict as JSON
+    python -m edgestill.benchmarks.machine      # prints the dict as JSON
 
 Every report carries this dict, so two runs can only be compared knowing where each ran.
 """

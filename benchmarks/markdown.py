@@ -2,7 +2,7 @@
 per model (headline setting), student-vs-teacher ratios, every measurement of the grid, failed
 rows with their message, notes (skipped peers), noise flags, and a few eval examples.
 
-    python -m benchmarks.markdown build/default/report/report.json   # re-print report.md
+    python -m edgestill.benchmarks.markdown build/default/report/report.json   # re-print report.md
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from benchmarks.machine import one_line
+from edgestill.benchmarks.machine import one_line
 
 COLUMNS = ("model", "role", "precision", "params", "size MB", "peak RSS MB", "load s", "TTFT ms p50",
            "decode tok/s p50", "decode ms p50 / p90", "ROUGE-L vs teacher (95% CI)", "vs label", "other quality", "noisy")

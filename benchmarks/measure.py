@@ -1,6 +1,6 @@
 """Measure one model with one engine and one setting, alone in its own process: one record.
 
-    python -m benchmarks.measure build/default/bundle-int8 --threads 2 \
+    python -m edgestill.benchmarks.measure build/default/bundle-int8 --threads 2 \
         --prompt-tokens 64 --gen-tokens 32 --repetitions 5 [--engine onnxruntime-genai] [--no-pin]
 
 prints one JSON record (benchmarks/record.schema.json) on stdout. Run it as a fresh subprocess
@@ -114,7 +114,7 @@ def manifest_facts(bundle_dir: Path) -> dict:
     """What the record takes from `manifest.json`: identity, size, precision, role, params."""
     path = bundle_dir / "manifest.json"
     if not path.is_file():
-        raise UserError(f"{bundle_dir}: no manifest.json; not a bundle (run `python -m export RECIPE`)")
+        raise UserError(f"{bundle_dir}: no manifest.json; not a bundle (run `edgestill export RECIPE`)")
     raw = path.read_bytes()
     manifest = json.loads(raw)
     files = manifest.get("files", {})
@@ -179,7 +179,7 @@ def noise_reasons(record: dict) -> list[str]:
 def model_facts(path: Path, engine: str, name: str | None, role: str | None) -> dict:
     """Identity, size and params of what is measured (a bundle's manifest, or an HF folder's files)."""
     if engine == "transformers-eager":
-        from benchmarks.peers import hf_facts
+        from edgestill.benchmarks.peers import hf_facts
 
         return hf_facts(path, name, role or "teacher")
     facts = manifest_facts(path)
@@ -191,8 +191,8 @@ def measure_bundle(bundle_dir: str | Path, threads: int, prompt_tokens: int, gen
                    target: str = "local", pin: bool = True, name: str | None = None,
                    role: str | None = None) -> dict:
     """Measure load, TTFT, decode speed and peak RSS of one model in this process; one record."""
-    from benchmarks.machine import machine_info
-    from benchmarks.peers import open_engine
+    from edgestill.benchmarks.machine import machine_info
+    from edgestill.benchmarks.peers import open_engine
 
     bundle_dir = Path(bundle_dir)
     record = model_facts(bundle_dir, engine, name, role)
@@ -233,7 +233,7 @@ def measure_bundle(bundle_dir: str | Path, threads: int, prompt_tokens: int, gen
 
 def engine_version(engine: str) -> str | None:
     """The version of the package that runs `engine` (edgestill's own for our runtime)."""
-    from benchmarks.machine import package_version
+    from edgestill.benchmarks.machine import package_version
 
     package = {"edgestill-runtime": "edgestill", "onnxruntime-genai": "onnxruntime-genai",
                "transformers-eager": "transformers"}.get(engine)
@@ -265,7 +265,7 @@ def timings(load_s: float, ttfts: list[float], steps: list[float], speeds: list[
 def measure_args(bundle_dir: str | Path, threads: int, prompt_tokens: int, gen_tokens: int, repetitions: int,
                  engine: str = "edgestill-runtime", warmup: int = 1, target: str = "local", pin: bool = True,
                  name: str | None = None, role: str | None = None) -> list[str]:
-    """The `python -m benchmarks.measure ...` arguments for one record (also used on ssh boards)."""
+    """The `python -m edgestill.benchmarks.measure ...` arguments for one record (also used on ssh boards)."""
     args = [str(bundle_dir), "--threads", str(threads), "--prompt-tokens", str(prompt_tokens),
             "--gen-tokens", str(gen_tokens), "--repetitions", str(repetitions), "--warmup", str(warmup),
             "--engine", engine, "--target", target]
@@ -294,8 +294,8 @@ def record_from_output(proc: subprocess.CompletedProcess, what: str) -> dict:
 
 def measure_in_subprocess(bundle_dir: str | Path, threads: int, prompt_tokens: int, gen_tokens: int,
                           repetitions: int, timeout: float | None = None, **options) -> dict:
-    """Run `python -m benchmarks.measure` in a fresh interpreter and return its record."""
-    cmd = [sys.executable, "-m", "benchmarks.measure",
+    """Run `python -m edgestill.benchmarks.measure` in a fresh interpreter and return its record."""
+    cmd = [sys.executable, "-m", "edgestill.benchmarks.measure",
            *measure_args(bundle_dir, threads, prompt_tokens, gen_tokens, repetitions, **options)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
                           cwd=Path(__file__).resolve().parent.parent)
@@ -303,7 +303,7 @@ def measure_in_subprocess(bundle_dir: str | Path, threads: int, prompt_tokens: i
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.measure", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m edgestill.benchmarks.measure", description=__doc__.split("\n")[0])
     p.add_argument("bundle", help="a bundle folder (with manifest.json), or an HF folder for transformers-eager")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--prompt-tokens", type=int, default=64)
@@ -326,7 +326,7 @@ def check_settings(args: argparse.Namespace) -> None:
     if args.warmup < 0:
         raise UserError(f"--warmup: must be >= 0, got {args.warmup}")
     if not Path(args.bundle).is_dir():
-        raise UserError(f"bundle folder not found: {args.bundle}; run `python -m export RECIPE` first")
+        raise UserError(f"bundle folder not found: {args.bundle}; run `edgestill export RECIPE` first")
 
 
 def main(argv: list[str]) -> int:

@@ -6,7 +6,7 @@ this script runs in a venv of its own, `.venv-optimum` (`make optimum-venv`), an
 code that does:
 
     make optimum-peer                      # = the two lines below, on build/default
-    .venv-optimum/bin/python -m benchmarks.optimum_peer build/default/student \
+    .venv-optimum/bin/python -m edgestill.benchmarks.optimum_peer build/default/student \
         build/default/bundle-fp32 build/default/bundle-int8 --threads 2 --rounds 7 \
         --out build/default/optimum_peer
 
@@ -42,8 +42,8 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.runtime_speed import _edgestill, _machine, prompt_ids
-from benchmarks.measure import peak_rss_mb
+from edgestill.benchmarks.runtime_speed import _edgestill, _machine, prompt_ids
+from edgestill.benchmarks.measure import peak_rss_mb
 from edgestill.errors import UserError, cli_main
 from edgestill.files import atomic_write_json, atomic_write_text
 
@@ -98,7 +98,7 @@ def _optimum(folder: Path, threads: int):
     import torch
     from optimum.onnxruntime import ORTModelForCausalLM
 
-    from runtime.engine import session_options
+    from edgestill.runtime.engine import session_options
 
     torch.set_num_threads(threads)
     name = "model_quantized.onnx" if (folder / "model_quantized.onnx").is_file() else "model.onnx"
@@ -174,7 +174,7 @@ def worker(engine: str, path: Path, threads: int, ids: list[int], n: int) -> dic
 # ------------------------------------------------------------------ the driver
 
 def _fresh(engine: str, path: Path, args, ids: list[int]) -> dict:
-    cmd = [sys.executable, "-m", "benchmarks.optimum_peer", "--worker", engine, str(path),
+    cmd = [sys.executable, "-m", "edgestill.benchmarks.optimum_peer", "--worker", engine, str(path),
            "--threads", str(args.threads), "--gen-tokens", str(args.gen_tokens), "--ids", ",".join(map(str, ids))]
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
     if done.returncode != 0:
@@ -228,7 +228,7 @@ def markdown(rows: list[dict], meta: dict) -> str:
 
 
 def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.optimum_peer", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m edgestill.benchmarks.optimum_peer", description=__doc__.split("\n")[0])
     p.add_argument("student", type=Path, help="the student folder (Hugging Face checkpoint)")
     p.add_argument("bundles", type=Path, nargs="*", help="our bundles of that student (fp32 and/or int8)")
     p.add_argument("--threads", type=int, default=2)

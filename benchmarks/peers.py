@@ -90,7 +90,7 @@ def open_engine(engine: str, path: Path, threads: int):
     from tokenizers import Tokenizer
 
     if engine == "edgestill-runtime":
-        from runtime import Bundle, Generator
+        from edgestill.runtime import Bundle, Generator
 
         bundle = Bundle.open(path)
         return Generator(bundle, threads=threads), bundle.tokenizer

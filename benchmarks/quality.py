@@ -30,10 +30,10 @@ def eval_records(data_dir: str | Path, limit: int | None = None) -> list[dict]:
     """The eval split of `data_dir/teacher.jsonl`, in file order, at most `limit` records."""
     path = Path(data_dir) / "teacher.jsonl"
     if not path.is_file():
-        raise UserError(f"{path} not found; run `python -m distill RECIPE` first")
+        raise UserError(f"{path} not found; run `edgestill distill RECIPE` first")
     records = [r for r in read_jsonl(path) if r.get("split") == "eval"]
     if not records:
-        raise UserError(f"{path} has no records with split == 'eval'; run `python -m distill RECIPE` again")
+        raise UserError(f"{path} has no records with split == 'eval'; run `edgestill distill RECIPE` again")
     return records[:limit] if limit else records
 
 
@@ -57,7 +57,7 @@ def score(outputs: list[str], records: list[dict], scores: list[float] | None = 
 def generate_outputs(bundle_dir: str | Path, records: list[dict], max_new_tokens: int,
                      threads: int, progress=None) -> list[str]:
     """Greedy answers of the bundle to each record's input (the runtime adds instruction and template)."""
-    from runtime import Bundle, Generator
+    from edgestill.runtime import Bundle, Generator
 
     gen = Generator(Bundle.open(bundle_dir), threads=threads)
     outputs = []

@@ -1,6 +1,6 @@
 """The benchmark record: its JSON Schema (`record.schema.json`), validation, error records, reading runs.
 
-    python -m benchmarks.record FILE.jsonl|FILE.json      # validate every record, one line per problem
+    python -m edgestill.benchmarks.record FILE.jsonl|FILE.json      # validate every record, one line per problem
 
 One record per (bundle, engine, target, threads, prompt_tokens, gen_tokens); every printer reads
 records and nothing else. A failed measurement is still a record (`status: "error"`, `error`: one
@@ -63,7 +63,7 @@ def read_records(path: str | Path) -> list[dict]:
     """Records from a `.jsonl` file (one per line), a JSON list, or a single JSON record."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"{path} not found; run `python -m benchmarks RECIPE` to write records.jsonl")
+        raise UserError(f"{path} not found; run `edgestill bench RECIPE` to write records.jsonl")
     text = path.read_text(encoding="utf-8")
     try:
         if path.suffix == ".jsonl":
@@ -80,7 +80,7 @@ def read_records(path: str | Path) -> list[dict]:
 
 def main(argv: list[str]) -> int:
     if len(argv) != 1:
-        raise UserError("usage: python -m benchmarks.record FILE.jsonl|FILE.json")
+        raise UserError("usage: python -m edgestill.benchmarks.record FILE.jsonl|FILE.json")
     bad = 0
     for i, record in enumerate(read_records(argv[0])):
         for problem in problems(record):

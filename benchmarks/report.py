@@ -128,9 +128,9 @@ def build_report(machine: dict, settings: dict, records: list[dict],
 
 def write_report(out_dir: str | Path, report: dict, records: list[dict]) -> list[Path]:
     """Write records.jsonl, report.json, report.md and the plots into `out_dir`; return the paths."""
-    from benchmarks.csv_printer import render_csv
-    from benchmarks.markdown import render
-    from benchmarks.plots import write_plots
+    from edgestill.benchmarks.csv_printer import render_csv
+    from edgestill.benchmarks.markdown import render
+    from edgestill.benchmarks.plots import write_plots
 
     out = Path(out_dir)
     atomic_write_text(out / "records.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))

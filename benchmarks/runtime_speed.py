@@ -1,6 +1,6 @@
 """Our runtime against onnxruntime-genai and a plain onnxruntime loop, on the same bundle, in one run.
 
-    python -m benchmarks.runtime_speed build/default/bundle-int8 [more bundles] \
+    python -m edgestill.benchmarks.runtime_speed build/default/bundle-int8 [more bundles] \
         --threads 2 --prompt-tokens 128 --gen-tokens 64 --rounds 5 --repetitions 1 --out build/runtime_speed
 
 Two kinds of measurement, all in subprocesses of this driver:
@@ -44,7 +44,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.measure import peak_rss_mb
+from edgestill.benchmarks.measure import peak_rss_mb
 from edgestill.errors import UserError, cli_main
 from edgestill.files import atomic_write_json, atomic_write_text
 
@@ -59,7 +59,7 @@ TEXT = ("The river rose slowly through the night, and by morning the low fields 
 # ------------------------------------------------------------------ engines (run inside a worker)
 
 def _edgestill(bundle: Path, threads: int):
-    from runtime import Bundle, Generator
+    from edgestill.runtime import Bundle, Generator
 
     gen = Generator(Bundle.open(bundle, verify=False), threads=threads)
     return lambda ids, n: gen.stream_ids(ids, n, ignore_eos=True)
@@ -88,7 +88,7 @@ def _plain(bundle: Path, threads: int):
     import numpy as np
     import onnxruntime as ort
 
-    from runtime.engine import session_options
+    from edgestill.runtime.engine import session_options
 
     manifest = json.loads((bundle / "manifest.json").read_text())["model"]
     session = ort.InferenceSession(str(bundle / manifest["onnx"]), session_options(threads),
@@ -173,7 +173,7 @@ def interleaved(bundle: Path, threads: int, ids: list[int], gen_tokens: int, eng
 def _measure(engine: str, bundle: Path, args: argparse.Namespace):
     """Run a worker (`engine`, or "all" for the interleaved speed rounds) in a fresh process."""
     ids = ",".join(map(str, prompt_ids(bundle, args.prompt_tokens)))
-    cmd = [sys.executable, "-m", "benchmarks.runtime_speed", "--worker", engine, str(bundle),
+    cmd = [sys.executable, "-m", "edgestill.benchmarks.runtime_speed", "--worker", engine, str(bundle),
            "--threads", str(args.threads), "--ids", ids, "--gen-tokens", str(args.gen_tokens),
            "--rounds", str(args.rounds), "--engines", *args.engines]
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
@@ -237,7 +237,7 @@ def _machine() -> str:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.runtime_speed", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m edgestill.benchmarks.runtime_speed", description=__doc__.split("\n")[0])
     parser.add_argument("bundles", nargs="+", type=Path)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--prompt-tokens", type=int, default=128)

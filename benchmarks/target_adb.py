@@ -24,8 +24,8 @@ import shutil
 import subprocess
 import time
 
-from benchmarks.plan import Model, Point, facts, settings
-from benchmarks.record import error_record, now_utc, problems
+from edgestill.benchmarks.plan import Model, Point, facts, settings
+from edgestill.benchmarks.record import error_record, now_utc, problems
 from edgestill.recipe import Bench
 
 log = logging.getLogger("benchmarks")

@@ -9,9 +9,9 @@ from __future__ import annotations
 import logging
 import subprocess
 
-from benchmarks.measure import measure_in_subprocess
-from benchmarks.plan import Model, Point, facts, settings
-from benchmarks.record import error_record
+from edgestill.benchmarks.measure import measure_in_subprocess
+from edgestill.benchmarks.plan import Model, Point, facts, settings
+from edgestill.benchmarks.record import error_record
 from edgestill.errors import UserError
 from edgestill.recipe import Bench
 

@@ -8,7 +8,7 @@ Uses the system's OpenSSH client (`ssh`, so ~/.ssh/config, agents and known_host
    makes (or reuses) a venv in `~/.cache/edgestill-bench/venv` there and pip-installs them;
 3. copies the runtime (`runtime/`, `edgestill/`, the measuring modules of `benchmarks/`) and each
    bundle into a fresh `mktemp -d` folder, as one tar stream per copy;
-4. runs `python -m benchmarks.measure` there once per (bundle, point): a fresh process each,
+4. runs `python -m edgestill.benchmarks.measure` there once per (bundle, point): a fresh process each,
    the record comes back on stdout;
 5. removes the folder (the venv stays for the next run).
 
@@ -25,9 +25,9 @@ import subprocess
 import tarfile
 from pathlib import Path
 
-from benchmarks.measure import measure_args, record_from_output
-from benchmarks.plan import Model, Point, facts, settings
-from benchmarks.record import error_record
+from edgestill.benchmarks.measure import measure_args, record_from_output
+from edgestill.benchmarks.plan import Model, Point, facts, settings
+from edgestill.benchmarks.record import error_record
 from edgestill.errors import UserError
 from edgestill.recipe import Bench
 
@@ -142,7 +142,7 @@ def measure_remote(board: Board, python: str, workdir: str, model: Model, point:
     args = measure_args(f"bundles/{model.path.name}", point.threads, point.prompt_tokens, point.gen_tokens,
                         bench.repetitions, warmup=bench.warmup, target=board.target, pin=bench.pin_threads,
                         name=model.name, role=model.role)
-    command = f"cd {shlex.quote(workdir)} && {python} -m benchmarks.measure {shlex.join(args)}"
+    command = f"cd {shlex.quote(workdir)} && {python} -m edgestill.benchmarks.measure {shlex.join(args)}"
     proc = board.run(command, timeout=MEASURE_TIMEOUT_S, check=False)
     record = record_from_output(proc, f"{model.name} on {board.target}")
     return record | {"bundle": str(model.path)}

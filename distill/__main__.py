@@ -1,6 +1,6 @@
 """distill stage: recipe -> teacher data -> trained student, resumable at every step.
 
-    python -m distill RECIPE [key=value ...] [--build-root build]
+    edgestill distill RECIPE [key=value ...] [--build-root build]
 
 Writes build/<name>/data/ (inputs.jsonl, teacher.jsonl, top-k log-prob arrays) and
 build/<name>/student/ (HF checkpoint + distill_report.json, written last). Re-running after a
@@ -29,14 +29,14 @@ def run(recipe: Recipe, build_root: str = "build") -> dict:
     """Run the whole distill stage for `recipe`; return the distill report ({} on non-main processes)."""
     import torch
 
-    from distill.data import teacher_data
-    from distill.evaluate import compare, echo_input, eval_fingerprint, evaluate, warnings_from
-    from distill.sensitivity import teacher_noise
-    from distill.student import build_student, count_params, resolve_layers
-    from distill.topk import TopkStore
-    from distill import alongside
-    from distill.device import process_state
-    from distill.train import build_examples, load_trained, sft_loss, train
+    from edgestill.distill.data import teacher_data
+    from edgestill.distill.evaluate import compare, echo_input, eval_fingerprint, evaluate, warnings_from
+    from edgestill.distill.sensitivity import teacher_noise
+    from edgestill.distill.student import build_student, count_params, resolve_layers
+    from edgestill.distill.topk import TopkStore
+    from edgestill.distill import alongside
+    from edgestill.distill.device import process_state
+    from edgestill.distill.train import build_examples, load_trained, sft_loss, train
 
     t0 = time.perf_counter()
     out = recipe.build_dir(build_root)
@@ -126,16 +126,16 @@ def _scored(result: dict) -> dict:
 
 
 def _save_student(student, tok, folder: Path) -> None:
-    from distill.teacher import write_compat_fields
+    from edgestill.distill.teacher import write_compat_fields
 
     student.save_pretrained(folder)
     tok.save_pretrained(folder)
     write_compat_fields(folder)
 
 
-def _main(argv: list[str]) -> int:
+def main(argv: list[str]) -> int:
     overrides, rest = split_args(argv)
-    parser = argparse.ArgumentParser(prog="python -m distill", description=__doc__,
+    parser = argparse.ArgumentParser(prog="edgestill distill", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("recipe")
     parser.add_argument("--build-root", default="build")
@@ -160,4 +160,4 @@ def _main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    cli_main(_main)
+    cli_main(main)

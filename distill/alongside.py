@@ -1,6 +1,6 @@
 """Train the SFT baseline in a forked process while the student trains, one CPU thread each.
 
-    from distill.alongside import Alongside, one_thread, wanted
+    from edgestill.distill.alongside import Alongside, one_thread, wanted
     if wanted(recipe.distill.baselines, processes=1, hidden_states=0.0):
         side = Alongside(lambda: train(...baseline...), summary_file)   # starts the child
         with one_thread():

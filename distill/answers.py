@@ -21,8 +21,8 @@ from tqdm import tqdm
 
 from edgestill.files import JsonlAppender, read_jsonl
 from edgestill.recipe import Recipe
-from distill.prompts import chat_prompt, user_message
-from distill.topk import TopkStore
+from edgestill.distill.prompts import chat_prompt, user_message
+from edgestill.distill.topk import TopkStore
 
 log = logging.getLogger(__name__)
 RATIONALE_TOKENS_PER_ANSWER_TOKEN = 2  # a rationale may run to twice `task.max_output_tokens`
@@ -42,7 +42,7 @@ def answer_batch(model, tokenizer, prompts: list[str], max_new_tokens: int, k: i
     topk_ids (int64 [n, k]), topk_logp (float32 [n, k]) with n = len(target_ids).
     Runs through `distill.generate` (shared prompt prefix once, finished rows dropped).
     """
-    from distill.generate import greedy_topk
+    from edgestill.distill.generate import greedy_topk
 
     stop = set(eos_ids(model, tokenizer))
     answers = greedy_topk(model, tokenizer, prompts, max_new_tokens, k, stop)

@@ -1,6 +1,6 @@
 """Paired comparison of two distill runs scored on the same eval inputs.
 
-    python -m distill.compare build_a/default/student/distill_report.json build_b/default/student/distill_report.json
+    python -m edgestill.distill.compare build_a/default/student/distill_report.json build_b/default/student/distill_report.json
 
 Tuning a recipe means comparing students trained differently on the same data. Their means on
 24 eval inputs overlap (each has a ~±0.08 ROUGE-L interval), so this pairs the two students'
@@ -29,7 +29,7 @@ def read_report(path: str | Path) -> dict:
         raise UserError(f"{path}: not a readable distill_report.json ({err})") from None
     if not isinstance(report, dict) or not (report.get("per_example") or {}).get("rouge_l_vs_teacher"):
         raise UserError(f"{path}: no per_example scores (a report written before 6b17643, or not a "
-                        "distill report); run `python -m distill RECIPE` again to rescore")
+                        "distill report); run `edgestill distill RECIPE` again to rescore")
     return report
 
 
@@ -40,7 +40,7 @@ def paired(a: dict, b: dict, names: tuple[str, str]) -> dict:
         raise UserError(f"{names[0]} and {names[1]} were not scored on the same eval inputs "
                         "(data.eval_inputs_sha256 differs or is missing): train both from the same data/ "
                         "folder (copy it into the second build) to compare them pairwise")
-    from distill.evaluate import compare
+    from edgestill.distill.evaluate import compare
 
     return compare(a, b)
 
@@ -55,7 +55,7 @@ def render(gains: dict, a: dict, b: dict, names: tuple[str, str]) -> str:
 
 def main(argv: list[str]) -> int:
     if len(argv) != 2 or any(a.startswith("-") for a in argv):
-        raise UserError("usage: python -m distill.compare REPORT_A REPORT_B (two distill_report.json files)")
+        raise UserError("usage: python -m edgestill.distill.compare REPORT_A REPORT_B (two distill_report.json files)")
     a, b = read_report(argv[0]), read_report(argv[1])
     print(render(paired(a, b, (argv[0], argv[1])), a, b, (argv[0], argv[1])))
     return 0

@@ -45,13 +45,13 @@ class OpenTeacher:
 def open_teacher(t: TeacherSource, recipe: Recipe) -> OpenTeacher:
     """Load a local teacher, or connect to a server one (`distill.server_teacher`)."""
     if t.source == "openai":
-        from distill.server_teacher import open_server_teacher
+        from edgestill.distill.server_teacher import open_server_teacher
 
         return open_server_teacher(t, recipe)
-    from distill.answers import local_answerer
-    from distill.student import count_params
-    from distill.device import torch_device
-    from distill.teacher import load_teacher, teacher_dir
+    from edgestill.distill.answers import local_answerer
+    from edgestill.distill.student import count_params
+    from edgestill.distill.device import torch_device
+    from edgestill.distill.teacher import load_teacher, teacher_dir
 
     device = torch_device(recipe.device)
     model, tok = load_teacher(t.source, t.load_in, device)
@@ -70,8 +70,8 @@ def input_writer(t: TeacherSource, model, tok, device) -> Callable:
     Measured on the bundled teacher (AMD EPYC with AVX512-BF16, 2 threads, 2 batches of 64 few-shot
     prompts): 62.5-63.9 s in fp32, 35.7-36.0 s with bf16 weights (1.75x), 48.8-51.0 s under bf16
     autocast of the fp32 weights, hence a copy rather than autocast."""
-    from distill.inputs import local_writer
-    from distill.teacher import load_teacher
+    from edgestill.distill.inputs import local_writer
+    from edgestill.distill.teacher import load_teacher
 
     # extra teachers (teacher.sources) have no write_inputs_in: they write no inputs
     if getattr(t, "write_inputs_in", "teacher") == "teacher" or t.load_in == "bf16":
@@ -91,8 +91,8 @@ def teacher_data(recipe: Recipe, data_dir: Path) -> TeacherData:
 
     With `teacher.sources`, the first teacher writes the inputs and every teacher answers
     (`distill.multi_teacher`); `info` then lists each teacher under "teachers"."""
-    from distill.answers import prepare_answers
-    from distill.inputs import describe, prepare_inputs
+    from edgestill.distill.answers import prepare_answers
+    from edgestill.distill.inputs import describe, prepare_inputs
 
     t0 = time.perf_counter()
     teachers = [open_teacher(t, recipe) for t in [recipe.teacher, *recipe.teacher.sources]]
@@ -104,7 +104,7 @@ def teacher_data(recipe: Recipe, data_dir: Path) -> TeacherData:
         _check_soft_targets(recipe, main)
         answer = main.answer
     else:
-        from distill.multi_teacher import combined_answerer
+        from edgestill.distill.multi_teacher import combined_answerer
 
         answer = combined_answerer(recipe, teachers, inputs)
     records = prepare_answers(recipe, data_dir, inputs, main.model, main.tokenizer, main.name, answer=answer)

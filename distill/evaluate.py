@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from edgestill.intervals import interval, paired_gain, verdict
 from edgestill.metrics import exact_match_rate, mean_rouge_l, rouge_l
-from distill.prompts import chat_prompt, user_message
+from edgestill.distill.prompts import chat_prompt, user_message
 
 
 def greedy_answers(model, tokenizer, texts: list[str], instruction: str, max_new_tokens: int,
@@ -47,8 +47,8 @@ def agreement_counts(model, examples, pad_id: int, batch_size: int = 16) -> tupl
     teacher-forced; answer positions)."""
     import torch
 
-    from distill.device import to_device
-    from distill.train import AnswerLogits, collate
+    from edgestill.distill.device import to_device
+    from edgestill.distill.train import AnswerLogits, collate
 
     hits, totals = [], []
     head = AnswerLogits(model)

@@ -23,7 +23,7 @@ from edgestill.errors import UserError
 from edgestill.files import JsonlAppender, read_jsonl, read_user_records as read_user_inputs
 from edgestill.metrics import words
 from edgestill.recipe import Recipe
-from distill.prompts import chat_messages_prompt, input_generation_messages, pick_shown
+from edgestill.distill.prompts import chat_messages_prompt, input_generation_messages, pick_shown
 
 log = logging.getLogger(__name__)
 
@@ -174,8 +174,8 @@ def local_writer(model, tokenizer):
     accepted input at batch 64 and 0.88 s at batch 32, against 3.2 s with `model.generate` and
     the old single-message prompt (1.6 s per sampled text, about half rejected).
     """
-    from distill.answers import eos_ids
-    from distill.generate import newline_counts, sample
+    from edgestill.distill.answers import eos_ids
+    from edgestill.distill.generate import newline_counts, sample
 
     stop, newlines = set(eos_ids(model, tokenizer)), newline_counts(tokenizer)
 

@@ -1,6 +1,6 @@
 """Which teacher layers the student keeps, chosen on the task's own text (`student.layers: N`).
 
-    from distill.layers import block_influence, select_layers
+    from edgestill.distill.layers import block_influence, select_layers
     scores = block_influence(teacher, tokenizer, texts)      # one score per teacher layer
     layers = select_layers(scores, 8)                         # the 8 most influential, in order
 

@@ -24,7 +24,7 @@ import numpy as np
 
 from edgestill.errors import UserError
 from edgestill.recipe import Recipe
-from distill.prompts import chat_prompt, user_message
+from edgestill.distill.prompts import chat_prompt, user_message
 
 
 def same_tokenizer(a, b) -> bool:
@@ -41,9 +41,9 @@ def combined_answerer(recipe: Recipe, teachers: list, inputs: list[dict]):
 
 def round_robin(recipe: Recipe, teachers: list, inputs: list[dict]):
     """Input i (and its rationale) is answered by teacher i mod n; see the module docstring."""
-    from distill.answers import eos_ids, rationale_message
-    from distill.data import soft_targets_asked
-    from distill.server_teacher import text_answer
+    from edgestill.distill.answers import eos_ids, rationale_message
+    from edgestill.distill.data import soft_targets_asked
+    from edgestill.distill.server_teacher import text_answer
 
     main = teachers[0]
     shared = [same_tokenizer(t.tokenizer, main.tokenizer) for t in teachers]

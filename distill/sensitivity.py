@@ -1,7 +1,7 @@
 """How far the task's metrics move between two near-identical models: the teacher with a tiny
 weight perturbation, scored against its own answers exactly as the student is.
 
-This is the `teacher_noise` baseline of `distill.baselines` (run by `python -m distill`, written
+This is the `teacher_noise` baseline of `distill.baselines` (run by `edgestill distill`, written
 to `baselines.teacher_noise` of distill_report.json). Every floating-point weight of a copy of
 the teacher is scaled by `1 + sigma * N(0, 1)` (seeded), for each sigma of
 `distill.teacher_noise`; the copy answers the eval split greedily and is scored with ROUGE-L and
@@ -52,7 +52,7 @@ def teacher_noise(model, tokenizer, eval_records: list[dict], teacher_examples, 
 
     `teacher_examples()` gives the eval records as `distill.train.build_examples` makes them in
     the teacher's own ids (no vocabulary map); it is called only when the teacher can be run."""
-    from distill.evaluate import evaluate
+    from edgestill.distill.evaluate import evaluate
 
     what = ("the teacher with every weight scaled by 1 + sigma * N(0, 1), scored against its own "
             "answers: how far a near-identical model's greedy answers move")

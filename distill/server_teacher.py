@@ -303,11 +303,11 @@ def open_server_teacher(t: TeacherSource, recipe: Recipe):
     it has weights."""
     from transformers import AutoTokenizer
 
-    from distill.answers import eos_ids
-    from distill.data import OpenTeacher
-    from distill.device import torch_device
-    from distill.student import count_params
-    from distill.teacher import load_teacher, teacher_dir
+    from edgestill.distill.answers import eos_ids
+    from edgestill.distill.data import OpenTeacher
+    from edgestill.distill.device import torch_device
+    from edgestill.distill.student import count_params
+    from edgestill.distill.teacher import load_teacher, teacher_dir
 
     folder = Path(t.tokenizer) if Path(t.tokenizer).is_dir() else Path(teacher_dir(t.tokenizer))
     has_weights = (folder / "config.json").is_file() and any(folder.glob("*.safetensors"))

@@ -7,7 +7,7 @@
 - a `.gguf` file: converted the same way, cached by file name and size.
 - a local HF folder: used as is.
 
-Nothing here downloads anything. Run `python -m distill.teacher [SOURCE]` to convert and print
+Nothing here downloads anything. Run `python -m edgestill.distill.teacher [SOURCE]` to convert and print
 the folder.
 """
 

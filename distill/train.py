@@ -28,13 +28,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from distill.device import accelerator, process_state, to_device, train_precision
+from edgestill.distill.device import accelerator, process_state, to_device, train_precision
 from edgestill.files import atomic_write_json
 from edgestill.errors import UserError
 from edgestill.recipe import Loss, Recipe
-from distill.losses import distill_loss
-from distill.prompts import chat_prompt, user_message
-from distill.topk import TopkStore
+from edgestill.distill.losses import distill_loss
+from edgestill.distill.prompts import chat_prompt, user_message
+from edgestill.distill.topk import TopkStore
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +177,7 @@ class AnswerLogitsAndHidden(AnswerLogits):
         self.hidden_loss = hidden_loss  # a submodule: its projections train and sync with the student
 
     def forward(self, input_ids, attention_mask, rows, cols, teacher_states):
-        from distill.hidden import LayerTap, gather_answers
+        from edgestill.distill.hidden import LayerTap, gather_answers
 
         hl = self.hidden_loss
         with LayerTap(self.model, hl.student_layers) as outputs:
@@ -302,7 +302,7 @@ def _trainable(recipe: Recipe, student, cfg: Loss, teacher) -> torch.nn.Module:
     """The module the optimizer trains: the student's answer logits [+ hidden-state projections]."""
     if cfg.hidden_states <= 0:
         return AnswerLogits(student)
-    from distill.hidden import HiddenStateLoss, default_layer_map
+    from edgestill.distill.hidden import HiddenStateLoss, default_layer_map
 
     if teacher is None:
         raise UserError("distill.loss.hidden_states needs a local teacher model (the teacher runs at train time)")
@@ -342,7 +342,7 @@ def step_loss(module, batch: dict, cfg: Loss, teacher=None) -> tuple[torch.Tenso
     args = (batch["input_ids"], batch["attention_mask"], batch["rows"], batch["cols"])
     hidden = None
     if cfg.hidden_states > 0:
-        from distill.hidden import teacher_answer_states
+        from edgestill.distill.hidden import teacher_answer_states
 
         with torch.no_grad():
             t_states = teacher_answer_states(teacher, batch["t_input_ids"], batch["t_attention_mask"],

@@ -1,10 +1,10 @@
-"""Export a recipe's student (and its teacher) to bundles: `python -m export RECIPE [key=value ...]`.
+"""Export a recipe's student (and its teacher) to bundles: `edgestill export RECIPE [key=value ...]`.
 
-    python -m export recipes/default.yaml                      # bundle-fp32, bundle-int8, teacher-bundle-fp32
-    python -m export recipes/default.yaml export.precisions=[int4,int4-mixed] --overwrite
+    edgestill export recipes/default.yaml                      # bundle-fp32, bundle-int8, teacher-bundle-fp32
+    edgestill export recipes/default.yaml export.precisions=[int4,int4-mixed] --overwrite
 
 Reads `build/<name>/student/` (HF checkpoint + distill_report.json, written by
-`python -m distill RECIPE`) and writes `build/<name>/bundle-<precision>/` for each of
+`edgestill distill RECIPE`) and writes `build/<name>/bundle-<precision>/` for each of
 `export.precisions` (presets: export/quantize.py), plus `build/<name>/teacher-bundle-fp32/`
 from the teacher folder named in distill_report.json. Each bundle is validated against PyTorch
 on eval inputs and scored on the held-out teacher text (split "eval" of
@@ -30,11 +30,11 @@ from pathlib import Path
 from edgestill.errors import UserError, cli_main
 from edgestill.files import atomic_write_json, read_jsonl
 from edgestill.recipe import Recipe, load_recipe, split_args
-from export.bundle import CalibratedCopies, export_bundle
-from export.inputs import source_fingerprint
-from export.quantize import preset
-from export.quality import eval_pairs
-from export.validate import Reference
+from edgestill.export.bundle import CalibratedCopies, export_bundle
+from edgestill.export.inputs import source_fingerprint
+from edgestill.export.quantize import preset
+from edgestill.export.quality import eval_pairs
+from edgestill.export.validate import Reference
 
 log = logging.getLogger("export")
 VALIDATION_TEXTS = 4
@@ -52,7 +52,7 @@ def read_student(recipe: Recipe, build: Path) -> tuple[Path, dict]:
     report_file = student / "distill_report.json"
     if not (student / "config.json").is_file() or not report_file.is_file():
         raise UserError(f"no finished student in {student} (config.json and distill_report.json); "
-                        f"run `python -m distill {recipe.path}` first")
+                        f"run `edgestill distill {recipe.path}` first")
     return student, json.loads(report_file.read_text())
 
 
@@ -60,7 +60,7 @@ def teacher_folder(report: dict, student: Path) -> Path:
     folder = Path((report.get("teacher") or {}).get("dir", ""))
     if not (folder / "config.json").is_file():
         raise UserError(f"{student / 'distill_report.json'}: teacher.dir {str(folder)!r} is not a Hugging "
-                        "Face folder; run `python -m distill RECIPE` again to rewrite the report")
+                        "Face folder; run `edgestill distill RECIPE` again to rewrite the report")
     return folder
 
 
@@ -104,7 +104,7 @@ def qat_source(recipe: Recipe, build: Path, student: Path, instruction: str, pre
         return student, None
     from dataclasses import asdict
 
-    from export.qat import QatSettings, qat_student, read_report
+    from edgestill.export.qat import QatSettings, qat_student, read_report
 
     settings = QatSettings(bits=chosen.bits, block=chosen.block, steps=recipe.export.qat_steps,
                            lr=recipe.export.qat_lr, seed=recipe.distill.seed, smooth=True)
@@ -153,7 +153,7 @@ def print_summary(rows: list[dict]) -> None:
 
 def bitsandbytes_summary(recipe: Recipe, build: Path) -> dict:
     """export.bitsandbytes: the student under bitsandbytes in PyTorch, scored like the bundles."""
-    from export.bnb_preview import bitsandbytes_quality
+    from edgestill.export.bnb_preview import bitsandbytes_quality
 
     student, report = read_student(recipe, build)
     instruction = (report.get("task") or {}).get("instruction", recipe.task.instruction)
@@ -162,7 +162,7 @@ def bitsandbytes_summary(recipe: Recipe, build: Path) -> dict:
 
 def main(argv: list[str]) -> int:
     overrides, rest = split_args(argv)
-    parser = argparse.ArgumentParser(prog="python -m export", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="edgestill export", description=__doc__.split("\n")[0])
     parser.add_argument("recipe")
     parser.add_argument("--build-root", default="build")
     parser.add_argument("--overwrite", action="store_true",

@@ -1,7 +1,7 @@
 """Check a recipe's bundles on ARM64's CPU kernels, emulated with qemu-user: do they keep their quality?
 
-    python -m export.arm64 recipes/default.yaml                        # every bundle, cortex-a76 + cortex-a72
-    python -m export.arm64 recipes/default.yaml --precisions int8 int4 --cpu cortex-a76 --limit 8
+    python -m edgestill.export.arm64 recipes/default.yaml                        # every bundle, cortex-a76 + cortex-a72
+    python -m edgestill.export.arm64 recipes/default.yaml --precisions int8 int4 --cpu cortex-a76 --limit 8
 
 onnxruntime picks its kernels by CPU: on x86 the int8/int4 MatMulNBits run AVX-512 VNNI or AVX2,
 on ARM64 NEON with or without the dot-product instructions. Rounding differs, so a preset that
@@ -35,10 +35,10 @@ import numpy as np
 from edgestill.errors import UserError, cli_main
 from edgestill.files import atomic_write_json, atomic_write_text
 from edgestill.recipe import load_recipe, split_args
-from export import arm64_worker
-from export.arm64_sysroot import CPUS, DEVICES, Sysroot, ensure
-from export.quality import Sequence, eval_pairs, measure, sequences
-from runtime import Bundle
+from edgestill.export import arm64_worker
+from edgestill.export.arm64_sysroot import CPUS, DEVICES, Sysroot, ensure
+from edgestill.export.quality import Sequence, eval_pairs, measure, sequences
+from edgestill.runtime import Bundle
 
 log = logging.getLogger("export")
 REPO = Path(__file__).resolve().parent.parent
@@ -151,7 +151,7 @@ COLUMNS = ("bundle", "core", "top-1 vs fp32", "floor", "verdict", "top-1 vs x86"
 def markdown(rows: list[dict], machine: str) -> str:
     """The rows as a Markdown table, with what the figures are."""
     lines = ["# Bundles on ARM64 kernels (emulated)", "",
-             f"Host: {machine}. ARM64 cores emulated with qemu-user (`python -m export.arm64`); "
+             f"Host: {machine}. ARM64 cores emulated with qemu-user (`python -m edgestill.export.arm64`); "
              "the same held-out teacher text and code on every row. Emulation checks numerics only, "
              "not speed.", "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for r in rows:
@@ -171,13 +171,13 @@ def bundles_of(build: Path, precisions: list[str]) -> list[Path]:
     found = [build / f"bundle-{p}" for p in precisions]
     missing = [str(b) for b in found if not (b / "manifest.json").is_file()]
     if missing:
-        raise UserError(f"no bundle in {', '.join(missing)}; run `python -m export RECIPE` first")
+        raise UserError(f"no bundle in {', '.join(missing)}; run `edgestill export RECIPE` first")
     return found
 
 
 def main(argv: list[str]) -> int:
     overrides, rest = split_args(argv)
-    parser = argparse.ArgumentParser(prog="python -m export.arm64", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m edgestill.export.arm64", description=__doc__.split("\n")[0])
     parser.add_argument("recipe")
     parser.add_argument("--build-root", default="build")
     parser.add_argument("--precisions", nargs="+", help="bundles to check (default: the recipe's export.precisions)")
@@ -191,9 +191,9 @@ def main(argv: list[str]) -> int:
     bundles = bundles_of(build, args.precisions or recipe.export.precisions)
     pairs = eval_pairs(build / "data" / "teacher.jsonl", [(e.input, e.output) for e in recipe.task.seed_examples],
                        limit=args.limit)
-    from export.__main__ import read_student
-    from export.validate import Reference
-    from benchmarks.machine import machine_info, one_line
+    from edgestill.export.__main__ import read_student
+    from edgestill.export.validate import Reference
+    from edgestill.benchmarks.machine import machine_info, one_line
 
     reference = Reference(read_student(recipe, build)[0])
     sysroot = ensure()

@@ -1,7 +1,7 @@
 """An emulated ARM64 Linux for checking bundles on ARM64's kernels from an x86 machine.
 
-    python -m export.arm64_sysroot            # build (or check) it: ~70 MB downloaded once
-    python -m export.arm64_sysroot --where    # print its folder
+    python -m edgestill.export.arm64_sysroot            # build (or check) it: ~70 MB downloaded once
+    python -m edgestill.export.arm64_sysroot --where    # print its folder
 
 onnxruntime runs different CPU kernels on ARM64 (NEON, dot-product, i8mm) than on x86
 (AVX2/AVX-512 VNNI), so a bundle's quantized numerics can differ. No ARM64 device is lent to
@@ -102,7 +102,7 @@ class Sysroot:
 
 
 def find() -> Sysroot | None:
-    """The built sysroot, or None when `python -m export.arm64_sysroot` has not finished."""
+    """The built sysroot, or None when `python -m edgestill.export.arm64_sysroot` has not finished."""
     root = Sysroot(folder())
     ready = (root.path / ".ready").exists()
     return root if ready and root.qemu else None
@@ -229,7 +229,7 @@ def ensure() -> Sysroot:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m export.arm64_sysroot", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m edgestill.export.arm64_sysroot", description=__doc__.split("\n")[0])
     parser.add_argument("--where", action="store_true", help="print the sysroot's folder and exit")
     args = parser.parse_args(argv)
     if args.where:

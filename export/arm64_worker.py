@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime
 
-from runtime import Bundle, Generator
+from edgestill.runtime import Bundle, Generator
 
 
 def run(spec: dict, out: Path) -> dict:

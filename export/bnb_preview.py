@@ -1,6 +1,6 @@
 """The PyTorch side of quantization: the student under bitsandbytes int8 / nf4, before any export.
 
-    python -m export RECIPE export.bitsandbytes=[int8,nf4]     # adds "pytorch_bitsandbytes" to export_summary.json
+    edgestill export RECIPE export.bitsandbytes=[int8,nf4]     # adds "pytorch_bitsandbytes" to export_summary.json
 
 Loads the student folder with transformers' bitsandbytes integration (the same config as
 `teacher.load_in`: LLM.int8 or NF4 with fp32 compute, CPU) and scores it as the bundles are
@@ -24,8 +24,8 @@ def bitsandbytes_quality(student_dir: Path, data: Path, instruction: str, modes:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from distill.teacher import bitsandbytes_config
-    from export.qat import agreement, load_sequences
+    from edgestill.distill.teacher import bitsandbytes_config
+    from edgestill.export.qat import agreement, load_sequences
 
     tok = AutoTokenizer.from_pretrained(student_dir)
     held = load_sequences(data, tok, instruction, "eval")

@@ -1,7 +1,7 @@
 """A long-lived process that runs onnxruntime-genai's model builder once per job, without paying
 for its imports each time (export/onnx_build.py starts it; not meant to be run by hand).
 
-    python -m export.builder_worker     # reads job lines from stdin, answers exit codes on stdout
+    python -m edgestill.export.builder_worker     # reads job lines from stdin, answers exit codes on stdout
 
 It imports the builder (torch, transformers, onnx_ir: 3.8 s on the 2-core Xeon) once. For each
 job line, JSON `{"args": [...], "log": "path"}`, it forks a child that runs `python -m

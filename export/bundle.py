@@ -1,6 +1,6 @@
 """Export one Hugging Face folder to one validated bundle folder (the function the CLI calls).
 
-    from export import export_bundle
+    from edgestill.export import export_bundle
     export_bundle("build/default/student", "build/default/bundle-int8", "int8", role="student",
                   instruction="Summarize ...", eval_texts=["A paragraph ..."],
                   quality_pairs=[("A paragraph ...", "The teacher's answer.", True)])
@@ -27,14 +27,14 @@ import time
 from pathlib import Path
 
 from edgestill.errors import UserError
-from export.inputs import check_model_dir, source_fingerprint
-from export.manifest import describe_model, prompt_template, write_manifest
-from export.onnx_build import build_onnx
-from export.quality import measure, sequences
-from export.quantize import Preset, preset, with_budget
-from export.tie_embedding import tie_int8_embedding_file
-from export.validate import Reference, check_fp32, compare
-from runtime import Bundle, BundleError, Generator
+from edgestill.export.inputs import check_model_dir, source_fingerprint
+from edgestill.export.manifest import describe_model, prompt_template, write_manifest
+from edgestill.export.onnx_build import build_onnx
+from edgestill.export.quality import measure, sequences
+from edgestill.export.quantize import Preset, preset, with_budget
+from edgestill.export.tie_embedding import tie_int8_embedding_file
+from edgestill.export.validate import Reference, check_fp32, compare
+from edgestill.runtime import Bundle, BundleError, Generator
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +100,8 @@ def build_model(model_dir: Path, bundle_dir: Path, chosen: Preset, log_file: Pat
     if chosen.mixed:
         if calibration is None or not Path(calibration).is_file():
             raise UserError(f"preset {chosen.precision} chooses its matmuls on the task's train text, and "
-                            f"{calibration} is missing; run `python -m distill RECIPE` first")
-        from export.mixed import build_mixed
+                            f"{calibration} is missing; run `edgestill distill RECIPE` first")
+        from edgestill.export.mixed import build_mixed
 
         return build_mixed(model_dir, bundle_dir, chosen, Path(calibration), instruction, log_file, copies)
     quantization = dict(chosen.quantization or {}) or None
@@ -109,7 +109,7 @@ def build_model(model_dir: Path, bundle_dir: Path, chosen: Preset, log_file: Pat
     try:
         source = model_dir
         if chosen.smooth or chosen.gptq:
-            from export.smooth import calibration_ids
+            from edgestill.export.smooth import calibration_ids
 
             ids = calibration_ids(model_dir, calibration, instruction, list(fallback_texts))
             _, source, records = calibrated_sources(model_dir, work, chosen, ids, copies)
@@ -147,8 +147,8 @@ def calibrated_sources(model_dir: Path, work: Path, chosen: Preset, ids: list[li
     """For a smoothed and/or GPTQ preset, copies of `model_dir` under `work` (or taken from
     `copies`), calibrated on the token sequences `ids`: (the smoothed copy, else `model_dir`; the
     copy to build from: its GPTQ rounding, else the former; the manifest's quantization entries)."""
-    from export.gptq import GptqSettings, gptq_checkpoint
-    from export.smooth import smooth_checkpoint
+    from edgestill.export.gptq import GptqSettings, gptq_checkpoint
+    from edgestill.export.smooth import smooth_checkpoint
 
     copies = copies or CalibratedCopies(work)
     base = (source_fingerprint(model_dir), hashlib.sha256(json.dumps(ids).encode()).hexdigest())

@@ -1,10 +1,10 @@
 """GPTQ: the student's weights rounded onto the bundle's MatMulNBits grid with second-order error
 compensation, calibrated on the task's own text.
 
-    python -m export.gptq build/default/student /tmp/student-gptq --bits 4 --block 32 \\
+    python -m edgestill.export.gptq build/default/student /tmp/student-gptq --bits 4 --block 32 \\
         --data build/default/data/teacher.jsonl --instruction "Summarize ..."
 
-(`python -m export RECIPE` runs it, in a temp folder, for the presets that say so: int8,
+(`edgestill export RECIPE` runs it, in a temp folder, for the presets that say so: int8,
 int4-gptq, int4-gptq-mixed; export/quantize.py.)
 
 Round-to-nearest (the builder's RTN) rounds every weight on its own. GPTQ (Frantar et al. 2023)
@@ -176,7 +176,7 @@ def run_layer(layer, hidden, args, kwargs):
 def gptq_model(model, batches: list[dict], s: GptqSettings) -> dict:
     """Round every decoder Linear (and the LM head if asked) of `model` in place; returns per-module
     relative output errors ||(W - Q) X|| / ||W X|| on the calibration tokens, GPTQ vs RTN."""
-    from export.qat import fake_quant_weight
+    from edgestill.export.qat import fake_quant_weight
 
     masks = [b["attention_mask"].bool() for b in batches]
     calls = layer_inputs(model, batches)
@@ -217,7 +217,7 @@ def _head(model, hidden: list[torch.Tensor], masks: list[torch.Tensor], s: GptqS
     model, whose final hidden states span few directions, it was 5.5x, and its int4 bundle's
     top-1 agreement fell from 1.0 to 0.62 until this check was added."""
 
-    from export.qat import fake_quant_weight
+    from edgestill.export.qat import fake_quant_weight
 
     head, embed = model.get_output_embeddings(), model.get_input_embeddings()
     hs = _Hessians({"lm_head": head})
@@ -263,11 +263,11 @@ def gptq_checkpoint(model_dir: Path, out_dir: Path, ids: list[list[int]], s: Gpt
     manifest (per-matmul output errors, GPTQ and RTN)."""
     from transformers import AutoModelForCausalLM
 
-    from export.qat import Seq, _batch
-    from export.smooth import save_checkpoint
+    from edgestill.export.qat import Seq, _batch
+    from edgestill.export.smooth import save_checkpoint
 
     if not ids:
-        raise UserError(f"{model_dir}: GPTQ needs calibration text; run `python -m distill RECIPE` first")
+        raise UserError(f"{model_dir}: GPTQ needs calibration text; run `edgestill distill RECIPE` first")
     t0 = time.perf_counter()
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
     cfg = model.generation_config
@@ -287,7 +287,7 @@ def gptq_checkpoint(model_dir: Path, out_dir: Path, ids: list[list[int]], s: Gpt
 
 
 def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="python -m export.gptq", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m edgestill.export.gptq", description=__doc__.split("\n")[0])
     p.add_argument("student")
     p.add_argument("out")
     p.add_argument("--data", required=True, help="teacher.jsonl: calibrates on its train split")
@@ -302,7 +302,7 @@ def main(argv: list[str]) -> int:
     student = Path(a.student)
     if not (student / "config.json").is_file():
         raise UserError(f"{student}: not a student folder (no config.json)")
-    from export.smooth import calibration_ids
+    from edgestill.export.smooth import calibration_ids
 
     ids = calibration_ids(student, Path(a.data), a.instruction, [])
     record = gptq_checkpoint(student, Path(a.out), ids, GptqSettings(a.bits, a.block, a.damp, a.lm_head))

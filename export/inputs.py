@@ -1,6 +1,6 @@
 """What export accepts: a Hugging Face folder with safetensors weights of a supported architecture.
 
-    from export.inputs import check_model_dir, check_out_dir, source_fingerprint
+    from edgestill.export.inputs import check_model_dir, check_out_dir, source_fingerprint
     check_model_dir(Path("build/default/student"))   # UserError naming the problem, else None
 
 Untrusted model files are read as safetensors only: a folder holding a pickle checkpoint
@@ -44,7 +44,7 @@ def check_model_dir(model_dir: Path) -> None:
         missing.append("model.safetensors")
     if missing:
         raise UserError(f"{model_dir}: missing {', '.join(missing)}; a student folder needs config.json, "
-                        "*.safetensors and tokenizer.json (as written by `python -m distill`)")
+                        "*.safetensors and tokenizer.json (as written by `edgestill distill`)")
     try:
         config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:

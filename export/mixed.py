@@ -1,6 +1,6 @@
 """Mixed-precision bundles: the task's own data decides which matmuls get the finer quantization.
 
-    python -m export recipes/default.yaml export.precisions=[int4-mixed] [export.mixed_budget=0.21]
+    edgestill export recipes/default.yaml export.precisions=[int4-mixed] [export.mixed_budget=0.21]
 
 A mixed preset (export/quantize.py) names a coarse uniform preset (most matmuls), a finer one and
 a byte budget: the model's bytes (every initializer) as a fraction of the fp32 model's. Steps:
@@ -42,9 +42,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from distill.losses import kl_rows
+from edgestill.distill.losses import kl_rows
 from edgestill.errors import UserError
-from export.gptq import layer_inputs, run_layer
+from edgestill.export.gptq import layer_inputs, run_layer
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ class _Simulated:
     def __init__(self, model, coarse, fine, coarse_weights: dict[str, torch.Tensor] | None = None):
         """`coarse_weights` (module name -> weight already on the coarse grid, e.g. GPTQ's) replace
         the coarse rounding of the model's own weights."""
-        from export.qat import fake_quant_weight
+        from edgestill.export.qat import fake_quant_weight
 
         self.model = model
         self.linears = {name: m for name, m in model.named_modules() if isinstance(m, nn.Linear)}
@@ -93,7 +93,7 @@ class _Simulated:
             m.register_forward_pre_hook(self._hook(name))
 
     def _hook(self, name):
-        from export.qat import fake_quant_activation
+        from edgestill.export.qat import fake_quant_activation
 
         def pre(_m, args):
             block = self.block.get(name)
@@ -153,7 +153,7 @@ class _PrefixKL:
         return self._kl_from(len(self.layers))
 
     def _kl_from(self, first: int) -> float:
-        from export.qat import _ALL
+        from edgestill.export.qat import _ALL
 
         model = self.sim.model
         kl, total = 0.0, 0
@@ -190,14 +190,14 @@ def plan_mixed(student_dir: Path, data: Path, instruction: str, coarse, fine, ex
     same function), its coarse weights taken from `coarse_dir`'s checkpoint when given (GPTQ's)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from export.qat import Scorer, load_sequences
+    from edgestill.export.qat import Scorer, load_sequences
 
     t0 = time.perf_counter()
     tok = AutoTokenizer.from_pretrained(student_dir)
     calib = load_sequences(data, tok, instruction, "train")[:calibration]
     held = load_sequences(data, tok, instruction, "eval")
     if not calib:
-        raise UserError(f"{data}: no train records with an answer to calibrate on; run `python -m distill RECIPE` first")
+        raise UserError(f"{data}: no train records with an answer to calibrate on; run `edgestill distill RECIPE` first")
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     reference = AutoModelForCausalLM.from_pretrained(student_dir, dtype=torch.float32).eval()
     try:
@@ -350,9 +350,9 @@ def build_mixed(model_dir: Path, bundle_dir: Path, chosen, data: Path, instructi
     (export.bundle.CalibratedCopies) shares a GPTQ coarse side's calibrated copies with other presets."""
     import onnx
 
-    from export.bundle import build_model
-    from export.onnx_build import save_with_data
-    from export.quantize import preset, unsmoothed
+    from edgestill.export.bundle import build_model
+    from edgestill.export.onnx_build import save_with_data
+    from edgestill.export.quantize import preset, unsmoothed
 
     # both graphs from the same weights: the nodes are spliced, so neither side may be smoothed on its
     # own; a GPTQ coarse side is rounded from a smoothed copy, which the fine side is then built from
@@ -388,9 +388,9 @@ def _gptq_sources(model_dir: Path, tmp: Path, coarse, data: Path, instruction: s
     """(smoothed fp32 copy, its GPTQ rounding, the GPTQ record) under `tmp` or from `copies`, as the uniform GPTQ
     preset makes them: the fine graph is built from the first, the coarse from the second, so both
     share every weight that is not spliced."""
-    from export.bundle import calibrated_sources
-    from export.quantize import preset
-    from export.smooth import calibration_ids
+    from edgestill.export.bundle import calibrated_sources
+    from edgestill.export.quantize import preset
+    from edgestill.export.smooth import calibration_ids
 
     ids = calibration_ids(model_dir, data, instruction, [])
     smoothed, rounded, records = calibrated_sources(model_dir, tmp, preset(coarse.precision), ids, copies)

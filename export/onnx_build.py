@@ -23,8 +23,8 @@ import sys
 import threading
 from pathlib import Path
 
-from export.builder_worker import BUILDER, OFFLINE
-from export.quantize import Preset
+from edgestill.export.builder_worker import BUILDER, OFFLINE
+from edgestill.export.quantize import Preset
 
 
 def build_onnx(model_dir: Path, out_dir: Path, preset: Preset, log_file: Path) -> None:
@@ -83,7 +83,7 @@ def _running_worker() -> subprocess.Popen | None:
         return _worker
     root = str(Path(__file__).resolve().parent.parent)  # where `export` imports from
     path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
-    _worker = subprocess.Popen([sys.executable, "-m", "export.builder_worker"], stdin=subprocess.PIPE,
+    _worker = subprocess.Popen([sys.executable, "-m", "edgestill.export.builder_worker"], stdin=subprocess.PIPE,
                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                                env={**os.environ, "PYTHONPATH": path})  # it sets OFFLINE itself
     if _worker.stdout.readline().strip() != "ready":

@@ -1,10 +1,10 @@
 """Quantization-aware distillation: a short extra pass that makes a student survive its bundle's quantization.
 
-    python -m export.qat build/default/student build/default/student-qat-int4 --bits 4 --block 32 \\
+    python -m edgestill.export.qat build/default/student build/default/student-qat-int4 --bits 4 --block 32 \\
         --data build/default/data/teacher.jsonl --instruction "Summarize ..." [--steps 30] [--lr 3e-4] \\
         [--start gptq|weights]
 
-(`python -m export RECIPE export.precisions=[int4-qat]` runs it for you.)
+(`edgestill export RECIPE export.precisions=[int4-qat]` runs it for you.)
 
 The pass starts from GPTQ's rounding of the activation-smoothed student (export/gptq.py, on the
 same train text; `--start weights`: from the student's own weights, the earlier default). Measured
@@ -49,11 +49,11 @@ from torch import nn
 from torch.nn.utils import parametrize
 from tqdm import tqdm
 
-from distill.losses import kl_rows, masked_mean
-from distill.train import padded, tokenized_prompts
+from edgestill.distill.losses import kl_rows, masked_mean
+from edgestill.distill.train import padded, tokenized_prompts
 from edgestill.errors import UserError, cli_main
 from edgestill.files import read_jsonl
-from export.smooth import save_checkpoint
+from edgestill.export.smooth import save_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -201,7 +201,7 @@ def qat_student(student_dir: Path, out_dir: Path, data: Path, instruction: str, 
     tok = AutoTokenizer.from_pretrained(student_dir)
     train, held = (load_sequences(data, tok, instruction, split) for split in ("train", "eval"))
     if not train:
-        raise UserError(f"{data}: no train records with an answer; run `python -m distill RECIPE` first")
+        raise UserError(f"{data}: no train records with an answer; run `edgestill distill RECIPE` first")
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     reference = AutoModelForCausalLM.from_pretrained(student_dir, dtype=torch.float32).eval()
     Path(out_dir).parent.mkdir(parents=True, exist_ok=True)
@@ -214,7 +214,7 @@ def qat_student(student_dir: Path, out_dir: Path, data: Path, instruction: str, 
     model.eval()
     after = agreement(model, reference, held, pad) if held else (None, None)
     detach_fake_quant(model, handles)
-    from export.inputs import source_fingerprint
+    from edgestill.export.inputs import source_fingerprint
 
     report = {"settings": asdict(s), "source": str(student_dir.resolve()), "start": start,
               "source_fingerprint": source_fingerprint(student_dir),
@@ -238,9 +238,9 @@ def _start(student_dir: Path, work: Path, data: Path, instruction: str, s: QatSe
     from transformers import AutoModelForCausalLM
 
     if s.start == "gptq":
-        from export.bundle import calibrated_sources
-        from export.quantize import gptq_preset
-        from export.smooth import calibration_ids
+        from edgestill.export.bundle import calibrated_sources
+        from edgestill.export.quantize import gptq_preset
+        from edgestill.export.smooth import calibration_ids
 
         ids = calibration_ids(student_dir, data, instruction, [])
         _, rounded, records = calibrated_sources(student_dir, work, gptq_preset(s.bits, s.block), ids, copies)
@@ -250,7 +250,7 @@ def _start(student_dir: Path, work: Path, data: Path, instruction: str, s: QatSe
         raise UserError(f"QAT start {s.start!r}: use 'gptq' or 'weights'")
     model = AutoModelForCausalLM.from_pretrained(student_dir, dtype=torch.float32)
     if s.smooth:  # the same function; the bundle is built from these (smoothed, trained) weights
-        from export.smooth import CALIBRATION_RECORDS, smooth_loaded
+        from edgestill.export.smooth import CALIBRATION_RECORDS, smooth_loaded
 
         smooth_loaded(model, [q.ids for q in train[:CALIBRATION_RECORDS]])
     return model, "the student's weights" + (", smoothed" if s.smooth else "")
@@ -293,7 +293,7 @@ def read_report(folder: Path) -> dict | None:
 
 
 def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="python -m export.qat", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m edgestill.export.qat", description=__doc__.split("\n")[0])
     p.add_argument("student")
     p.add_argument("out")
     p.add_argument("--data", required=True, help="teacher.jsonl with train/eval splits")

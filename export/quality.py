@@ -1,6 +1,6 @@
 """Quality of a bundle on held-out teacher text, teacher-forced: what quantization cost.
 
-    from export.quality import eval_pairs, sequences, measure
+    from edgestill.export.quality import eval_pairs, sequences, measure
     pairs = eval_pairs(build / "data" / "teacher.jsonl", fallback=[(input, output), ...])
     seqs = sequences(bundle, pairs)                      # prompt ids + teacher answer ids
     measure(Generator(bundle), seqs, reference)          # -> the manifest's "quality" figures
@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from edgestill.files import read_jsonl
-from runtime import Bundle, Generator
+from edgestill.runtime import Bundle, Generator
 
 
 @dataclass(frozen=True)

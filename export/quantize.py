@@ -4,7 +4,7 @@ A preset is a stable name usable in a recipe's `export.precisions`. Each says wh
 builder (onnxruntime-genai's model builder) quantizes, how the embedding / LM head are handled,
 and the quality floor it must reach: `top1_agreement_vs_fp32` on held-out teacher text
 (export/quality.py). A bundle below its floor is written, marked failing in manifest.json
-(`quality_floor.passed: false`) and makes `python -m export` exit non-zero.
+(`quality_floor.passed: false`) and makes `edgestill export` exit non-zero.
 
 Every quantized preset is weight-only (`MatMulNBits`, symmetric round-to-nearest unless said
 otherwise): activations and the KV cache stay fp32. `accuracy_level=4` lets onnxruntime's CPU
@@ -65,7 +65,7 @@ function is unchanged). See export/README.md for the measured table.
   The same search between int8 block 32 and block 16 under a 30% budget (an int8 that meets the
   size bound) measured 0.971, no better than int8-b32's 0.973, so it is not a preset.
 
-x86 and ARM64 get the same presets. `python -m export.arm64` scores the bundles on emulated ARM64
+x86 and ARM64 get the same presets. `python -m edgestill.export.arm64` scores the bundles on emulated ARM64
 cores (export/README.md): fp32 is the same function there; the dot-product kernels of a
 Cortex-A76 lost 0.4-0.9 points of top-1 more than x86 with the RTN presets (block-16 int8 0.9806 vs
 0.9849), so no preset had to change; the GPTQ int8 keeps 0.9871 there (0.9860 on x86).

@@ -1,10 +1,10 @@
 """Activation smoothing for the int8 and RTN int4 presets (SmoothQuant): input outliers into the weights.
 
-    from export.smooth import smooth_checkpoint, calibration_ids
+    from edgestill.export.smooth import smooth_checkpoint, calibration_ids
     ids = calibration_ids(student_dir, "build/default/data/teacher.jsonl", instruction, fallback_texts)
     record = smooth_checkpoint(student_dir, out_dir, ids)     # out_dir: an equivalent HF checkpoint
 
-(`python -m export RECIPE` runs it for the presets that say so: export/quantize.py.)
+(`edgestill export RECIPE` runs it for the presets that say so: export/quantize.py.)
 
 With `accuracy_level=4`, onnxruntime's MatMulNBits rounds every matmul input to int8 per block of
 16 (or 32) channels. A few channels of large magnitude set their block's scale and crush the other
@@ -44,7 +44,7 @@ import torch
 from torch import nn
 
 from edgestill.files import atomic_write_json
-from export.quantize import SMOOTH_ALPHA as ALPHA
+from edgestill.export.quantize import SMOOTH_ALPHA as ALPHA
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +58,8 @@ def calibration_ids(model_dir: Path, calibration: Path | None, instruction: str,
     (data/teacher.jsonl), else the prompts of `fallback_texts`."""
     from transformers import AutoTokenizer
 
-    from distill.train import tokenized_prompts
-    from export.qat import load_sequences
+    from edgestill.distill.train import tokenized_prompts
+    from edgestill.export.qat import load_sequences
 
     tok = AutoTokenizer.from_pretrained(model_dir)
     if calibration is not None and Path(calibration).is_file():

@@ -20,7 +20,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from export.onnx_build import save_with_data
+from edgestill.export.onnx_build import save_with_data
 
 EMBED_GATHER = "/model/embed_tokens/Gather"
 LM_HEAD_PREFIX = "/lm_head/"

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from edgestill.errors import UserError
-from runtime import Bundle, Generator
+from edgestill.runtime import Bundle, Generator
 
 FP32_LOGIT_TOLERANCE = 1e-3
 GREEDY_TOKENS = 64

@@ -1,21 +1,21 @@
 """The runtime: run an exported bundle on a CPU with onnxruntime, numpy, tokenizers and jinja2 only.
 
-    from runtime import Bundle, Generator
+    from edgestill.runtime import Bundle, Generator
     gen = Generator(Bundle.open("build/default/bundle-int8"), threads=2)
     print(gen.generate("The council voted ...", max_new_tokens=48))
 
-Command line: `python -m runtime generate BUNDLE --prompt "..."` and `python -m runtime chat BUNDLE`.
+Command line: `edgestill generate BUNDLE --prompt "..."` and `edgestill chat BUNDLE`.
 This package never imports torch, transformers, optimum or datasets (a contract test checks it),
 so an app can embed it with a few small dependencies. Every deliberate error is a
 `RuntimeFailure` (runtime/errors.py).
 """
 
-from runtime.bundle import Bundle
-from runtime.errors import (BundleError, ChecksumError, ContextLengthError, EncodingError, FormatVersionError,
+from edgestill.runtime.bundle import Bundle
+from edgestill.runtime.errors import (BundleError, ChecksumError, ContextLengthError, EncodingError, FormatVersionError,
                             InputError, ManifestError, MissingFileError, ModelLoadError, PromptError,
                             RuntimeFailure, SamplingError, TokenizerError)
-from runtime.generator import Generator
-from runtime.sampling import Sampling
+from edgestill.runtime.generator import Generator
+from edgestill.runtime.sampling import Sampling
 
 __all__ = ["Bundle", "Generator", "Sampling", "RuntimeFailure", "BundleError", "ManifestError",
            "FormatVersionError", "MissingFileError", "ChecksumError", "ModelLoadError", "TokenizerError",

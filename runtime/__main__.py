@@ -1,8 +1,8 @@
 """Command line for the runtime: answer one prompt, or chat interactively with streaming output.
 
-    python -m runtime generate build/default/bundle-int8 --prompt "Paragraph to summarise ..."
-    python -m runtime generate build/default/bundle-int8 --prompt "..." --json   # one JSON object
-    python -m runtime chat build/default/bundle-int8        # multi-turn, the bundle's chat template
+    edgestill generate build/default/bundle-int8 --prompt "Paragraph to summarise ..."
+    edgestill generate build/default/bundle-int8 --prompt "..." --json   # one JSON object
+    edgestill chat build/default/bundle-int8        # multi-turn, the bundle's chat template
 
 `generate` wraps the prompt in the bundle's template and instruction (manifest.json) unless
 `--raw`. `chat` keeps the conversation and renders it with the bundle's chat template; an empty
@@ -19,17 +19,17 @@ import sys
 import time
 
 from edgestill.errors import UserError, cli_main
-from runtime.bundle import Bundle
-from runtime.generator import Generator, clean_text
+from edgestill.runtime.bundle import Bundle
+from edgestill.runtime.generator import Generator, clean_text
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # argparse exits 2 with usage; we want one line
-        raise UserError(f"{message} (see `python -m runtime {{generate,chat}} --help`)")
+        raise UserError(f"{message} (see `edgestill {{generate,chat}} --help`)")
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m runtime", description=__doc__.split("\n")[0])
+    parser = _Parser(prog="edgestill", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     for name in ("generate", "chat"):
         p = sub.add_parser(name)

@@ -1,6 +1,6 @@
 """A bundle on disk: manifest.json checked against the files, the tokenizer and the prompt.
 
-    from runtime import Bundle
+    from edgestill.runtime import Bundle
     bundle = Bundle.open("build/default/bundle-int8")      # verifies every file's size and sha256
     ids = bundle.tokenizer.encode(bundle.format_prompt("Some paragraph"), add_special_tokens=False).ids
 
@@ -23,7 +23,7 @@ from pathlib import Path
 from tokenizers import Tokenizer
 
 from edgestill.files import sha256_file
-from runtime.errors import (BundleError, ChecksumError, FormatVersionError, ManifestError,  # noqa: F401 (re-export)
+from edgestill.runtime.errors import (BundleError, ChecksumError, FormatVersionError, ManifestError,  # noqa: F401 (re-export)
                             MissingFileError, TokenizerError)
 
 FORMAT = "edgestill-bundle"
@@ -38,7 +38,7 @@ SPECIAL_TOKEN_NAMES = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_
 
 
 def _redo(path: Path) -> str:
-    return f"re-export it with `python -m export RECIPE` (or delete {path} and run export again)"
+    return f"re-export it with `edgestill export RECIPE` (or delete {path} and run export again)"
 
 
 def verify_files(path: Path, files: dict) -> None:
@@ -60,7 +60,7 @@ def read_manifest(path: Path) -> dict:
     """Read and check the header of `path`/manifest.json; raise BundleError if unusable."""
     file = path / MANIFEST
     if not path.is_dir():
-        raise ManifestError(f"bundle {path}: no such folder; export one with `python -m export RECIPE`")
+        raise ManifestError(f"bundle {path}: no such folder; export one with `edgestill export RECIPE`")
     if not file.is_file():
         raise ManifestError(f"bundle {path}: no {MANIFEST} (not a bundle, or an export that did not "
                           f"finish); {_redo(path)}")

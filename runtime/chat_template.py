@@ -1,6 +1,6 @@
 """Render a bundle's chat template the way transformers' `apply_chat_template` does, with jinja2 only.
 
-    from runtime.chat_template import render_chat
+    from edgestill.runtime.chat_template import render_chat
     text = render_chat(bundle.chat_template, [{"role": "user", "content": "Hi"}], bundle.special_tokens)
 
 Same settings as transformers 5 (checked against it by tests/runtime/test_chat.py): a sandboxed,
@@ -21,7 +21,7 @@ import jinja2
 import jinja2.ext
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from runtime.errors import PromptError, TokenizerError
+from edgestill.runtime.errors import PromptError, TokenizerError
 
 
 class _GenerationTag(jinja2.ext.Extension):

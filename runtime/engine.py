@@ -29,8 +29,8 @@ from typing import Sequence
 import numpy as np
 import onnxruntime as ort
 
-from runtime.bundle import Bundle
-from runtime.errors import InputError, MissingFileError, ModelLoadError
+from edgestill.runtime.bundle import Bundle
+from edgestill.runtime.errors import InputError, MissingFileError, ModelLoadError
 
 PREFILL_CHUNK = 128  # tokens per prefill run; see KVCache.prefill
 _NP_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}

@@ -1,6 +1,6 @@
 """Every error the runtime raises on purpose: one base class, one subclass per kind of mistake.
 
-    from runtime import RuntimeFailure, BundleError, PromptError
+    from edgestill.runtime import RuntimeFailure, BundleError, PromptError
     try:
         gen = Generator(Bundle.open(path))
     except BundleError as err:       # damaged / missing / foreign bundle: re-export or re-download it

@@ -1,6 +1,6 @@
 """Text generation from a bundle: checked inputs, the decode loop, streaming, chat and batches.
 
-    from runtime import Bundle, Generator
+    from edgestill.runtime import Bundle, Generator
     gen = Generator(Bundle.open("build/default/bundle-int8"), threads=2)
     for piece in gen.stream("The council voted ...", max_new_tokens=48):
         print(piece, end="", flush=True)
@@ -22,12 +22,12 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from runtime.bundle import Bundle
-from runtime.detok import Answer
-from runtime.engine import Model
-from runtime.errors import ContextLengthError, EncodingError, PromptError, SamplingError
-from runtime.lookup import MAX_DRAFT, lookup_steps
-from runtime.sampling import Sampling, penalize, pick
+from edgestill.runtime.bundle import Bundle
+from edgestill.runtime.detok import Answer
+from edgestill.runtime.engine import Model
+from edgestill.runtime.errors import ContextLengthError, EncodingError, PromptError, SamplingError
+from edgestill.runtime.lookup import MAX_DRAFT, lookup_steps
+from edgestill.runtime.sampling import Sampling, penalize, pick
 
 TRUNCATE = (None, "left")
 
@@ -256,7 +256,7 @@ class Generator:
 
     def chat_prompt(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
         """The prompt text for `messages` as transformers' apply_chat_template renders it."""
-        from runtime.chat_template import check_messages, render_chat  # jinja2 only when chatting
+        from edgestill.runtime.chat_template import check_messages, render_chat  # jinja2 only when chatting
         messages = check_messages(messages)
         for i, message in enumerate(messages):
             message["content"] = clean_text(message["content"], f"messages[{i}].content", allow_empty=True)

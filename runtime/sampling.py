@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from runtime.errors import SamplingError
+from edgestill.runtime.errors import SamplingError
 
 MAX_TEMPERATURE = 100.0
 MIN_REPETITION_PENALTY, MAX_REPETITION_PENALTY = 0.01, 100.0  # keeps penalized float32 logits finite

@@ -20,7 +20,7 @@ TINY_CONFIG = dict(
 @pytest.fixture(scope="session")
 def teacher_dir() -> Path:
     """The bundled SmolLM2-135M-Instruct as an HF folder (GGUF converted once into the cache)."""
-    from distill.teacher import teacher_dir as resolve
+    from edgestill.distill.teacher import teacher_dir as resolve
 
     return resolve("smollm2-135m-instruct")
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.measure import PASSAGE, percentile, prompt_ids
+from edgestill.benchmarks.measure import PASSAGE, percentile, prompt_ids
 from edgestill.recipe import Bench
-from runtime.bundle import Bundle as RuntimeBundle
+from edgestill.runtime.bundle import Bundle as RuntimeBundle
 
 from .conftest import write_bundle
 

@@ -36,7 +36,7 @@ def teacher_records() -> list[dict]:
 @pytest.fixture(scope="session")
 def tiny_build(tmp_path_factory, tiny_llama_dir, teacher_dir) -> Path:
     """build/tiny/ with two student bundles, a teacher bundle and data/teacher.jsonl."""
-    from export import export_bundle
+    from edgestill.export import export_bundle
 
     root = tmp_path_factory.mktemp("bench-build")
     build = root / "tiny"

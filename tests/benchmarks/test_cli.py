@@ -1,4 +1,4 @@
-"""`python -m benchmarks RECIPE` end to end on real tiny bundles, and its user errors."""
+"""`edgestill bench RECIPE` end to end on real tiny bundles, and its user errors."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from benchmarks.__main__ import main
-from benchmarks.quality import bundle_quality, eval_records
+from edgestill.benchmarks.__main__ import main
+from edgestill.benchmarks.quality import bundle_quality, eval_records
 from edgestill.errors import UserError
 from tests.benchmarks.conftest import write_recipe
 
@@ -61,13 +61,13 @@ def test_records_and_plots_written(report_dir, tiny_build):
 
 def test_compare_cli_prints_a_table(report_dir):
     report = str(report_dir / "report.json")
-    out = subprocess.run([sys.executable, "-m", "benchmarks", "compare", report, report],
+    out = subprocess.run([sys.executable, "-m", "edgestill.benchmarks", "compare", report, report],
                          capture_output=True, text=True, check=True).stdout
     assert "| tiny-int8 | decode_tok_s_p50 |" in out and "+0.0%" in out
 
 
 def test_quality_of_a_real_bundle_against_known_outputs(tiny_build):
-    from runtime import Bundle, Generator
+    from edgestill.runtime import Bundle, Generator
 
     bundle = tiny_build / "bundle-int8"
     records = eval_records(tiny_build / "data", limit=2)
@@ -80,13 +80,13 @@ def test_quality_of_a_real_bundle_against_known_outputs(tiny_build):
 
 def test_no_bundles_says_to_run_export(tmp_path):
     (tmp_path / "tiny").mkdir()
-    with pytest.raises(UserError, match=r"python -m export"):
+    with pytest.raises(UserError, match=r"edgestill export"):
         main([str(write_recipe(tmp_path)), "--build-root", str(tmp_path)])
 
 
 def test_cli_exit_code_and_one_line_for_user_errors(tmp_path):
     recipe = write_recipe(tmp_path)
-    proc = subprocess.run([sys.executable, "-m", "benchmarks", str(recipe), "--build-root", str(tmp_path)],
+    proc = subprocess.run([sys.executable, "-m", "edgestill.benchmarks", str(recipe), "--build-root", str(tmp_path)],
                           capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: no bundles in") and "Traceback" not in proc.stderr
@@ -94,7 +94,7 @@ def test_cli_exit_code_and_one_line_for_user_errors(tmp_path):
 
 def test_missing_eval_data_names_distill(build_copy, tmp_path):
     (build_copy / "data" / "teacher.jsonl").unlink()
-    with pytest.raises(UserError, match="python -m distill"):
+    with pytest.raises(UserError, match="edgestill distill"):
         main([str(write_recipe(tmp_path)), "--build-root", str(build_copy.parent)])
 
 
@@ -113,7 +113,7 @@ def test_quality_examples_zero_skips_quality(build_copy, tmp_path):
 
 
 def test_distill_figures_are_prefixed(tmp_path):
-    from benchmarks.__main__ import distill_figures
+    from edgestill.benchmarks.__main__ import distill_figures
 
     (tmp_path / "student").mkdir()
     (tmp_path / "student" / "distill_report.json").write_text(

@@ -8,12 +8,12 @@ import json
 
 import pytest
 
-from benchmarks.__main__ import main
-from benchmarks.compare import compare_records
-from benchmarks.csv_printer import render_csv
-from benchmarks.measure import measure_in_subprocess
-from benchmarks.peers import llama_bench_record
-from benchmarks.record import problems
+from edgestill.benchmarks.__main__ import main
+from edgestill.benchmarks.compare import compare_records
+from edgestill.benchmarks.csv_printer import render_csv
+from edgestill.benchmarks.measure import measure_in_subprocess
+from edgestill.benchmarks.peers import llama_bench_record
+from edgestill.benchmarks.record import problems
 from tests.benchmarks.conftest import write_recipe
 
 

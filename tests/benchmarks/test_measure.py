@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from benchmarks.measure import measure_in_subprocess, percentile, prompt_ids
+from edgestill.benchmarks.measure import measure_in_subprocess, percentile, prompt_ids
 from edgestill.errors import UserError
 
 NUMBERS = ("load_s", "ttft_ms_p50", "ttft_ms_p90", "decode_ms_p50", "decode_ms_p90", "decode_tok_s_p50",
@@ -48,7 +48,7 @@ def test_file_bytes_is_the_bundle_size(record, tiny_build):
 
 
 def test_prompt_has_exactly_n_tokens(tiny_build):
-    from runtime import Bundle
+    from edgestill.runtime import Bundle
 
     tok = Bundle.open(tiny_build / "teacher-bundle-fp32").tokenizer
     for n in (1, 16, 300):
@@ -62,7 +62,7 @@ def test_prompt_beyond_context_is_a_user_error(tiny_build):
 
 
 def test_missing_bundle_is_a_user_error(tmp_path):
-    with pytest.raises(UserError, match="python -m export"):
+    with pytest.raises(UserError, match="edgestill export"):
         measure_in_subprocess(tmp_path / "bundle-int8", threads=1, prompt_tokens=8, gen_tokens=2, repetitions=1)
 
 

@@ -21,7 +21,7 @@ OPTIMUM_PY = ROOT / ".venv-optimum" / "bin" / "python"
 @pytest.mark.skipif(not OPTIMUM_PY.exists(), reason=".venv-optimum is missing (make optimum-venv)")
 def test_optimum_runs_our_bundle_with_our_greedy_ids(tmp_path, tiny_llama_dir, fp32_bundle):
     out = tmp_path / "peer"
-    done = subprocess.run([str(OPTIMUM_PY), "-m", "benchmarks.optimum_peer", str(tiny_llama_dir), str(fp32_bundle),
+    done = subprocess.run([str(OPTIMUM_PY), "-m", "edgestill.benchmarks.optimum_peer", str(tiny_llama_dir), str(fp32_bundle),
                            "--threads", "1", "--rounds", "2", "--prompt-tokens", "16", "--gen-tokens", "8",
                            "--no-memory", "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -43,7 +43,7 @@ def test_without_optimum_it_says_which_python_to_use(tmp_path, fp32_bundle):
         pytest.skip("this venv has Optimum")
     except ImportError:
         pass
-    done = subprocess.run([sys.executable, "-m", "benchmarks.optimum_peer", str(tmp_path), str(fp32_bundle)],
+    done = subprocess.run([sys.executable, "-m", "edgestill.benchmarks.optimum_peer", str(tmp_path), str(fp32_bundle)],
                           cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 2
     assert ".venv-optimum/bin/python" in done.stderr and "Traceback" not in done.stderr

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from benchmarks.quality import eval_records, gains_note, gains_over, score
+from edgestill.benchmarks.quality import eval_records, gains_note, gains_over, score
 from edgestill.errors import UserError
 from edgestill.metrics import rouge_l
 
@@ -47,7 +47,7 @@ def test_eval_records_keeps_eval_split_in_order_and_caps(tmp_path):
 
 
 def test_eval_records_missing_file_names_distill(tmp_path):
-    with pytest.raises(UserError, match="python -m distill"):
+    with pytest.raises(UserError, match="edgestill distill"):
         eval_records(tmp_path / "data")
 
 

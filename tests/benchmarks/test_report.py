@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from benchmarks.compare import compare
-from benchmarks.markdown import render
-from benchmarks.report import build_report, merge_examples, write_report
+from edgestill.benchmarks.compare import compare
+from edgestill.benchmarks.markdown import render
+from edgestill.benchmarks.report import build_report, merge_examples, write_report
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MACHINE = {"cpu": "Test CPU", "arch": "x86_64", "cores_logical": 2, "ram_gb": 8.0, "os": "Linux",
@@ -93,7 +93,7 @@ def test_compare_lists_change(report):
 
 
 def test_baseline_note_reads_the_distill_report(tmp_path):
-    from benchmarks.__main__ import baseline_note
+    from edgestill.benchmarks.__main__ import baseline_note
 
     assert baseline_note(tmp_path) == []  # no distill report: no note
     (tmp_path / "student").mkdir()
@@ -110,7 +110,7 @@ def test_baseline_note_reads_the_distill_report(tmp_path):
 
 
 def test_gain_note_gives_the_interval_and_paired_gains():
-    from benchmarks.__main__ import gain_note
+    from edgestill.benchmarks.__main__ import gain_note
 
     assert gain_note({"quality": {"rouge_l_vs_teacher": 0.4}}) == []  # an older report: no note
     report = {"quality": {"n_eval": 24, "rouge_l_vs_teacher": 0.4126, "rouge_l_vs_teacher_ci95": [0.3712, 0.4561]},

@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from benchmarks.measure import noise_reasons
-from benchmarks.plan import Point, points
+from edgestill.benchmarks.measure import noise_reasons
+from edgestill.benchmarks.plan import Point, points
 from edgestill.errors import UserError
 from edgestill.recipe import load_recipe
 from tests.benchmarks.conftest import write_recipe

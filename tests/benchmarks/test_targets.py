@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.__main__ import main
-from benchmarks.plan import Point, bundle_model
-from benchmarks.record import problems
-from benchmarks.target_adb import run_adb
-from benchmarks.target_ssh import run_ssh
+from edgestill.benchmarks.__main__ import main
+from edgestill.benchmarks.plan import Point, bundle_model
+from edgestill.benchmarks.record import problems
+from edgestill.benchmarks.target_adb import run_adb
+from edgestill.benchmarks.target_ssh import run_ssh
 from edgestill.recipe import Bench
 from tests.benchmarks.conftest import write_recipe
 from tests.benchmarks.sshd import SSHD, free_port, start_sshd

@@ -1,12 +1,12 @@
-"""Contract: `import runtime` (and using it) pulls in neither torch, transformers, optimum nor datasets."""
+"""Contract: `import edgestill.runtime` (and using it) pulls in neither torch, transformers, optimum nor datasets."""
 
 import subprocess
 import sys
 
 CODE = """
 import sys
-import runtime, runtime.__main__
-from runtime import Bundle, BundleError, Generator
+import edgestill.runtime, edgestill.runtime.__main__
+from edgestill.runtime import Bundle, BundleError, Generator
 heavy = sorted(m for m in ("torch", "transformers", "optimum", "datasets") if m in sys.modules)
 assert not heavy, heavy
 """

@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from distill.prompts import chat_prompt, user_message
-from distill.train import Example
+from edgestill.distill.prompts import chat_prompt, user_message
+from edgestill.distill.train import Example
 
 
 def forced_examples(tok, instruction: str, texts: list[str], answers: list[str]) -> list[Example]:

@@ -13,12 +13,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from distill.alongside import Alongside
+from edgestill.distill.alongside import Alongside
 from tests.distill.test_multiprocess import small_recipe
 
 
 def _distill(recipe: Path, root: Path, cores: set[int]) -> dict:
-    done = subprocess.run([sys.executable, "-m", "distill", str(recipe), "--build-root", str(root)],
+    done = subprocess.run([sys.executable, "-m", "edgestill.distill", str(recipe), "--build-root", str(root)],
                           capture_output=True, text=True, timeout=900,
                           preexec_fn=lambda: os.sched_setaffinity(0, cores))
     assert done.returncode == 0, done.stderr[-3000:]

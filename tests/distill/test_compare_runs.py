@@ -1,4 +1,4 @@
-"""`python -m distill.compare`: paired gains of one distill run over another on the same eval inputs."""
+"""`python -m edgestill.distill.compare`: paired gains of one distill run over another on the same eval inputs."""
 
 import json
 import subprocess
@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from distill.compare import main, paired, read_report
-from distill.evaluate import eval_fingerprint
+from edgestill.distill.compare import main, paired, read_report
+from edgestill.distill.evaluate import eval_fingerprint
 from edgestill.errors import UserError
 
 RECORDS = [{"input": f"paragraph {i}", "output": f"summary {i}"} for i in range(4)]
@@ -61,6 +61,6 @@ def test_old_or_foreign_reports_get_a_clear_error(tmp_path):
 
 
 def test_cli_exits_2_with_one_line(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "distill.compare", str(tmp_path / "missing.json")],
+    done = subprocess.run([sys.executable, "-m", "edgestill.distill.compare", str(tmp_path / "missing.json")],
                           capture_output=True, text=True)
     assert done.returncode == 2 and done.stderr.startswith("error: usage:") and "Traceback" not in done.stderr

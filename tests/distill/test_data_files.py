@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from distill.inputs import Deduper, clean_generated, read_user_inputs
-from distill.topk import TopkStore
+from edgestill.distill.inputs import Deduper, clean_generated, read_user_inputs
+from edgestill.distill.topk import TopkStore
 from edgestill.errors import UserError
 from edgestill.files import JsonlAppender, read_jsonl
 
@@ -115,7 +115,7 @@ def test_a_missing_or_unreadable_user_file_is_a_user_error(tmp_path):
 def test_acceptable_rejects_short_degenerate_and_meta_texts(teacher_dir):
     from transformers import AutoTokenizer
 
-    from distill.inputs import acceptable
+    from edgestill.distill.inputs import acceptable
 
     tok = AutoTokenizer.from_pretrained(teacher_dir)
     good = "The museum opened a new hall of old maps on Monday, and visitors queued around the block to see it."

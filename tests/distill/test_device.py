@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from distill.device import native_bf16, torch_device, train_precision
+from edgestill.distill.device import native_bf16, torch_device, train_precision
 from edgestill.errors import UserError
 from edgestill.recipe import load_recipe
 from tests.conftest import write_tiny_recipe
@@ -45,8 +45,8 @@ def test_a_gpu_beyond_the_last_is_a_clear_error():
 def test_teacher_top_k_on_the_gpu_matches_the_cpu(tiny_llama_dir):
     from transformers import AutoTokenizer
 
-    from distill.generate import greedy_topk
-    from distill.teacher import load_teacher
+    from edgestill.distill.generate import greedy_topk
+    from edgestill.distill.teacher import load_teacher
 
     tok = AutoTokenizer.from_pretrained(tiny_llama_dir)
     prompts = [f"Summarize: {t}" for t in TEXTS[:6]]
@@ -72,7 +72,7 @@ def test_teacher_top_k_on_the_gpu_matches_the_cpu(tiny_llama_dir):
 def test_a_distill_run_on_the_gpu_trains_the_cpu_student(tmp_path, tiny_llama_dir):
     """The same teacher data, trained and evaluated with device=cpu and device=cuda: the same
     losses step by step and the same weights, within float rounding; the GPU did the work."""
-    from distill.__main__ import run
+    from edgestill.distill.__main__ import run
 
     reports, weights = {}, {}
     for device in ("cpu", "cuda"):

@@ -5,7 +5,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from distill.evaluate import evaluate, greedy_answers
+from edgestill.distill.evaluate import evaluate, greedy_answers
 from tests.distill.forced import forced_examples
 
 INSTRUCTION = "Classify the review as positive or negative."

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from distill.hidden import (HiddenStateLoss, LayerTap, default_layer_map, gather_answers, hidden_rows,
+from edgestill.distill.hidden import (HiddenStateLoss, LayerTap, default_layer_map, gather_answers, hidden_rows,
                             teacher_answer_states)
 
 

@@ -64,7 +64,7 @@ def test_bad_lists_are_refused(args, kwargs):
 
 
 def test_compare_pairs_rouge_and_token_weighted_agreement():
-    from distill.evaluate import compare
+    from edgestill.distill.evaluate import compare
 
     student = {"per_example": {"rouge_l_vs_teacher": [0.5, 0.7], "agreeing_tokens": [3, 8], "answer_tokens": [4, 10]}}
     sft = {"per_example": {"rouge_l_vs_teacher": [0.4, 0.4], "agreeing_tokens": [2, 5], "answer_tokens": [4, 10]}}
@@ -77,7 +77,7 @@ def test_compare_pairs_rouge_and_token_weighted_agreement():
 
 
 def test_warnings_name_the_baseline_the_student_is_clearly_below():
-    from distill.evaluate import warnings_from
+    from edgestill.distill.evaluate import warnings_from
 
     below = {"gain": -0.06, "ci95": [-0.12, -0.005], "share_above_zero": 0.02}
     unclear = {"gain": 0.05, "ci95": [-0.008, 0.104], "share_above_zero": 0.96}

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from distill.data import teacher_data
-from distill.topk import TopkStore
+from edgestill.distill.data import teacher_data
+from edgestill.distill.topk import TopkStore
 from edgestill.recipe import load_recipe
 from tests.conftest import write_tiny_recipe
 from tests.distill.test_server_teacher import TEXTS, free_port, stop, wait_healthy
@@ -28,7 +28,7 @@ pytest.importorskip("llama_cpp", reason="llama-cpp-python is installed by the te
 @pytest.fixture(scope="module")
 def llama_server(tmp_path_factory):
     """`python -m llama_cpp.server` on the bundled GGUF; yields its base URL."""
-    from distill.teacher import bundled_gguf
+    from edgestill.distill.teacher import bundled_gguf
 
     port = free_port()
     log_path = tmp_path_factory.mktemp("llama") / "server.log"

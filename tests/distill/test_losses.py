@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from distill.losses import distill_loss, hard_ce, soft_loss, topk_forward_kl
+from edgestill.distill.losses import distill_loss, hard_ce, soft_loss, topk_forward_kl
 from edgestill.errors import UserError
 from edgestill.recipe import Loss, load_recipe
 

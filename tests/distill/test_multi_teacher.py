@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from distill.data import OpenTeacher, teacher_data
-from distill.multi_teacher import average_topk, averaged, forced_topk
-from distill.topk import TopkStore
+from edgestill.distill.data import OpenTeacher, teacher_data
+from edgestill.distill.multi_teacher import average_topk, averaged, forced_topk
+from edgestill.distill.topk import TopkStore
 from edgestill.errors import UserError
 from edgestill.recipe import load_recipe
 from tests.conftest import make_tiny_llama, write_tiny_recipe
@@ -63,7 +63,7 @@ def test_average_keeps_first_answer_and_mixes_both_top_k(tmp_path, tiny_llama_di
 
 
 def test_forced_top_k_matches_the_teachers_own_greedy_rows(tmp_path, tiny_llama_dir):
-    from distill.teacher import load_teacher
+    from edgestill.distill.teacher import load_teacher
 
     records = alone(tmp_path, tiny_llama_dir)
     model, tok = load_teacher(str(tiny_llama_dir))
@@ -91,7 +91,7 @@ def test_average_needs_local_weights_and_round_robin_a_shared_vocabulary(tmp_pat
     local = OpenTeacher("local", tok, object(), write=None, answer=None)
     with pytest.raises(UserError, match="average needs every teacher's weights locally.*openai:x"):
         averaged([local, remote])
-    from distill.multi_teacher import round_robin
+    from edgestill.distill.multi_teacher import round_robin
 
     local = OpenTeacher("local", tok, None, write=None, answer=None)
     recipe = recipe_with(tmp_path, tiny_llama_dir, tiny_llama_dir, "round_robin", alpha=0.5)

@@ -41,12 +41,12 @@ def test_two_processes_train_like_one(tmp_path, tiny_llama_dir):
     # fp32: the claim is the split arithmetic; under bf16 autocast each process's batch shapes round
     # differently (measured: losses agree to 1e-4 relative instead of 1e-6)
     recipe = small_recipe(tmp_path, "mp", tiny_llama_dir, precision="fp32")
-    one = _distill([sys.executable, "-m", "distill"], recipe, tmp_path / "one")
+    one = _distill([sys.executable, "-m", "edgestill.distill"], recipe, tmp_path / "one")
     shutil.copytree(tmp_path / "one" / "mp" / "data", tmp_path / "two" / "mp" / "data")  # same teacher data
     # `--multi_gpu` makes accelerate start torchrun workers; with no GPU our Accelerator(cpu=True) joins
     # them as MULTI_CPU over gloo (plain `--cpu --num_processes 2` would start one process).
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "distill"]
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "edgestill.distill"]
     two = _distill(launch, recipe, tmp_path / "two")
     assert one["train"]["processes"] == 1 and two["train"]["processes"] == 2
     assert [h["loss"] for h in two["train"]["history"]] == pytest.approx(

@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from distill.answers import prepare_answers
-from distill.inputs import prepare_inputs
-from distill.prompts import STUDENT_CHAT_TEMPLATE
-from distill.student import make_student
-from distill.topk import TopkStore
-from distill import train as train_mod
-from distill.train import build_examples, collate, train
+from edgestill.distill.answers import prepare_answers
+from edgestill.distill.inputs import prepare_inputs
+from edgestill.distill.prompts import STUDENT_CHAT_TEMPLATE
+from edgestill.distill.student import make_student
+from edgestill.distill.topk import TopkStore
+from edgestill.distill import train as train_mod
+from edgestill.distill.train import build_examples, collate, train
 from edgestill.recipe import load_recipe
 from tests.conftest import write_tiny_recipe
 
@@ -209,7 +209,7 @@ def test_gradient_accumulation_gives_the_same_steps(tiny, tmp_path):
 
 
 def test_sft_baseline_loss_has_no_soft_targets(tiny):
-    from distill.train import sft_loss
+    from edgestill.distill.train import sft_loss
 
     recipe = tiny[0]
     assert sft_loss(recipe.distill.loss).kind == "sft" and sft_loss(recipe.distill.loss).alpha == 1.0
@@ -217,7 +217,7 @@ def test_sft_baseline_loss_has_no_soft_targets(tiny):
 
 
 def test_rationales_become_a_second_task_with_hard_targets_only(tiny):
-    from distill.train import RATIONALE_PREFIX
+    from edgestill.distill.train import RATIONALE_PREFIX
 
     _, _, tok, data, records = tiny
     stok = copy.deepcopy(tok)
@@ -260,7 +260,7 @@ def test_hidden_state_loss_runs_the_teacher_and_lowers_the_distance(tiny, tmp_pa
 def test_build_student_trims_the_vocabulary_and_prunes_the_width(tiny, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from distill.student import build_student
+    from edgestill.distill.student import build_student
 
     recipe, teacher, tok, data, records = tiny
     recipe = copy.deepcopy(recipe)
@@ -282,7 +282,7 @@ def test_build_student_trims_the_vocabulary_and_prunes_the_width(tiny, tmp_path)
 
 
 def test_echo_input_scores_the_input_as_the_answer():
-    from distill.evaluate import echo_input
+    from edgestill.distill.evaluate import echo_input
 
     records = [{"input": "the cat sat on the mat", "output": "the cat sat"},  # LCS 3: P 3/6, R 1 -> 2/3
                {"input": "red green blue", "output": "yellow"}]  # nothing shared -> 0

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from distill.sensitivity import perturbed, skip_reason, teacher_noise
+from edgestill.distill.sensitivity import perturbed, skip_reason, teacher_noise
 
 INSTRUCTION = "Summarize the following paragraph in one sentence."
 TEXTS = ["The bakery on Main Street now opens at six, two hours earlier than before.",
@@ -37,7 +37,7 @@ def test_skip_reasons():
 
 
 def test_teacher_noise_scores_the_teacher_against_its_own_answers(tiny):
-    from distill.evaluate import greedy_answers
+    from edgestill.distill.evaluate import greedy_answers
     from tests.distill.forced import forced_examples
 
     model, tok = tiny

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from distill.student import count_params, make_student
+from edgestill.distill.student import count_params, make_student
 from edgestill.errors import UserError
 from tests.conftest import make_tiny_llama
 
@@ -50,7 +50,7 @@ def test_block_influence_ranks_a_do_nothing_layer_last(teacher4, teacher_dir):
 
     from transformers import AutoTokenizer
 
-    from distill.layers import block_influence, select_layers
+    from edgestill.distill.layers import block_influence, select_layers
 
     model = copy.deepcopy(teacher4)
     layer = model.model.layers[2]
@@ -64,7 +64,7 @@ def test_block_influence_ranks_a_do_nothing_layer_last(teacher4, teacher_dir):
 
 
 def test_select_layers_orders_and_checks():
-    from distill.layers import select_layers
+    from edgestill.distill.layers import select_layers
 
     assert select_layers([0.9, 0.1, 0.5, 0.5, 0.8], 3) == [0, 2, 4]  # tie 2/3: the earlier layer
     with pytest.raises(UserError, match="student.layers: 6 layers asked, the teacher has 5"):
@@ -76,7 +76,7 @@ def test_recipe_layer_count_is_resolved_from_the_teacher(teacher4, teacher_dir):
 
     from transformers import AutoTokenizer
 
-    from distill.student import resolve_layers
+    from edgestill.distill.student import resolve_layers
 
     tok = AutoTokenizer.from_pretrained(teacher_dir)
     recipe = SimpleNamespace(student=SimpleNamespace(layers=2, init="teacher-layers"),

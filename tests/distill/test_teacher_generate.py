@@ -5,8 +5,8 @@ import random
 import pytest
 import torch
 
-from distill.generate import buffered_cache, common_prefix_len, greedy_topk, newline_counts, paragraph_stop, sample
-from distill.prompts import chat_messages_prompt, chat_prompt, input_generation_messages, pick_shown, user_message
+from edgestill.distill.generate import buffered_cache, common_prefix_len, greedy_topk, newline_counts, paragraph_stop, sample
+from edgestill.distill.prompts import chat_messages_prompt, chat_prompt, input_generation_messages, pick_shown, user_message
 from edgestill.recipe import Example, Task
 
 TEXTS = ["The bakery on Main Street now opens at six.",
@@ -110,9 +110,9 @@ def test_input_messages_show_seeds_as_assistant_turns_and_share_a_prefix(tiny):
 
 
 def test_rationale_pass_stores_text_ids_and_topk_rows(tiny, tmp_path, tiny_llama_dir):
-    from distill.answers import prepare_answers
-    from distill.inputs import prepare_inputs
-    from distill.topk import TopkStore
+    from edgestill.distill.answers import prepare_answers
+    from edgestill.distill.inputs import prepare_inputs
+    from edgestill.distill.topk import TopkStore
     from edgestill.recipe import load_recipe
     from tests.conftest import write_tiny_recipe
 

@@ -2,9 +2,9 @@
 
 import pytest
 
-from distill.answers import answer_batch
-from distill.prompts import chat_prompt, user_message
-from distill.teacher import load_teacher
+from edgestill.distill.answers import answer_batch
+from edgestill.distill.prompts import chat_prompt, user_message
+from edgestill.distill.teacher import load_teacher
 from edgestill.errors import UserError
 from edgestill.recipe import load_recipe
 from tests.conftest import write_tiny_recipe
@@ -34,7 +34,7 @@ def test_a_student_from_a_quantized_or_bf16_teacher_gets_its_float_weights(tiny_
     model with no quantization config, so that it trains and exports as a plain checkpoint."""
     import torch
 
-    from distill.student import make_student
+    from edgestill.distill.student import make_student
 
     if load_in != "bf16":
         pytest.importorskip("bitsandbytes")
@@ -55,8 +55,8 @@ def test_inputs_are_sampled_by_the_model_write_inputs_in_names(tiny_llama_dir, w
     teacher: the teacher itself. Either way the teacher that answers stays fp32."""
     import torch
 
-    from distill.data import input_writer
-    from distill.inputs import local_writer
+    from edgestill.distill.data import input_writer
+    from edgestill.distill.inputs import local_writer
     from edgestill.recipe import Teacher
 
     model, tok = load_teacher(str(tiny_llama_dir))

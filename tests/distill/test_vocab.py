@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from distill.prompts import STUDENT_CHAT_TEMPLATE, chat_prompt, user_message
-from distill.vocab import (new_ids_strict, plan_trim, remap_ids, task_texts, trim_model,
+from edgestill.distill.prompts import STUDENT_CHAT_TEMPLATE, chat_prompt, user_message
+from edgestill.distill.vocab import (new_ids_strict, plan_trim, remap_ids, task_texts, trim_model,
                            trimmed_tokenizer)
 from edgestill.errors import UserError
 

@@ -1,6 +1,6 @@
 """export.arm64: bundles run on emulated ARM64 cores (qemu-user) and are scored like export's figures.
 
-The emulated tests need the sysroot (`python -m export.arm64_sysroot`, made by `make test`'s setup
+The emulated tests need the sysroot (`python -m edgestill.export.arm64_sysroot`, made by `make test`'s setup
 from Debian's mirror and PyPI); without it they skip and say so.
 """
 
@@ -14,9 +14,9 @@ import tarfile
 import pytest
 
 from edgestill.errors import UserError
-from export.arm64_sysroot import CPUS, Sysroot, cpuinfo, deb_data, find
+from edgestill.export.arm64_sysroot import CPUS, Sysroot, cpuinfo, deb_data, find
 
-needs_sysroot = pytest.mark.skipif(find() is None, reason="no ARM64 sysroot: run `python -m export.arm64_sysroot`")
+needs_sysroot = pytest.mark.skipif(find() is None, reason="no ARM64 sysroot: run `python -m edgestill.export.arm64_sysroot`")
 
 
 def test_cpuinfo_names_the_core_and_only_its_features():
@@ -63,10 +63,10 @@ def tiny_build(tmp_path, tiny_llama_dir, fp32_bundle, int8_bundle):
 
 
 def test_missing_bundle_says_to_export_first(tiny_build):
-    from export.arm64 import main
+    from edgestill.export.arm64 import main
 
     recipe, build = tiny_build
-    with pytest.raises(UserError, match=r"bundle-int4.*python -m export"):
+    with pytest.raises(UserError, match=r"bundle-int4.*edgestill export"):
         main([str(recipe), "--build-root", str(build.parent), "--precisions", "int4"])
 
 
@@ -74,8 +74,8 @@ def test_missing_bundle_says_to_export_first(tiny_build):
 @pytest.mark.slow
 def test_bundles_on_emulated_cores_match_this_machine(tiny_build, capsys):
     """fp32 on ARM64's kernels reproduces x86 within export's fp32 tolerance; every row is scored."""
-    from export.arm64 import HOST, main
-    from export.validate import FP32_LOGIT_TOLERANCE
+    from edgestill.export.arm64 import HOST, main
+    from edgestill.export.validate import FP32_LOGIT_TOLERANCE
 
     recipe, build = tiny_build
     code = main([str(recipe), "--build-root", str(build.parent), "--precisions", "fp32", "int8",
@@ -113,6 +113,6 @@ def test_a_crash_on_a_core_becomes_an_error_row(tiny_build, monkeypatch):
 
 
 def test_every_core_has_a_device_description():
-    from export.arm64_sysroot import DEVICES
+    from edgestill.export.arm64_sysroot import DEVICES
 
     assert set(DEVICES) == set(CPUS)

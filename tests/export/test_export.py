@@ -12,7 +12,7 @@ import pytest
 
 from edgestill.errors import UserError
 from edgestill.files import sha256_file
-from runtime import Bundle
+from edgestill.runtime import Bundle
 
 
 def graph_ops(bundle_dir):
@@ -71,7 +71,7 @@ def test_int8_embedding_reads_the_lm_head_int8_matrix(int8_bundle, fp32_bundle):
 def test_finished_bundle_is_skipped_and_damaged_one_refused_unless_overwrite(tmp_path, tiny_llama_dir, fp32_bundle):
     import shutil
 
-    from export import export_bundle
+    from edgestill.export import export_bundle
     from tests.export.tiny_bundles import INSTRUCTION, TEXTS
 
     out = tmp_path / "bundle-fp32"
@@ -88,20 +88,20 @@ def test_finished_bundle_is_skipped_and_damaged_one_refused_unless_overwrite(tmp
 
 
 def test_cli_without_student_says_to_run_distill(tmp_path):
-    from export.__main__ import main
+    from edgestill.export.__main__ import main
 
     recipe = tmp_path / "r.yaml"
     recipe.write_text("name: nostudent\ntask:\n  instruction: Summarize.\n"
                       "  seed_examples: [{input: a, output: b}]\n")
-    with pytest.raises(UserError, match=r"student.*python -m distill"):
+    with pytest.raises(UserError, match=r"student.*edgestill distill"):
         main([str(recipe), "--build-root", str(tmp_path / "build")])
 
 
 def test_cli_exports_student_and_teacher(tmp_path, tiny_llama_dir, capsys):
-    """`python -m export RECIPE` on a build folder shaped like distill's output (tiny model as both)."""
+    """`edgestill export RECIPE` on a build folder shaped like distill's output (tiny model as both)."""
     import shutil
 
-    from export.__main__ import main
+    from edgestill.export.__main__ import main
 
     build = tmp_path / "build" / "tiny"
     shutil.copytree(tiny_llama_dir, build / "student")
@@ -121,7 +121,7 @@ def test_cli_exports_student_and_teacher(tmp_path, tiny_llama_dir, capsys):
 
 
 def test_int8_embedding_is_tied_only_for_tied_checkpoints(tmp_path, tiny_llama_dir):
-    from export.bundle import ties_embeddings
+    from edgestill.export.bundle import ties_embeddings
 
     assert ties_embeddings(tiny_llama_dir)
     (tmp_path / "config.json").write_text(json.dumps({"tie_word_embeddings": False}))
@@ -136,7 +136,7 @@ def test_quality_on_held_out_teacher_text(fp32_bundle, int8_bundle, tiny_llama_d
     import numpy as np
     import torch
 
-    from export.validate import load_torch_model
+    from edgestill.export.validate import load_torch_model
     from tests.export.tiny_bundles import PAIRS
 
     q32 = json.loads((fp32_bundle / "manifest.json").read_text())["quality"]
@@ -164,7 +164,7 @@ def test_quality_on_held_out_teacher_text(fp32_bundle, int8_bundle, tiny_llama_d
 
 def test_every_recipe_precision_is_a_preset_with_a_floor():
     from edgestill.recipe import PRECISIONS
-    from export.quantize import PRESETS
+    from edgestill.export.quantize import PRESETS
 
     assert set(PRECISIONS) == set(PRESETS)
     assert all(0.5 < p.floor <= 1.0 for p in PRESETS.values())
@@ -190,7 +190,7 @@ def fragile_model(src, out):
 
 def test_cli_exits_1_when_a_bundle_is_below_its_floor(tmp_path, tiny_llama_dir, capsys):
     """A quantization-fragile model in int4: written, marked failing, exit 1; the rest is written."""
-    from export.__main__ import main
+    from edgestill.export.__main__ import main
 
     build = _tiny_build(tmp_path, fragile_model(tiny_llama_dir, tmp_path / "fragile"))
     recipe = _tiny_recipe(tmp_path)
@@ -252,7 +252,7 @@ def student_copy(tmp_path, tiny_llama_dir):
 
 
 def _export(model_dir, out, **kw):
-    from export import export_bundle
+    from edgestill.export import export_bundle
     from tests.export.tiny_bundles import INSTRUCTION, TEXTS
 
     return export_bundle(model_dir, out, "fp32", "student", INSTRUCTION, TEXTS, **kw)
@@ -307,7 +307,7 @@ def test_refuses_a_stale_bundle_of_other_weights(fp32_bundle, student_copy, tmp_
 def test_onnxruntime_genai_greedy_equals_our_runtime(which, request):
     import onnxruntime_genai as og
 
-    from runtime import Generator
+    from edgestill.runtime import Generator
 
     path = request.getfixturevalue(which)
     bundle = Bundle.open(path)
@@ -334,7 +334,7 @@ def test_onnxruntime_genai_greedy_equals_our_runtime(which, request):
 def test_fp16_bundle_runs_past_the_first_step_and_keeps_fp32_choices(fp16_bundle, fp32_bundle):
     """The builder's fp16 CPU graph, with its misleading shape annotations dropped (export/onnx_build.py),
     decodes many tokens with an fp16 KV cache, at half the fp32 bytes, within the fp16 floor."""
-    from runtime import Generator
+    from edgestill.runtime import Generator
 
     model = onnx.load(str(fp16_bundle / "model.onnx"), load_external_data=False)
     assert len(model.graph.value_info) == 0
@@ -353,8 +353,8 @@ def test_fp16_bundle_runs_past_the_first_step_and_keeps_fp32_choices(fp16_bundle
 @pytest.mark.parametrize("precision", ["int8-b16", "int8-b32", "int4-b64", "int4-kquant", "int4-kquant-mixed"])
 def test_every_other_preset_exports_a_runnable_bundle(precision, tiny_llama_dir, tmp_path):
     """Each named preset builds, validates and records its settings (fp32/int8/int4: fixtures above)."""
-    from export import export_bundle
-    from export.quantize import PRESETS
+    from edgestill.export import export_bundle
+    from edgestill.export.quantize import PRESETS
     from tests.export.tiny_bundles import INSTRUCTION, PAIRS, TEXTS
 
     m = export_bundle(tiny_llama_dir, tmp_path / precision, precision, "student", INSTRUCTION, TEXTS[:1],
@@ -370,13 +370,13 @@ def test_every_other_preset_exports_a_runnable_bundle(precision, tiny_llama_dir,
 
 
 def test_int4_qat_preset_runs_the_pass_and_its_simulation_is_the_bundle(tmp_path, tiny_llama_dir, capsys):
-    """The fragile model (see fragile_model) through `python -m export` with int4-gptq and int4-qat: the
+    """The fragile model (see fragile_model) through `edgestill export` with int4-gptq and int4-qat: the
     QAT pass starts from GPTQ's rounding (the copy int4-gptq was built from), runs on the train split
     and lowers the simulated int4 model's KL to fp32; the top-1 agreement it simulated in PyTorch
     before and after the pass is what the int4-gptq and int4-qat bundles measure in onnxruntime (so
     the pass trains for the bundle's real grid). On the real student: README.
     export.bitsandbytes adds the student under bitsandbytes int8/nf4 in PyTorch, scored the same way."""
-    from export.__main__ import main
+    from edgestill.export.__main__ import main
 
     build = fragile_build_with_train_split(tmp_path, tiny_llama_dir)
     args = [str(_tiny_recipe(tmp_path)), "export.precisions=[int4-gptq,int4-qat]", "export.qat_steps=12",

@@ -1,5 +1,5 @@
 """GPTQ (export/gptq.py): rounding onto the builder's exact MatMulNBits grid with less output error
-than round-to-nearest, and the int4-gptq preset through `python -m export`."""
+than round-to-nearest, and the int4-gptq preset through `edgestill export`."""
 
 import json
 
@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from export.gptq import gptq_weight
-from export.qat import fake_quant_weight
-from runtime import Bundle
+from edgestill.export.gptq import gptq_weight
+from edgestill.export.qat import fake_quant_weight
+from edgestill.runtime import Bundle
 from tests.export.test_export import _tiny_recipe, fragile_build_with_train_split
 
 
@@ -59,7 +59,7 @@ def test_hessians_group_the_modules_that_read_one_input_and_the_first_layer_shor
     gives layer 0 the same (args, kwargs) as a full pass, without running the layers."""
     from transformers import AutoModelForCausalLM
 
-    from export.gptq import _Hessians, layer_inputs, run_layer
+    from edgestill.export.gptq import _Hessians, layer_inputs, run_layer
 
     model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir, dtype=torch.float32).eval()
     batch = {"input_ids": torch.randint(5, 100, (2, 11)), "attention_mask": torch.ones(2, 11, dtype=torch.long)}
@@ -98,7 +98,7 @@ def _dequantized(model, node_prefix: str) -> np.ndarray:
 
 
 def test_int4_gptq_presets_build_the_gptq_weights_exactly(tmp_path, tiny_llama_dir):
-    """`python -m export` with int4-gptq: GPTQ runs on the smoothed student with the train split,
+    """`edgestill export` with int4-gptq: GPTQ runs on the smoothed student with the train split,
     its record is in the manifest, and the bundle's int4 weights decode bit for bit to the weights
     that smoothing + GPTQ give on the same calibration text (a fused qkv node and the tied LM head),
     so the unmodified builder kept every code and scale. int4-gptq-mixed plans on those GPTQ
@@ -107,9 +107,9 @@ def test_int4_gptq_presets_build_the_gptq_weights_exactly(tmp_path, tiny_llama_d
     import onnx
     from safetensors.torch import load_file
 
-    from export.__main__ import main
-    from export.gptq import GptqSettings, gptq_checkpoint
-    from export.smooth import calibration_ids, smooth_checkpoint
+    from edgestill.export.__main__ import main
+    from edgestill.export.gptq import GptqSettings, gptq_checkpoint
+    from edgestill.export.smooth import calibration_ids, smooth_checkpoint
 
     build = fragile_build_with_train_split(tmp_path, tiny_llama_dir)
     args = [str(_tiny_recipe(tmp_path)), "export.precisions=[int4,int4-gptq,int4-gptq-mixed]",
@@ -148,8 +148,8 @@ def test_a_tied_head_keeps_rtn_when_gptq_would_move_the_embedding_rows(tmp_path,
     guard off, the head's weight error is over the 2x limit."""
     from safetensors.torch import load_file
 
-    from export.gptq import GptqSettings, gptq_checkpoint
-    from export.smooth import calibration_ids
+    from edgestill.export.gptq import GptqSettings, gptq_checkpoint
+    from edgestill.export.smooth import calibration_ids
     from tests.export.tiny_bundles import INSTRUCTION, TEXTS
 
     ids = calibration_ids(tiny_llama_dir, None, INSTRUCTION, TEXTS)

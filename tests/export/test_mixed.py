@@ -6,8 +6,8 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from export.mixed import _group_of, byte_costs, greedy, node_group, splice
-from runtime import Bundle
+from edgestill.export.mixed import _group_of, byte_costs, greedy, node_group, splice
+from edgestill.runtime import Bundle
 from tests.export.test_export import _tiny_recipe, fragile_build_with_train_split
 
 
@@ -39,8 +39,8 @@ def _arrays(model, node):
 
 @pytest.fixture(scope="module")
 def int4_and_int8_graphs(tmp_path_factory, tiny_llama_dir):
-    from export.bundle import build_model
-    from export.quantize import preset, unsmoothed
+    from edgestill.export.bundle import build_model
+    from edgestill.export.quantize import preset, unsmoothed
 
     out = tmp_path_factory.mktemp("graphs")
     for name in ("int4", "int8-b32"):
@@ -73,10 +73,10 @@ def test_splice_takes_the_fine_nodes_weights_and_the_embedding_with_the_lm_head(
 
 
 def test_int4_mixed_spends_its_budget_on_the_sensitive_lm_head(tmp_path, tiny_llama_dir):
-    """The fragile model (an outlier column in the tied LM head) through `python -m export`: the plan
+    """The fragile model (an outlier column in the tied LM head) through `edgestill export`: the plan
     finds that the LM head is where int4 hurts, the bundle carries it in int8 within the byte budget,
     and the bundle measures what the plan simulated, well above plain int4."""
-    from export.__main__ import main
+    from edgestill.export.__main__ import main
 
     build = fragile_build_with_train_split(tmp_path, tiny_llama_dir)
     # the tiny model's 49k-token LM head is most of its bytes: int8 for it needs a 30% budget
@@ -106,9 +106,9 @@ def test_prefix_kl_equals_a_full_pass_for_every_node_group(tiny_llama_dir, tied)
     import torch
     from transformers import AutoModelForCausalLM
 
-    from export.mixed import _PrefixKL, _Simulated
-    from export.qat import Scorer, Seq
-    from export.quantize import preset
+    from edgestill.export.mixed import _PrefixKL, _Simulated
+    from edgestill.export.qat import Scorer, Seq
+    from edgestill.export.quantize import preset
 
     def load():
         model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir, dtype=torch.float32, tie_word_embeddings=tied)

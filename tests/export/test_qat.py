@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from export.qat import (QatSettings, attach_fake_quant, detach_fake_quant, fake_quant_activation,
+from edgestill.export.qat import (QatSettings, attach_fake_quant, detach_fake_quant, fake_quant_activation,
                         fake_quant_weight, kl_to_reference, qat_student)
 
 

@@ -5,8 +5,8 @@ import json
 import pytest
 import torch
 
-from export.qat import attach_fake_quant, detach_fake_quant, kl_to_reference, QatSettings
-from export.smooth import input_amax, smooth_checkpoint, smooth_model, supports
+from edgestill.export.qat import attach_fake_quant, detach_fake_quant, kl_to_reference, QatSettings
+from edgestill.export.smooth import input_amax, smooth_checkpoint, smooth_model, supports
 
 SEQS = [[1, 17, 300, 41, 5, 990, 12, 7, 64], [1, 33, 4, 2000, 81, 6, 15], [1, 8, 9, 700, 3, 3, 3, 45, 2, 11, 19]]
 
@@ -82,7 +82,7 @@ def test_the_int8_bundle_is_smoothed_and_records_it(int8_bundle):
 
 @pytest.mark.parametrize("name", ["int4-mixed"])
 def test_mixed_presets_splice_unsmoothed_graphs(name):
-    from export.quantize import PRESETS, preset, unsmoothed
+    from edgestill.export.quantize import PRESETS, preset, unsmoothed
 
     coarse, fine = (unsmoothed(preset(n)) for n in PRESETS[name].mixed[:2])
     assert not coarse.smooth and not fine.smooth and PRESETS["int8-b32"].smooth
@@ -92,7 +92,7 @@ def test_mixed_presets_splice_unsmoothed_graphs(name):
 def test_save_checkpoint_replaces_a_folder_only_when_the_write_finished(tiny_llama_dir, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    from export.smooth import save_checkpoint
+    from edgestill.export.smooth import save_checkpoint
 
     model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir, dtype=torch.float32).eval()
     out = tmp_path / "copy"

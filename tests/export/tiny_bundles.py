@@ -22,7 +22,7 @@ PAIRS = [
 
 def tiny_bundle(tmp_path_factory, model_dir: Path, precision: str) -> Path:
     """Folder of the tiny model's bundle at `precision` (exported on first use)."""
-    from export import export_bundle
+    from edgestill.export import export_bundle
 
     out = tmp_path_factory.getbasetemp() / "tiny-bundles" / f"bundle-{precision}"
     export_bundle(model_dir, out, precision, "student", INSTRUCTION, TEXTS, name=f"tiny-{precision}",

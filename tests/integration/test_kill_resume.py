@@ -1,4 +1,4 @@
-"""`python -m distill` killed with SIGKILL mid-answers and mid-training resumes without loss.
+"""`edgestill distill` killed with SIGKILL mid-answers and mid-training resumes without loss.
 
 Runs the real CLI in a subprocess on a tiny recipe, kills it (kill -9) once the teacher has
 answered a few inputs, again once a training checkpoint exists, then lets it finish. The data
@@ -50,7 +50,7 @@ def test_kill_9_during_answers_and_training_then_resume(tmp_path, teacher_dir):
         task={"n_train": 44, "n_eval": 4, "max_output_tokens": 12}, teacher={"batch_size": 2},
         student={"layers": [0]},
         distill={"steps": 400, "batch_size": 4, "warmup_steps": 1, "checkpoint_every": 20, "loss": {"top_k": 8}})
-    cmd = [sys.executable, "-m", "distill", str(recipe)]
+    cmd = [sys.executable, "-m", "edgestill.distill", str(recipe)]
     killed, clean = tmp_path / "killed", tmp_path / "clean"
     out = killed / "k"
     assert run_until(cmd + ["--build-root", str(killed)], lambda: lines(out / "data/teacher.jsonl") >= 6)

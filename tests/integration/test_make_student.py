@@ -112,7 +112,7 @@ def test_report_gives_intervals_and_paired_gains_over_the_baselines(tiny_run):
     assert len(report["data"]["eval_inputs_sha256"]) == 64
     assert isinstance(report["warnings"], list)
     path = str(out / "student/distill_report.json")  # a run against itself: zero gain, paired
-    done = subprocess.run([sys.executable, "-m", "distill.compare", path, path], cwd=ROOT, capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-m", "edgestill.distill.compare", path, path], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0 and "A - B +0.0000 (+0.0000 to +0.0000): A is not distinguishable from B" in done.stdout
 
 

@@ -19,7 +19,7 @@ def test_distill_with_the_real_teacher(tmp_path):
     args = ["name=real-tiny", "task.n_train=3", "task.n_eval=2", "task.max_output_tokens=24",
             "teacher.batch_size=6", "student.layers=[0,29]", "distill.steps=2", "distill.batch_size=2",
             "distill.warmup_steps=1"]
-    proc = subprocess.run([sys.executable, "-m", "distill", str(ROOT / "recipes/default.yaml"), *args,
+    proc = subprocess.run([sys.executable, "-m", "edgestill.distill", str(ROOT / "recipes/default.yaml"), *args,
                            "--build-root", str(tmp_path)], capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = tmp_path / "real-tiny"

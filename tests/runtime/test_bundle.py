@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 from edgestill.errors import UserError
-from runtime import Bundle, BundleError
+from edgestill.runtime import Bundle, BundleError
 
 
 @pytest.fixture
@@ -38,7 +38,7 @@ def test_refuses_flipped_byte(bundle_copy):
     raw = bytearray(data.read_bytes())
     raw[len(raw) // 2] ^= 0xFF
     data.write_bytes(bytes(raw))
-    with pytest.raises(BundleError, match=r"model\.onnx\.data.*sha256.*python -m export"):
+    with pytest.raises(BundleError, match=r"model\.onnx\.data.*sha256.*edgestill export"):
         Bundle.open(bundle_copy)
     assert issubclass(BundleError, UserError)
     Bundle.open(bundle_copy, verify=False)  # an explicit opt-out still opens it
@@ -67,7 +67,7 @@ def test_refuses_no_manifest_and_other_version(bundle_copy, tmp_path):
 
 
 def test_each_damage_has_its_own_error_type(bundle_copy):
-    from runtime import (ChecksumError, FormatVersionError, Generator, ManifestError, MissingFileError,
+    from edgestill.runtime import (ChecksumError, FormatVersionError, Generator, ManifestError, MissingFileError,
                          ModelLoadError, RuntimeFailure, TokenizerError)
 
     model = bundle_copy / "model.onnx"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from runtime import Bundle, Generator, PromptError, TokenizerError
-from runtime.chat_template import render_chat
+from edgestill.runtime import Bundle, Generator, PromptError, TokenizerError
+from edgestill.runtime.chat_template import render_chat
 
 CONVERSATIONS = [
     [{"role": "user", "content": "Hi!"}],

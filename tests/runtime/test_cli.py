@@ -1,11 +1,11 @@
-"""`python -m runtime generate|chat` end to end in a subprocess."""
+"""`edgestill generate|chat` end to end in a subprocess."""
 
 import subprocess
 import sys
 
 
 def run(*args, stdin=None):
-    return subprocess.run([sys.executable, "-m", "runtime", *args], input=stdin, capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "edgestill.runtime", *args], input=stdin, capture_output=True, text=True)
 
 
 def test_generate_and_chat(fp32_bundle):

@@ -6,7 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from runtime import Bundle, Generator
+from edgestill.runtime import Bundle, Generator
 from tests.export.tiny_bundles import TEXTS
 
 PROMPTS = [TEXTS[0], TEXTS[1], "A third, shorter paragraph.", TEXTS[0] + " " + TEXTS[1]]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from runtime import Bundle, Generator, SamplingError
+from edgestill.runtime import Bundle, Generator, SamplingError
 from tests.export.tiny_bundles import TEXTS
 
 
@@ -134,7 +134,7 @@ def test_batch_stops_rows_independently(gen):
 
 
 def test_chunked_prefill_equals_one_pass(gen):
-    from runtime import engine
+    from edgestill.runtime import engine
 
     ids = (gen.bundle.encode(TEXTS[0]) * 8)[: engine.PREFILL_CHUNK * 2 + 5]
     cache = gen.model.new_cache(1, len(ids))
@@ -142,7 +142,7 @@ def test_chunked_prefill_equals_one_pass(gen):
 
 
 def test_context_policy_errors_or_truncates_left(gen):
-    from runtime import ContextLengthError
+    from edgestill.runtime import ContextLengthError
 
     ids = list(range(100, 100 + gen.context_length - 3))
     with pytest.raises(ContextLengthError, match=r"exceeds the context of \d+ tokens.*truncate='left'"):
@@ -163,7 +163,7 @@ def test_refeed_fallback_gives_the_same_answers(fp32_bundle, gen):
 
 
 def test_drafts_follow_the_longest_earlier_match():
-    from runtime.lookup import Drafts
+    from edgestill.runtime.lookup import Drafts
 
     drafts = Drafts([5, 1, 2, 9, 7, 1, 2, 8, 5, 1, 2])
     assert drafts.draft(2) == [9, 7]  # the 3-gram 5 1 2 beats the later 2-gram 1 2 (followed by 8)
@@ -191,12 +191,12 @@ def test_extend_and_rewind_match_one_token_steps(gen):
 
 @pytest.mark.parametrize("penalty, ignore_eos", [(1.0, True), (1.0, False), (1.3, True)])
 def test_prompt_lookup_gives_the_greedy_tokens_in_fewer_runs(gen, penalty, ignore_eos):
-    from runtime.lookup import lookup_steps
+    from edgestill.runtime.lookup import lookup_steps
 
     ids = gen.bundle.encode(" ".join(TEXTS) * 2)
     want = list(gen.stream_ids(ids, 40, ignore_eos=ignore_eos, repetition_penalty=penalty))
     assert list(gen.stream_ids(ids, 40, ignore_eos=ignore_eos, repetition_penalty=penalty, prompt_lookup=4)) == want
-    from runtime.sampling import Sampling
+    from edgestill.runtime.sampling import Sampling
 
     cache, stats = gen.model.new_cache(1, len(ids) + 40), {}
     choose = gen._chooser(Sampling(repetition_penalty=penalty).checked(gen.vocab_size), ids)

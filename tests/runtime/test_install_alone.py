@@ -27,7 +27,7 @@ DEPENDENCIES = ("numpy", "numpy.libs", "onnxruntime", "tokenizers", "jinja2", "m
 CODE = """
 import importlib.util, json, sys
 assert not [m for m in ("torch", "transformers", "optimum", "datasets") if importlib.util.find_spec(m)], "heavy"
-from runtime import Bundle, Generator
+from edgestill.runtime import Bundle, Generator
 gen = Generator(Bundle.open(sys.argv[1]), threads=1)
 text = gen.generate("The council voted to expand the bike lanes.", max_new_tokens=8, ignore_eos=True)
 chat = gen.chat([{"role": "user", "content": "Hi"}], max_new_tokens=4, ignore_eos=True)
@@ -65,7 +65,7 @@ def test_runtime_runs_in_a_venv_without_torch(tmp_path, fp32_bundle):
     assert run.returncode == 0, run.stderr[-2000:]
     out = json.loads(run.stdout)
     assert out["file"].startswith(str(site)) and out["text"] and out["chat"]
-    cli = subprocess.run([python, "-m", "runtime", "generate", str(fp32_bundle), "--prompt", "Hello", "--json",
+    cli = subprocess.run([python, "-m", "edgestill.runtime", "generate", str(fp32_bundle), "--prompt", "Hello", "--json",
                           "--max-new-tokens", "3"], capture_output=True, text=True, cwd=tmp_path)
     assert cli.returncode == 0 and json.loads(cli.stdout)["prompt_tokens"] > 1, cli.stderr[-2000:]
 

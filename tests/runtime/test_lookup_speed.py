@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def run(*args):
-    return subprocess.run([sys.executable, "-m", "benchmarks.lookup_speed", *map(str, args)],
+    return subprocess.run([sys.executable, "-m", "edgestill.benchmarks.lookup_speed", *map(str, args)],
                           capture_output=True, text=True, cwd=ROOT)
 
 

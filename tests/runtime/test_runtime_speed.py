@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_runtime_speed_writes_json_and_markdown(fp32_bundle, tmp_path):
-    done = subprocess.run([sys.executable, "-m", "benchmarks.runtime_speed", str(fp32_bundle), "--repetitions", "1",
+    done = subprocess.run([sys.executable, "-m", "edgestill.benchmarks.runtime_speed", str(fp32_bundle), "--repetitions", "1",
                            "--rounds", "2", "--prompt-tokens", "16", "--gen-tokens", "4", "--threads", "1",
                            "--out", str(tmp_path)],
                           capture_output=True, text=True, cwd=ROOT)
@@ -30,6 +30,6 @@ def test_runtime_speed_writes_json_and_markdown(fp32_bundle, tmp_path):
 
 
 def test_runtime_speed_refuses_a_folder_that_is_not_a_bundle(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "benchmarks.runtime_speed", str(tmp_path)],
+    done = subprocess.run([sys.executable, "-m", "edgestill.benchmarks.runtime_speed", str(tmp_path)],
                           capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 2 and "not a bundle" in done.stderr

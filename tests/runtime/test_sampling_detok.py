@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from tokenizers import Tokenizer
 
-from runtime.detok import StopFilter, TextStream
-from runtime.sampling import keep_top_k, keep_top_p, pick
+from edgestill.runtime.detok import StopFilter, TextStream
+from edgestill.runtime.sampling import keep_top_k, keep_top_p, pick
 
 
 def test_greedy_and_filters():

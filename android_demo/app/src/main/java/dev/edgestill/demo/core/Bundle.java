@@ -53,7 +53,7 @@ public final class Bundle {
     }
 
     private static String redo(File dir) {
-        return "re-export it with `python -m export RECIPE` and copy the whole folder again (adb push "
+        return "re-export it with `edgestill export RECIPE` and copy the whole folder again (adb push "
                 + dir.getName() + ")";
     }
 

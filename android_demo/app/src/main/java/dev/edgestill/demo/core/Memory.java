@@ -43,6 +43,6 @@ public final class Memory {
         if (needBytes <= availableBytes) return null;
         return "not enough memory: the bundle needs about " + (needBytes >> 20) + " MiB, the phone has "
                 + (availableBytes >> 20) + " MiB available; close other apps, or use a smaller bundle "
-                + "(int8 or int4: python -m export RECIPE export.precisions=[int4])";
+                + "(int8 or int4: edgestill export RECIPE export.precisions=[int4])";
     }
 }
