@@ -23,7 +23,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from edgestill.benchmarks.machine import machine_info
+from edgestill.machine import machine_info
 from edgestill.benchmarks.peers import find_gguf, llama_bench_path, run_llama_bench
 from edgestill.benchmarks.plan import Point, as_list, distill_report, models_for, points
 from edgestill.benchmarks.quality import bundle_quality, carried_figures, eval_records, gains_note, gains_over

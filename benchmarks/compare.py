@@ -13,11 +13,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from edgestill.benchmarks.machine import one_line
-from edgestill.benchmarks.markdown import cell, number, table
+from edgestill.benchmarks.markdown import number
 from edgestill.benchmarks.record import is_ok, key, read_records
 from edgestill.benchmarks.report import label
 from edgestill.errors import UserError
+from edgestill.machine import one_line
+from edgestill.markdown import cell, table
 
 METRICS = ("decode_tok_s_p50", "decode_ms_p90", "ttft_ms_p50", "load_s", "peak_rss_mb", "file_bytes",
            "rouge_l_vs_teacher")

@@ -22,27 +22,42 @@ still judged. Writes `lookup_speed.json` and `lookup_speed.md` to `--out`.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
 import time
 from pathlib import Path
 
-from edgestill.benchmarks.runtime_speed import _machine
+from edgestill.benchmarks.record import bundle_name, tool_record, write_records
 from edgestill.errors import UserError, cli_main
 from edgestill.files import atomic_write_json, atomic_write_text, read_user_records
+from edgestill.machine import machine_info, one_line
+from edgestill.markdown import table_text
 from edgestill.metrics import mean_rouge_l
+from edgestill.teacher_data import read_split
 
 
 def read_inputs(path: Path, split: str) -> list[tuple[str, str | None]]:
-    """(input, teacher's answer or None) of the records of `path` (.jsonl, .csv or .txt, read as
-    distill reads a user's inputs) whose "split" is `split` ("all": every record)."""
-    texts = [(r["input"], r.get("output") if isinstance(r.get("output"), str) else None)
-             for r in read_user_records(path) if split == "all" or r.get("split") == split]
+    """(input, teacher's answer or None) of the records of `path` whose "split" is `split` ("all":
+    every record): a data/teacher.jsonl read as every stage reads it (answered records), another
+    file (.jsonl, .csv or .txt) as distill reads a user's inputs."""
+    if path.name == "teacher.jsonl":
+        texts = [(r.input, r.output) for r in _teacher_split(path, split)]
+    else:
+        texts = [(r["input"], r.get("output") if isinstance(r.get("output"), str) else None)
+                 for r in read_user_records(path) if split == "all" or r.get("split") == split]
     if not texts:
         raise UserError(f"--data {path}: no records with \"split\": \"{split}\"; use --split all or another file")
     return texts
+
+
+def _teacher_split(path: Path, split: str) -> list:
+    if not path.is_file():
+        raise UserError(f"--data {path}: not found; run `edgestill distill RECIPE` first")
+    try:
+        return read_split(path, split)
+    except ValueError as err:
+        raise UserError(f"--split: {err}") from None
 
 
 def one_pass(gen, prompts: list[list[int]], lookup: int, max_new: int) -> dict:
@@ -84,6 +99,7 @@ def measure(bundle: Path, texts: list[tuple[str, str | None]], lookups: list[int
     gen = Generator(Bundle.open(bundle), threads=threads)
     prompts = [gen.encode(text) for text, _ in texts]
     references = [ref for _, ref in texts]
+    prompt_tokens = max(1, round(statistics.mean(len(p) for p in prompts)))  # the records' prompt_tokens: the mean
     settings = [0, *lookups]
     one_pass(gen, prompts[:2], 0, 8)  # warm-up
     plain, out = None, []
@@ -91,7 +107,8 @@ def measure(bundle: Path, texts: list[tuple[str, str | None]], lookups: list[int
         for lookup in settings[r % len(settings):] + settings[:r % len(settings)]:
             res = one_pass(gen, prompts, lookup, max_new)
             plain = res["answers"] if lookup == 0 and plain is None else plain
-            out.append({"round": r, "lookup": lookup, **{k: v for k, v in res.items() if k != "answers"},
+            out.append({"round": r, "lookup": lookup, "prompt_tokens": prompt_tokens,
+                        **{k: v for k, v in res.items() if k != "answers"},
                         "ms_per_token": round(1e3 * res["decode_s"] / max(res["decode_tokens"], 1), 3),
                         "answers": res["answers"]})
             print(f"round {r + 1} lookup {lookup}: {out[-1]['ms_per_token']} ms/token", file=sys.stderr)
@@ -120,16 +137,35 @@ def summarize(rounds: list[dict], n_inputs: int) -> list[dict]:
     return rows
 
 
+COLUMNS = ("prompt_lookup", "decode ms/token (median)", "speed-up", "model runs per token", "drafted", "accepted",
+           "answers equal to plain", "ROUGE-L vs teacher")
+
+
+def table_row(r: dict) -> list:
+    return [r["lookup"] or "off", r["ms_per_token"], f"{r['speedup']}x", r["runs_per_token"], r["drafted"],
+            r["accepted"], r["answers_same_as_plain"], r["rouge_l_vs_teacher"]]
+
+
 def markdown(rows: list[dict], meta: dict) -> str:
-    head = ("| prompt_lookup | decode ms/token (median) | speed-up | model runs per token | drafted | accepted | "
-            "answers equal to plain | ROUGE-L vs teacher |\n|---|---|---|---|---|---|---|---|\n")
-    body = "".join(f"| {r['lookup'] or 'off'} | {r['ms_per_token']} | {r['speedup']}x | {r['runs_per_token']} | "
-                   f"{r['drafted']} | {r['accepted']} | {r['answers_same_as_plain']} | "
-                   f"{'-' if r['rouge_l_vs_teacher'] is None else r['rouge_l_vs_teacher']} |\n" for r in rows)
     return (f"# Prompt-lookup decoding ({meta['bundle']}; {meta['machine']}; {meta['threads']} threads; "
             f"{meta['inputs']} held-out inputs, up to {meta['max_new_tokens']} tokens each, greedy, until eos; "
-            f"median of {meta['rounds']} interleaved rounds)\n\n{head}{body}\n"
+            f"median of {meta['rounds']} interleaved rounds)\n\n{table_text(COLUMNS, [table_row(r) for r in rows])}\n"
             f"Load average before/after: {meta['load_before']} / {meta['load_after']}.\n")
+
+
+def record(r: dict, meta: dict, machine: dict) -> dict:
+    """One setting's row as a benchmark record (benchmarks/record.schema.json)."""
+    engine = "edgestill-runtime" + (f" prompt_lookup={r['lookup']}" if r["lookup"] else "")
+    settings = {"engine": engine, "threads": meta["threads"], "prompt_tokens": meta["prompt_tokens"],
+                "gen_tokens": meta["max_new_tokens"], "repetitions": meta["rounds"], "rounds": meta["rounds"]}
+    same, n = map(int, r["answers_same_as_plain"].split("/"))
+    return tool_record("lookup_speed", bundle_name(meta["bundle"]), meta["bundle"], settings, machine,
+                       prompt_lookup=r["lookup"], decode_ms_p50=r["ms_per_token"],
+                       decode_tok_s_p50=round(1e3 / r["ms_per_token"], 1) if r["ms_per_token"] else None,
+                       decode_ms_ratio_vs={"edgestill-runtime": round(1 / r["speedup"], 3) if r["speedup"] else None},
+                       quality={"rouge_l_vs_teacher": r["rouge_l_vs_teacher"], "same_as_plain": round(same / n, 4)},
+                       figures={k: r[k] for k in ("runs_per_token", "drafted", "accepted", "answers_same_as_plain",
+                                                  "ms_per_token_rounds")})
 
 
 def main(argv: list[str]) -> int:
@@ -149,14 +185,16 @@ def main(argv: list[str]) -> int:
     if args.rounds < 1 or not all(1 <= k <= 32 for k in args.lookup):
         raise UserError("--rounds must be at least 1 and each --lookup from 1 to 32")
     texts = read_inputs(args.data, args.split)
-    load_before = os.getloadavg()[0]
+    machine, load_before = machine_info(), os.getloadavg()[0]
     rounds = measure(args.bundle, texts, args.lookup, args.rounds, args.threads, args.max_new_tokens)
-    meta = {"bundle": str(args.bundle), "machine": _machine(), "threads": args.threads, "inputs": len(texts),
+    meta = {"bundle": str(args.bundle), "machine": one_line(machine), "threads": args.threads, "inputs": len(texts),
+            "prompt_tokens": rounds[0]["prompt_tokens"],
             "max_new_tokens": args.max_new_tokens, "rounds": args.rounds,
             "load_before": round(load_before, 2), "load_after": round(os.getloadavg()[0], 2)}
     rows = summarize(rounds, len(texts))
     atomic_write_json(args.out / "lookup_speed.json", {"meta": meta, "rows": rows, "rounds": rounds})
     atomic_write_text(args.out / "lookup_speed.md", markdown(rows, meta))
+    write_records(args.out / "records.jsonl", [record(r, meta, machine) for r in rows])
     print(markdown(rows, meta))
     return 0
 

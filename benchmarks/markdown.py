@@ -11,16 +11,12 @@ import json
 import sys
 from pathlib import Path
 
-from edgestill.benchmarks.machine import one_line
+from edgestill.machine import one_line
+from edgestill.markdown import cell, table
 
 COLUMNS = ("model", "role", "precision", "params", "size MB", "peak RSS MB", "load s", "TTFT ms p50",
            "decode tok/s p50", "decode ms p50 / p90", "ROUGE-L vs teacher (95% CI)", "vs label", "other quality", "noisy")
 SHOWN = ("rouge_l_vs_teacher", "rouge_l_vs_label", "rouge_l_vs_teacher_ci95_lo", "rouge_l_vs_teacher_ci95_hi")
-
-
-def cell(text) -> str:
-    """A value made safe for one Markdown table cell (no pipes, no newlines)."""
-    return str(text).replace("|", "\\|").replace("\r", " ").replace("\n", " ")
 
 
 def number(value, digits: int = 1) -> str:
@@ -62,11 +58,6 @@ def _rouge_vs_teacher(m: dict, quality: dict) -> str:
     text = number(quality.get("rouge_l_vs_teacher"), 3)
     lo, hi = quality.get("rouge_l_vs_teacher_ci95_lo"), quality.get("rouge_l_vs_teacher_ci95_hi")
     return text if lo is None or hi is None else f"{text} ({lo:.3f}-{hi:.3f})"
-
-
-def table(header: list[str] | tuple, rows: list[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return lines + ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
 
 
 def times(r: float | None, better: str, worse: str) -> str:

@@ -27,13 +27,13 @@ import hashlib
 import json
 import os
 import resource
-import subprocess
 import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 from edgestill.errors import UserError, cli_main
+from edgestill.worker import run_json
 
 RECORD_SCHEMA = "edgestill-bench-record"
 RECORD_VERSION = 1
@@ -191,7 +191,7 @@ def measure_bundle(bundle_dir: str | Path, threads: int, prompt_tokens: int, gen
                    target: str = "local", pin: bool = True, name: str | None = None,
                    role: str | None = None) -> dict:
     """Measure load, TTFT, decode speed and peak RSS of one model in this process; one record."""
-    from edgestill.benchmarks.machine import machine_info
+    from edgestill.machine import machine_info
     from edgestill.benchmarks.peers import open_engine
 
     bundle_dir = Path(bundle_dir)
@@ -233,7 +233,7 @@ def measure_bundle(bundle_dir: str | Path, threads: int, prompt_tokens: int, gen
 
 def engine_version(engine: str) -> str | None:
     """The version of the package that runs `engine` (edgestill's own for our runtime)."""
-    from edgestill.benchmarks.machine import package_version
+    from edgestill.machine import package_version
 
     package = {"edgestill-runtime": "edgestill", "onnxruntime-genai": "onnxruntime-genai",
                "transformers-eager": "transformers"}.get(engine)
@@ -275,31 +275,13 @@ def measure_args(bundle_dir: str | Path, threads: int, prompt_tokens: int, gen_t
     return args
 
 
-def last_line(text: str) -> str:
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    return lines[-1].removeprefix("error: ") if lines else "no output"
-
-
-def record_from_output(proc: subprocess.CompletedProcess, what: str) -> dict:
-    """The child's record; UserError (exit 2: its one line) or RuntimeError (a crash) otherwise."""
-    if proc.returncode == 2:  # a UserError in the child: pass its one line on
-        raise UserError(last_line(proc.stderr))
-    if proc.returncode != 0:
-        raise RuntimeError(f"measuring {what} failed (exit {proc.returncode}): {last_line(proc.stderr)}")
-    try:
-        return json.loads(last_line(proc.stdout))
-    except json.JSONDecodeError:
-        raise RuntimeError(f"measuring {what}: no JSON record in the output: {last_line(proc.stdout)}") from None
-
-
 def measure_in_subprocess(bundle_dir: str | Path, threads: int, prompt_tokens: int, gen_tokens: int,
                           repetitions: int, timeout: float | None = None, **options) -> dict:
-    """Run `python -m edgestill.benchmarks.measure` in a fresh interpreter and return its record."""
+    """Run `python -m edgestill.benchmarks.measure` in a fresh interpreter and return its record;
+    UserError (the child's one line) or WorkerError (a crash, one line: it goes into an error record)."""
     cmd = [sys.executable, "-m", "edgestill.benchmarks.measure",
            *measure_args(bundle_dir, threads, prompt_tokens, gen_tokens, repetitions, **options)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                          cwd=Path(__file__).resolve().parent.parent)
-    return record_from_output(proc, str(bundle_dir))
+    return run_json(cmd, f"measuring {bundle_dir}", timeout=timeout, tail_chars=0)
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

@@ -37,15 +37,18 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-from edgestill.benchmarks.runtime_speed import _edgestill, _machine, prompt_ids
 from edgestill.benchmarks.measure import peak_rss_mb
+from edgestill.benchmarks.record import bundle_name, tool_record, write_records
+from edgestill.benchmarks.runtime_speed import _edgestill, prompt_ids
 from edgestill.errors import UserError, cli_main
 from edgestill.files import atomic_write_json, atomic_write_text
+from edgestill.machine import machine_info, one_line
+from edgestill.markdown import table
+from edgestill.worker import run_json
 
 
 # ------------------------------------------------------------------ building Optimum's models
@@ -176,10 +179,7 @@ def worker(engine: str, path: Path, threads: int, ids: list[int], n: int) -> dic
 def _fresh(engine: str, path: Path, args, ids: list[int]) -> dict:
     cmd = [sys.executable, "-m", "edgestill.benchmarks.optimum_peer", "--worker", engine, str(path),
            "--threads", str(args.threads), "--gen-tokens", str(args.gen_tokens), "--ids", ",".join(map(str, ids))]
-    done = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
-    if done.returncode != 0:
-        raise RuntimeError(f"{engine} on {path} failed:\n{done.stderr[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_json(cmd, f"{engine} on {path}")
 
 
 def summarize(rounds: list[dict], fresh: list[dict], engines: dict[str, Path]) -> list[dict]:
@@ -212,19 +212,38 @@ def same_ids(rounds: list[dict]) -> dict[str, bool]:
     return out
 
 
+COLUMNS = ("engine", "decode tok/s", "ms/token", "x ours fp32", "x ours int8", "TTFT ms", "load s", "peak RSS MB")
+
+
+def table_row(r: dict) -> list:
+    return [r["engine"], r["tokens_per_s"], r["decode_ms_p50"], r.get("speedup_of_edgestill fp32"),
+            r.get("speedup_of_edgestill int8"), r["ttft_ms_p50"], r.get("load_s"), r.get("peak_rss_mb")]
+
+
 def markdown(rows: list[dict], meta: dict) -> str:
-    head = ["engine", "decode tok/s", "ms/token", "x ours fp32", "x ours int8", "TTFT ms", "load s", "peak RSS MB"]
     lines = [f"# Our runtime vs Optimum's ORTModelForCausalLM ({meta['machine']})", "",
              f"{meta['prompt_tokens']}-token prompt, {meta['gen_tokens']} generated, {meta['threads']} threads, "
              f"{meta['rounds']} interleaved rounds. `x ours` = that engine's ms/token / ours (>1: ours faster).", "",
-             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
-        cells = [r["engine"], r["tokens_per_s"], r["decode_ms_p50"], r.get("speedup_of_edgestill fp32", "-"),
-                 r.get("speedup_of_edgestill int8", "-"), r["ttft_ms_p50"], r.get("load_s", "-"), r.get("peak_rss_mb", "-")]
-        lines.append("| " + " | ".join(map(str, cells)) + " |")
+             *table(COLUMNS, [table_row(r) for r in rows])]
     lines += ["", f"Optimum's greedy ids equal to ours (on our bundle: ours on that bundle; its exports: our fp32 "
                   f"bundle): {meta['same_ids']}", ""]
     return "\n".join(lines)
+
+
+def record(r: dict, meta: dict, machine: dict) -> dict:
+    """One engine's row as a benchmark record (benchmarks/record.schema.json)."""
+    ours = r["engine"].startswith("edgestill")
+    settings = {"engine": "edgestill-runtime" if ours else "optimum-onnxruntime", "threads": meta["threads"],
+                "prompt_tokens": meta["prompt_tokens"], "gen_tokens": meta["gen_tokens"],
+                "repetitions": max(meta["rounds"], 1), "rounds": meta["rounds"]}
+    name = bundle_name(r["model"]) if ours else r["engine"]  # Optimum's rows: what ran on which files
+    return tool_record("optimum_peer", name, r["model"], settings, machine, precision=r["engine"].rsplit(" ", 1)[-1],
+                       load_s=r.get("load_s"), ttft_ms_p50=r["ttft_ms_p50"], decode_ms_p50=r["decode_ms_p50"],
+                       decode_tok_s_p50=r["tokens_per_s"], peak_rss_mb=r.get("peak_rss_mb"),
+                       decode_ms_ratio_vs={k.removeprefix("speedup_of_"): v for k, v in r.items()
+                                           if k.startswith("speedup_of_")},
+                       figures={"fresh_process_decode_ms_p50": r.get("fresh_process_decode_ms_p50"),
+                                "same_ids_as_ours": meta["same_ids"].get(r["engine"])})
 
 
 def main(argv: list[str]) -> int:
@@ -251,11 +270,11 @@ def main(argv: list[str]) -> int:
                         "(make optimum-venv creates it)") from None
     if not (args.student / "config.json").is_file():
         raise UserError(f"{args.student}: not a student folder (no config.json); pass build/<name>/student")
-    engines = engines_for(args.student, args.bundles, args.out)
+    engines, machine = engines_for(args.student, args.bundles, args.out), machine_info()
     ids = prompt_ids(args.bundles[0] if args.bundles else args.student, args.prompt_tokens)
     rounds = interleaved(engines, args.threads, ids, args.gen_tokens, args.rounds)
     fresh = [] if args.no_memory else [_fresh(e, path, args, ids) for e, path in engines.items()]
-    meta = {"machine": _machine(), "threads": args.threads, "prompt_tokens": args.prompt_tokens,
+    meta = {"machine": one_line(machine), "threads": args.threads, "prompt_tokens": args.prompt_tokens,
             "gen_tokens": args.gen_tokens, "rounds": args.rounds, "same_ids": same_ids(rounds)}
     rows = summarize(rounds, fresh, engines)
     atomic_write_json(args.out / "optimum_peer.json", {**meta, "rows": rows,
@@ -263,6 +282,7 @@ def main(argv: list[str]) -> int:
                                                                   for r in rounds]})
     text = markdown(rows, meta)
     atomic_write_text(args.out / "optimum_peer.md", text)
+    write_records(args.out / "records.jsonl", [record(r, meta, machine) for r in rows])
     print(text)
     return 0
 

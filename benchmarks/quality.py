@@ -21,9 +21,9 @@ import json
 from pathlib import Path
 
 from edgestill.errors import UserError
-from edgestill.files import read_jsonl
 from edgestill.intervals import interval, paired_gain, verdict
 from edgestill.metrics import mean_rouge_l, rouge_l
+from edgestill.teacher_data import read_split
 
 
 def eval_records(data_dir: str | Path, limit: int | None = None) -> list[dict]:
@@ -31,7 +31,8 @@ def eval_records(data_dir: str | Path, limit: int | None = None) -> list[dict]:
     path = Path(data_dir) / "teacher.jsonl"
     if not path.is_file():
         raise UserError(f"{path} not found; run `edgestill distill RECIPE` first")
-    records = [r for r in read_jsonl(path) if r.get("split") == "eval"]
+    records = [{**r.extra, "id": r.id, "split": r.split, "input": r.input, "output": r.output, "ended": r.ended}
+               for r in read_split(path, "eval")]  # dicts: label & co stay as distill wrote them
     if not records:
         raise UserError(f"{path} has no records with split == 'eval'; run `edgestill distill RECIPE` again")
     return records[:limit] if limit else records

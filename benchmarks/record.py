@@ -16,6 +16,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from edgestill.errors import UserError, cli_main
+from edgestill.files import atomic_write_text
 
 SCHEMA_PATH = Path(__file__).with_name("record.schema.json")
 SCHEMA_NAME = "edgestill-bench-record"
@@ -57,6 +58,37 @@ def error_record(facts: dict, settings: dict, message: str) -> dict:
             "error": " ".join(str(message).split()) or "failed without a message",
             **facts, **settings, "load_s": None, "ttft_ms_p50": None, "peak_rss_mb": None,
             "quality": {}, "started_at": now_utc()}
+
+
+def tool_record(tool: str, name: str, bundle: str, settings: dict, machine: dict, **figures) -> dict:
+    """A record of one row of a side tool (runtime_speed, lookup_speed, optimum_peer): `settings`
+    holds threads, prompt_tokens, gen_tokens (+ engine, repetitions, ...); what it did not measure
+    (load time, TTFT, peak RSS) is null unless `figures` gives it."""
+    return {"schema": SCHEMA_NAME, "schema_version": SCHEMA_VERSION, "status": "ok", "error": None, "tool": tool,
+            "name": name, "bundle": bundle, "target": "local", "repetitions": 1, "load_s": None,
+            "ttft_ms_p50": None, "peak_rss_mb": None, "quality": {}, "machine": machine, "started_at": now_utc(),
+            **settings, **figures}
+
+
+def bundle_name(folder: str | Path) -> str:
+    """The bundle manifest's name, else the folder's name (Optimum's exports have no manifest)."""
+    try:
+        return json.loads((Path(folder) / "manifest.json").read_text(encoding="utf-8")).get("name") or Path(folder).name
+    except (OSError, ValueError):
+        return Path(folder).name
+
+
+def write_records(path: str | Path, records: list[dict]) -> Path:
+    """`records` as JSON lines (what `read_records`, `compare` and the printers read); ValueError
+    naming the first problem when one is not a valid record (checked where jsonschema is installed)."""
+    try:
+        bad = [(r.get("name"), p) for r in records for p in problems(r)]
+    except ImportError:
+        bad = []
+    if bad:
+        raise ValueError(f"not a valid benchmark record: {bad[0][0]}: {bad[0][1]}")
+    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    return Path(path)
 
 
 def read_records(path: str | Path) -> list[dict]:

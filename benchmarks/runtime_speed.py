@@ -37,16 +37,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 from edgestill.benchmarks.measure import peak_rss_mb
+from edgestill.benchmarks.record import bundle_name, tool_record, write_records
 from edgestill.errors import UserError, cli_main
 from edgestill.files import atomic_write_json, atomic_write_text
+from edgestill.machine import machine_info, one_line
+from edgestill.markdown import table_text
+from edgestill.worker import run_json
 
 ENGINES = ("edgestill", "onnxruntime-genai", "plain-ort")
 TEXT = ("The river rose slowly through the night, and by morning the low fields east of the village "
@@ -176,10 +178,7 @@ def _measure(engine: str, bundle: Path, args: argparse.Namespace):
     cmd = [sys.executable, "-m", "edgestill.benchmarks.runtime_speed", "--worker", engine, str(bundle),
            "--threads", str(args.threads), "--ids", ids, "--gen-tokens", str(args.gen_tokens),
            "--rounds", str(args.rounds), "--engines", *args.engines]
-    done = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
-    if done.returncode != 0:
-        raise RuntimeError(f"{engine} on {bundle} failed:\n{done.stderr[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_json(cmd, f"{engine} on {bundle}")
 
 
 def _budget_mb(bundle: Path, prompt_tokens: int, gen_tokens: int) -> dict:
@@ -216,24 +215,38 @@ def summarize(runs: list[dict], rounds: list[dict], bundles: list[Path], args: a
     return rows
 
 
+COLUMNS = ("bundle", "engine", "decode tok/s p50", "ms/token p50", "edgestill speed-up", "TTFT ms p50", "load s",
+           "peak RSS MB", "RSS after imports MB", "RSS budget MB")
+
+
+def table_row(r: dict) -> list:
+    return [r["bundle"], r["engine"], r["decode_tok_s_p50"], r["decode_ms_p50"], f"{r['edgestill_speedup']}x",
+            r["ttft_ms_p50"], r["load_s_p50"], r["peak_rss_mb"], r["rss_after_imports_mb"], r["rss_budget_mb"]]
+
+
 def markdown(rows: list[dict], meta: dict) -> str:
-    head = ("| bundle | engine | decode tok/s p50 | ms/token p50 | edgestill speed-up | TTFT ms p50 | "
-            "load s | peak RSS MB | RSS after imports MB | RSS budget MB |\n|---|---|---|---|---|---|---|---|---|---|\n")
-    body = "".join(
-        f"| {r['bundle']} | {r['engine']} | {r['decode_tok_s_p50']} | {r['decode_ms_p50']} | "
-        f"{r['edgestill_speedup']}x | {r['ttft_ms_p50']} | {r['load_s_p50']} | {r['peak_rss_mb']} | "
-        f"{r['rss_after_imports_mb']} | {r['rss_budget_mb']} |\n" for r in rows)
     return (f"# Runtime speed ({meta['machine']}, {meta['threads']} threads, {meta['prompt_tokens']}-token "
             f"prompt, {meta['gen_tokens']} generated; speed: median of {meta['rounds']} interleaved rounds in one process; memory: {meta['repetitions']} fresh process(es) per engine)\n\n"
-            f"{head}{body}\n'edgestill speed-up' = that engine's ms/token / ours (>1: ours is faster). RSS budget = "
+            f"{table_text(COLUMNS, [table_row(r) for r in rows])}\n"
+            f"'edgestill speed-up' = that engine's ms/token / ours (>1: ours is faster). RSS budget = "
             f"bundle files + KV cache + 60 MB. Load average before/after: {meta['load_before']} / "
             f"{meta['load_after']}. Optimum is not installed; plain-ort stands in for it.\n")
 
 
-def _machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
-    return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, Python {platform.python_version()}"
+ENGINE_NAMES = {"edgestill": "edgestill-runtime"}  # the record's engine (record.schema.json)
+
+
+def record(r: dict, bundle: Path, args: argparse.Namespace, machine: dict) -> dict:
+    """One row (bundle x engine) as a benchmark record (benchmarks/record.schema.json)."""
+    settings = {"engine": ENGINE_NAMES.get(r["engine"], r["engine"]), "threads": args.threads,
+                "prompt_tokens": args.prompt_tokens, "gen_tokens": args.gen_tokens,
+                "repetitions": max(r["runs"], 1), "rounds": r["rounds"]}
+    return tool_record("runtime_speed", bundle_name(bundle), str(bundle), settings, machine, precision=r["precision"],
+                       load_s=r["load_s_p50"], ttft_ms_p50=r["ttft_ms_p50"], decode_ms_p50=r["decode_ms_p50"],
+                       decode_tok_s_p50=r["decode_tok_s_p50"], peak_rss_mb=r["peak_rss_mb"],
+                       rss_after_imports_mb=r["rss_after_imports_mb"],
+                       decode_ms_ratio_vs={"edgestill-runtime": r["edgestill_speedup"]},
+                       figures={k: r[k] for k in ("file_mb", "kv_mb", "rss_budget_mb", "fresh_process_decode_ms_p50")})
 
 
 def main(argv: list[str]) -> int:
@@ -260,7 +273,7 @@ def main(argv: list[str]) -> int:
     for bundle in args.bundles:
         if not (bundle / "manifest.json").is_file():
             raise UserError(f"{bundle}: not a bundle (no manifest.json); give a folder such as build/default/bundle-int8")
-    load_before, runs = os.getloadavg()[0], []
+    machine, load_before, runs = machine_info(), os.getloadavg()[0], []
     for rep in range(args.repetitions):
         order = args.engines[rep % len(args.engines):] + args.engines[:rep % len(args.engines)]
         for bundle in args.bundles:
@@ -272,12 +285,14 @@ def main(argv: list[str]) -> int:
     for bundle in args.bundles if args.rounds > 0 else []:
         rounds += _measure("all", bundle, args)
         print(f"{bundle.name}: {args.rounds} interleaved rounds done", file=sys.stderr)
-    meta = {"machine": _machine(), "threads": args.threads, "prompt_tokens": args.prompt_tokens,
+    meta = {"machine": one_line(machine), "threads": args.threads, "prompt_tokens": args.prompt_tokens,
             "gen_tokens": args.gen_tokens, "repetitions": args.repetitions, "rounds": args.rounds,
             "load_before": round(load_before, 2), "load_after": round(os.getloadavg()[0], 2)}
     rows = summarize(runs, rounds, args.bundles, args)
     atomic_write_json(args.out / "runtime_speed.json", {"meta": meta, "rows": rows, "runs": runs, "rounds": rounds})
     atomic_write_text(args.out / "runtime_speed.md", markdown(rows, meta))
+    paths = {b.name: b for b in args.bundles}
+    write_records(args.out / "records.jsonl", [record(r, paths[r["bundle"]], args, machine) for r in rows])
     print(markdown(rows, meta))
     return 0
 

@@ -25,16 +25,17 @@ import subprocess
 import tarfile
 from pathlib import Path
 
-from edgestill.benchmarks.measure import measure_args, record_from_output
+from edgestill.benchmarks.measure import measure_args
 from edgestill.benchmarks.plan import Model, Point, facts, settings
 from edgestill.benchmarks.record import error_record
 from edgestill.errors import UserError
 from edgestill.recipe import Bench
+from edgestill.worker import result_of
 
 log = logging.getLogger("benchmarks")
 REPO = Path(__file__).resolve().parent.parent
-CODE = ["runtime", "edgestill", "benchmarks/__init__.py", "benchmarks/measure.py", "benchmarks/peers.py",
-        "benchmarks/machine.py"]
+# what the board needs to run measure.py: it imports edgestill/ core (errors, machine, worker) and runtime/
+CODE = ["runtime", "edgestill", "benchmarks/__init__.py", "benchmarks/measure.py", "benchmarks/peers.py"]
 PACKAGES = ["onnxruntime", "numpy", "tokenizers", "jinja2"]
 VENV = "~/.cache/edgestill-bench/venv"
 TARGET = re.compile(r"^ssh://(?P<user>[^@/\s]+)@(?P<host>[^:/\s]+)(:(?P<port>\d{1,5}))?$")
@@ -144,7 +145,7 @@ def measure_remote(board: Board, python: str, workdir: str, model: Model, point:
                         name=model.name, role=model.role)
     command = f"cd {shlex.quote(workdir)} && {python} -m edgestill.benchmarks.measure {shlex.join(args)}"
     proc = board.run(command, timeout=MEASURE_TIMEOUT_S, check=False)
-    record = record_from_output(proc, f"{model.name} on {board.target}")
+    record = result_of(proc, f"measuring {model.name} on {board.target}", tail_chars=0)
     return record | {"bundle": str(model.path)}
 
 

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from edgestill.files import JsonlAppender, read_jsonl
 from edgestill.recipe import Recipe
-from edgestill.distill.prompts import chat_prompt, user_message
+from edgestill.tensors import chat_prompt, user_message
 from edgestill.distill.topk import TopkStore
 
 log = logging.getLogger(__name__)

@@ -28,7 +28,7 @@ def read_report(path: str | Path) -> dict:
     except (OSError, UnicodeDecodeError, ValueError) as err:
         raise UserError(f"{path}: not a readable distill_report.json ({err})") from None
     if not isinstance(report, dict) or not (report.get("per_example") or {}).get("rouge_l_vs_teacher"):
-        raise UserError(f"{path}: no per_example scores (a report written before 6b17643, or not a "
+        raise UserError(f"{path}: no per_example scores (a report from an older version, or not a "
                         "distill report); run `edgestill distill RECIPE` again to rescore")
     return report
 

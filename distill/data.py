@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from edgestill.errors import UserError
+from edgestill.distill.open_teacher import OpenTeacher, soft_targets_asked
 from edgestill.recipe import Recipe, TeacherSource
 
 log = logging.getLogger(__name__)
@@ -28,18 +29,6 @@ class TeacherData:
     tokenizer: Any               # the teacher's tokenizer (top-k ids are in its vocabulary)
     model: Any = None            # local teacher model, or None for a remote teacher
     info: dict = field(default_factory=dict)  # what the report says about the teacher
-
-
-@dataclass
-class OpenTeacher:
-    """One ready teacher: how it writes inputs and answers, and what the report says about it."""
-    name: str                    # the records' "teacher" field
-    tokenizer: Any
-    model: Any                   # local model (the student copies its layers), or None
-    write: Callable              # write(conversations, max_new_tokens, seed) -> texts
-    answer: Callable             # answer(user_messages, max_new_tokens, k) -> [answer | None]
-    targets: str = "topk"        # "topk" (soft targets) or "sequence" (answer text only)
-    info: Callable = dict        # () -> dict, called once the answers are done
 
 
 def open_teacher(t: TeacherSource, recipe: Recipe) -> OpenTeacher:
@@ -113,11 +102,6 @@ def teacher_data(recipe: Recipe, data_dir: Path) -> TeacherData:
         info = {**info, "combine": recipe.teacher.combine, "teachers": [t.info() for t in teachers]}
     info["seconds"] = round(time.perf_counter() - t0, 1)
     return TeacherData(records, main.tokenizer, main.model, info)
-
-
-def soft_targets_asked(recipe: Recipe) -> bool:
-    loss = recipe.distill.loss
-    return loss.kind != "sft" and loss.alpha < 1.0
 
 
 def _check_soft_targets(recipe: Recipe, teacher: OpenTeacher) -> None:

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from edgestill.intervals import interval, paired_gain, verdict
 from edgestill.metrics import exact_match_rate, mean_rouge_l, rouge_l
-from edgestill.distill.prompts import chat_prompt, user_message
+from edgestill.tensors import chat_prompt, user_message
 
 
 def greedy_answers(model, tokenizer, texts: list[str], instruction: str, max_new_tokens: int,

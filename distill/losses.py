@@ -44,14 +44,11 @@ import math
 import torch
 import torch.nn.functional as F
 
+from edgestill.tensors import kl_rows, masked_mean
+
 KINDS = ("forward_kl", "reverse_kl", "jsd", "sft")
 TAILS = ("renormalise", "residual")
 _NEG = -1.0e30  # stands for log(0) in masked entries; finite, so no NaN reaches a gradient
-
-
-def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of `values` [N] over `mask` [N] (bool); 0 when nothing is selected."""
-    return (values * mask).sum() / mask.sum().clamp(min=1)
 
 
 def hard_ce(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -70,20 +67,6 @@ def hard_ce(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> 
 
 
 # ---------------------------------------------------------------- divergences per row
-
-
-def kl_rows(p_logp: torch.Tensor, q_logp: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """KL(p || q) per row over the valid categories.
-
-    Args:
-        p_logp, q_logp: [N, C] log-probs (each row normalised over its valid entries).
-        valid: [N, C] bool; invalid entries count as probability 0.
-    Returns:
-        [N] tensor.
-    """
-    p_logp = p_logp.masked_fill(~valid, 0.0)
-    q_logp = q_logp.masked_fill(~valid, 0.0)
-    return (p_logp.exp() * valid * (p_logp - q_logp)).sum(-1)
 
 
 def jsd_rows(t_logp: torch.Tensor, s_logp: torch.Tensor, valid: torch.Tensor, beta: float) -> torch.Tensor:

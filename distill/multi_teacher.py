@@ -24,7 +24,7 @@ import numpy as np
 
 from edgestill.errors import UserError
 from edgestill.recipe import Recipe
-from edgestill.distill.prompts import chat_prompt, user_message
+from edgestill.tensors import chat_prompt, user_message
 
 
 def same_tokenizer(a, b) -> bool:
@@ -42,7 +42,7 @@ def combined_answerer(recipe: Recipe, teachers: list, inputs: list[dict]):
 def round_robin(recipe: Recipe, teachers: list, inputs: list[dict]):
     """Input i (and its rationale) is answered by teacher i mod n; see the module docstring."""
     from edgestill.distill.answers import eos_ids, rationale_message
-    from edgestill.distill.data import soft_targets_asked
+    from edgestill.distill.open_teacher import soft_targets_asked
     from edgestill.distill.server_teacher import text_answer
 
     main = teachers[0]

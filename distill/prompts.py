@@ -22,17 +22,6 @@ STUDENT_CHAT_TEMPLATE = (
 )
 
 
-def user_message(instruction: str, text: str) -> str:
-    """The single user turn: the task instruction, a blank line, then the input."""
-    return f"{instruction}\n\n{text}" if instruction else text
-
-
-def chat_prompt(tokenizer, message: str) -> str:
-    """`message` as one user turn in the tokenizer's chat template, ready for the answer."""
-    return tokenizer.apply_chat_template([{"role": "user", "content": message}],
-                                         add_generation_prompt=True, tokenize=False)
-
-
 def chat_messages_prompt(tokenizer, messages: list[dict]) -> str:
     """A whole conversation in the tokenizer's chat template, ready for the next assistant turn."""
     return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)

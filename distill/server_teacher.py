@@ -304,7 +304,7 @@ def open_server_teacher(t: TeacherSource, recipe: Recipe):
     from transformers import AutoTokenizer
 
     from edgestill.distill.answers import eos_ids
-    from edgestill.distill.data import OpenTeacher
+    from edgestill.distill.open_teacher import OpenTeacher
     from edgestill.distill.device import torch_device
     from edgestill.distill.student import count_params
     from edgestill.distill.teacher import load_teacher, teacher_dir

@@ -54,7 +54,7 @@ def resolve_layers(recipe, teacher, teacher_tok, train_records: list[dict]) -> d
         raise UserError("student.layers: choosing layers needs the teacher's weights; set teacher.tokenizer "
                         "to a local model folder with weights, or list the layers")
     from edgestill.distill.layers import block_influence, select_layers
-    from edgestill.distill.prompts import chat_prompt, user_message
+    from edgestill.tensors import chat_prompt, user_message
 
     texts = [chat_prompt(teacher_tok, user_message(recipe.task.instruction, r["input"])) + r["output"]
              for r in train_records[:32]]  # 32 sequences: the ranking settles well before that
@@ -72,7 +72,7 @@ def _pruned(model, tok, recipe, train_records: list[dict]):
     if not sizes:
         return model
     from edgestill.distill import prune
-    from edgestill.distill.prompts import chat_prompt, user_message
+    from edgestill.tensors import chat_prompt, user_message
 
     texts = [chat_prompt(tok, user_message(recipe.task.instruction, r["input"])) + r["output"]
              for r in train_records[:64]]  # 64 sequences: importance ranks settle well before that
@@ -80,7 +80,7 @@ def _pruned(model, tok, recipe, train_records: list[dict]):
 
 
 def _trimmed(model, tok, instruction: str, train_records: list[dict]) -> BuiltStudent:
-    from edgestill.distill.prompts import chat_prompt, user_message
+    from edgestill.tensors import chat_prompt, user_message
     from edgestill.distill import vocab
 
     texts = [chat_prompt(tok, user_message(instruction, r["input"])) for r in train_records]

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from edgestill.errors import UserError, cli_main
 from edgestill.files import atomic_write_json
+from edgestill.tensors import bitsandbytes_config
 
 log = logging.getLogger(__name__)
 
@@ -120,19 +121,6 @@ def load_teacher(source: str, load_in: str = "fp32", device="cpu"):
     model.eval()
     tok = AutoTokenizer.from_pretrained(folder)
     return model, tok
-
-
-def bitsandbytes_config(load_in: str):
-    """transformers' BitsAndBytesConfig for `teacher.load_in` int8 or nf4 (fp32 compute on CPU)."""
-    import torch
-    from transformers import BitsAndBytesConfig
-
-    if importlib.util.find_spec("bitsandbytes") is None:
-        raise UserError(f"teacher.load_in: {load_in} needs bitsandbytes: run "
-                        "`.venv/bin/pip install 'bitsandbytes>=0.50'` (or install the distill extra), or use fp32")
-    if load_in == "int8":
-        return BitsAndBytesConfig(load_in_8bit=True)
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32)
 
 
 def _main(argv: list[str]) -> int:

@@ -33,7 +33,8 @@ from edgestill.files import atomic_write_json
 from edgestill.errors import UserError
 from edgestill.recipe import Loss, Recipe
 from edgestill.distill.losses import distill_loss
-from edgestill.distill.prompts import chat_prompt, user_message
+from edgestill.tensors import chat_prompt, user_message
+from edgestill.tensors import padded, tokenized_prompts
 from edgestill.distill.topk import TopkStore
 
 log = logging.getLogger(__name__)
@@ -92,26 +93,6 @@ def _retokenized(tokenizer, record: dict, k: int):
     return t_ids, np.full((n, k), -1, dtype=np.int64), np.zeros((n, k), np.float16)
 
 
-def tokenized_prompts(tokenizer, instruction: str, texts: list[str]) -> list[list[int]]:
-    """Student prompt ids for many inputs, tokenized in batches with `datasets` (in memory).
-
-    Records are read with `edgestill.files.read_jsonl`, not `datasets.load_dataset`, because a
-    killed writer can leave a torn last line that our reader skips and Arrow's JSON reader rejects.
-    """
-    from datasets import Dataset
-    from datasets.utils.logging import disable_progress_bar
-
-    disable_progress_bar()
-
-    def tokenize(batch):
-        prompts = [chat_prompt(tokenizer, user_message(instruction, t)) for t in batch["text"]]
-        return {"ids": tokenizer(prompts, add_special_tokens=False)["input_ids"]}
-
-    if not texts:
-        return []
-    return Dataset.from_dict({"text": texts}).map(tokenize, batched=True, batch_size=256)["ids"]
-
-
 def _prompt_ids(tokenizer, instruction: str, text: str) -> list[int]:
     return tokenizer(chat_prompt(tokenizer, user_message(instruction, text)), add_special_tokens=False)["input_ids"]
 
@@ -139,22 +120,6 @@ def collate(examples: list[Example], pad_id: int, t_pad_id: int | None = None) -
         t = padded([(e.t_input_ids, e.t_n_prompt) for e in examples], pad_id if t_pad_id is None else t_pad_id)
         out.update(zip(("t_input_ids", "t_attention_mask", "t_rows", "t_cols"), t))
     return out
-
-
-def padded(seqs: list[tuple[list[int], int]], pad_id: int):
-    """(input_ids, attention_mask) [B, L] right-padded, and rows/cols [N] of the answer positions
-    (each predicting the next token) for (ids, n_prompt) pairs."""
-    width = max(len(s) for s, _ in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    rows, cols = [], []
-    for b, (seq, n_prompt) in enumerate(seqs):
-        ids[b, :len(seq)] = torch.tensor(seq)
-        mask[b, :len(seq)] = 1
-        n_ans = len(seq) - n_prompt
-        rows += [b] * n_ans
-        cols += list(range(n_prompt - 1, n_prompt - 1 + n_ans))
-    return ids, mask, torch.tensor(rows, dtype=torch.long), torch.tensor(cols, dtype=torch.long)
 
 
 class AnswerLogits(torch.nn.Module):

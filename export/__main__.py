@@ -25,16 +25,21 @@ import json
 import logging
 import shutil
 import tempfile
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from edgestill.errors import UserError, cli_main
-from edgestill.files import atomic_write_json, read_jsonl
-from edgestill.recipe import Recipe, load_recipe, split_args
-from edgestill.export.bundle import CalibratedCopies, export_bundle
+from edgestill.export.bnb_preview import bitsandbytes_quality
+from edgestill.export.bundle import ExportSettings, export_bundle
+from edgestill.export.calibrated import CalibratedCopies, qat_pass
 from edgestill.export.inputs import source_fingerprint
-from edgestill.export.quantize import preset
+from edgestill.export.qat import QatSettings, read_report
 from edgestill.export.quality import eval_pairs
+from edgestill.export.quantize import preset
 from edgestill.export.validate import Reference
+from edgestill.files import atomic_write_json
+from edgestill.recipe import Recipe, load_recipe, split_args
+from edgestill.teacher_data import read_split
 
 log = logging.getLogger("export")
 VALIDATION_TEXTS = 4
@@ -42,7 +47,7 @@ VALIDATION_TEXTS = 4
 
 def eval_texts(recipe: Recipe, build: Path, n: int = VALIDATION_TEXTS) -> list[str]:
     """Up to `n` held-out inputs: eval records of data/teacher.jsonl, else the seed inputs."""
-    records = [r["input"] for r in read_jsonl(build / "data" / "teacher.jsonl") if r.get("split") == "eval"]
+    records = [r.input for r in read_split(build / "data" / "teacher.jsonl", "eval", answered=False)]
     return (records or [e.input for e in recipe.task.seed_examples])[:n]
 
 
@@ -75,9 +80,9 @@ def export_recipe(recipe: Recipe, build_root: str | Path = "build", force: bool 
     pairs = eval_pairs(build / "data" / "teacher.jsonl", [(e.input, e.output) for e in recipe.task.seed_examples])
     source = {"teacher": (report.get("teacher") or {}).get("source", recipe.teacher.source),
               "recipe": recipe.name}
-    common = dict(source=source, threads=threads, force=force, overwrite=overwrite or recipe.export.overwrite,
-                  quality_pairs=pairs, calibration=build / "data" / "teacher.jsonl",
-                  mixed_budget=recipe.export.mixed_budget)
+    settings = ExportSettings(instruction=instruction, eval_texts=tuple(texts), source=source, threads=threads,
+                              force=force, overwrite=overwrite or recipe.export.overwrite, quality_pairs=tuple(pairs),
+                              calibration=build / "data" / "teacher.jsonl", mixed_budget=recipe.export.mixed_budget)
     reference = _LazyReference(student)
     manifests = []
     for stale in build.glob(".calibrated-*"):  # left by a killed run
@@ -86,11 +91,10 @@ def export_recipe(recipe: Recipe, build_root: str | Path = "build", force: bool 
         copies = CalibratedCopies(Path(tmp))  # smoothed/GPTQ copies shared by the presets
         for p in recipe.export.precisions:
             model_dir, qat = qat_source(recipe, build, student, instruction, p, copies)
-            manifests.append(export_bundle(model_dir, build / f"bundle-{p}", p, "student", instruction, texts,
-                                           name=f"{recipe.name}-{p}", reference=reference, qat=qat,
-                                           copies=copies, **common))
-    manifests.append(export_bundle(teacher, build / "teacher-bundle-fp32", "fp32", "teacher", instruction,
-                                   texts, name="teacher-fp32", **common))
+            manifests.append(export_bundle(model_dir, build / f"bundle-{p}", p, replace(settings, name=f"{recipe.name}-{p}"),
+                                           reference=reference, qat=qat, copies=copies))
+    manifests.append(export_bundle(teacher, build / "teacher-bundle-fp32", "fp32",
+                                   replace(settings, role="teacher", name="teacher-fp32")))
     return manifests
 
 
@@ -102,10 +106,6 @@ def qat_source(recipe: Recipe, build: Path, student: Path, instruction: str, pre
     chosen = preset(precision)
     if not chosen.qat:
         return student, None
-    from dataclasses import asdict
-
-    from edgestill.export.qat import QatSettings, qat_student, read_report
-
     settings = QatSettings(bits=chosen.bits, block=chosen.block, steps=recipe.export.qat_steps,
                            lr=recipe.export.qat_lr, seed=recipe.distill.seed, smooth=True)
     folder = build / f"student-{precision}"
@@ -114,7 +114,7 @@ def qat_source(recipe: Recipe, build: Path, student: Path, instruction: str, pre
     if report and report.get("settings") == asdict(settings) and report.get("source_fingerprint") == fingerprint:
         log.info("%s: up to date, reused", folder)
         return folder, report
-    return folder, qat_student(student, folder, build / "data" / "teacher.jsonl", instruction, settings, copies)
+    return folder, qat_pass(student, folder, build / "data" / "teacher.jsonl", instruction, settings, copies)
 
 
 class _LazyReference:
@@ -153,8 +153,6 @@ def print_summary(rows: list[dict]) -> None:
 
 def bitsandbytes_summary(recipe: Recipe, build: Path) -> dict:
     """export.bitsandbytes: the student under bitsandbytes in PyTorch, scored like the bundles."""
-    from edgestill.export.bnb_preview import bitsandbytes_quality
-
     student, report = read_student(recipe, build)
     instruction = (report.get("task") or {}).get("instruction", recipe.task.instruction)
     return bitsandbytes_quality(student, build / "data" / "teacher.jsonl", instruction, recipe.export.bitsandbytes)

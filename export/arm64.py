@@ -34,6 +34,8 @@ import numpy as np
 
 from edgestill.errors import UserError, cli_main
 from edgestill.files import atomic_write_json, atomic_write_text
+from edgestill.machine import machine_info, one_line
+from edgestill.markdown import table_text
 from edgestill.recipe import load_recipe, split_args
 from edgestill.export import arm64_worker
 from edgestill.export.arm64_sysroot import CPUS, DEVICES, Sysroot, ensure
@@ -112,7 +114,8 @@ def check_bundle(bundle_dir: Path, pairs: list, reference, sysroot: Sysroot, cpu
     floor = (manifest.get("quality_floor") or {}).get("floor")
     seqs = sequences(bundle, pairs)
     job = spec(bundle_dir, seqs, threads)
-    base = {"bundle": bundle_dir.name, "precision": manifest.get("precision"), "floor": floor}
+    base = {"bundle": bundle_dir.name, "precision": manifest.get("precision"), "floor": floor,
+            "prompt_tokens": max(1, round(sum(len(p) for p in job["greedy"]) / max(len(job["greedy"]), 1)))}
     host_dir = work / f"{bundle_dir.name}-host"
     host_dir.mkdir(parents=True)
     host_result = arm64_worker.run(job, host_dir)
@@ -148,23 +151,40 @@ COLUMNS = ("bundle", "core", "top-1 vs fp32", "floor", "verdict", "top-1 vs x86"
            "greedy identical", "ppl teacher text")
 
 
+def table_row(r: dict) -> list:
+    if "error" in r:
+        return [r["bundle"], r["cpu"], "-", r["floor"], "**error**", "-", "-", "-", r["error"][:80]]
+    greedy = f"{r['greedy_identical_vs_x86']}/{r['greedy_prompts']}" if "greedy_prompts" in r else "-"
+    vs_x86 = f"{r['top1_agreement_vs_x86']:.4f}" if "top1_agreement_vs_x86" in r else "-"
+    return [r["bundle"], r["cpu"], f"{r['top1_agreement_vs_fp32']:.4f}", r["floor"], "ok" if r["passed"] else "**fails**",
+            vs_x86, r.get("max_abs_logit_diff_vs_x86"), greedy, f"{r['perplexity_teacher_text']:.3f}"]
+
+
 def markdown(rows: list[dict], machine: str) -> str:
     """The rows as a Markdown table, with what the figures are."""
-    lines = ["# Bundles on ARM64 kernels (emulated)", "",
-             f"Host: {machine}. ARM64 cores emulated with qemu-user (`python -m edgestill.export.arm64`); "
-             "the same held-out teacher text and code on every row. Emulation checks numerics only, "
-             "not speed.", "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    for r in rows:
-        if "error" in r:
-            cells = [r["bundle"], r["cpu"], "-", str(r["floor"]), "**error**", "-", "-", "-", r["error"][:80]]
-        else:
-            greedy = f"{r['greedy_identical_vs_x86']}/{r['greedy_prompts']}" if "greedy_prompts" in r else "-"
-            cells = [r["bundle"], r["cpu"], f"{r['top1_agreement_vs_fp32']:.4f}", str(r["floor"]),
-                     "ok" if r["passed"] else "**fails**",
-                     f"{r['top1_agreement_vs_x86']:.4f}" if "top1_agreement_vs_x86" in r else "-", str(r.get("max_abs_logit_diff_vs_x86", "-")),
-                     greedy, f"{r['perplexity_teacher_text']:.3f}"]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    return ("# Bundles on ARM64 kernels (emulated)\n\n"
+            f"Host: {machine}. ARM64 cores emulated with qemu-user (`python -m edgestill.export.arm64`); "
+            "the same held-out teacher text and code on every row. Emulation checks numerics only, "
+            f"not speed.\n\n{table_text(COLUMNS, [table_row(r) for r in rows])}")
+
+
+RECORD_SCHEMA = "edgestill-bench-record"  # benchmarks/record.schema.json, version 1 (export may not import benchmarks)
+QUALITY_KEYS = ("top1_agreement_vs_fp32", "top1_agreement_vs_x86", "max_abs_logit_diff_vs_x86",
+                "greedy_identical_vs_x86", "perplexity_teacher_text", "passed")
+
+
+def record(r: dict, bundle_dir: Path, machine: dict, threads: int) -> dict:
+    """One row as a benchmark record: quality figures only (emulation times nothing), target
+    `qemu://<core>` for an emulated core, `local` for this machine."""
+    status = {"status": "error", "error": r["error"]} if "error" in r else {"status": "ok", "error": None}
+    return {"schema": RECORD_SCHEMA, "schema_version": 1, **status, "tool": "arm64_check",
+            "name": json.loads((bundle_dir / "manifest.json").read_text()).get("name") or bundle_dir.name,
+            "bundle": str(bundle_dir),
+            "precision": r["precision"], "engine": "edgestill-runtime", "threads": threads,
+            "target": "local" if r["cpu"] == HOST else f"qemu://{r['cpu']}", "prompt_tokens": r["prompt_tokens"],
+            "gen_tokens": GREEDY_TOKENS, "repetitions": 1, "load_s": None, "ttft_ms_p50": None, "peak_rss_mb": None,
+            "quality": {k: r[k] for k in QUALITY_KEYS if k in r}, "machine": machine,
+            "figures": {"device": r["device"], "floor": r["floor"]}}
 
 
 def bundles_of(build: Path, precisions: list[str]) -> list[Path]:
@@ -193,7 +213,6 @@ def main(argv: list[str]) -> int:
                        limit=args.limit)
     from edgestill.export.__main__ import read_student
     from edgestill.export.validate import Reference
-    from edgestill.benchmarks.machine import machine_info, one_line
 
     reference = Reference(read_student(recipe, build)[0])
     sysroot = ensure()
@@ -205,6 +224,9 @@ def main(argv: list[str]) -> int:
     out = build / "arm64"
     atomic_write_json(out / "arm64_check.json", {"host": info, "cpus": args.cpu, "rows": rows})
     atomic_write_text(out / "arm64_check.md", markdown(rows, machine))
+    by_name = {b.name: b for b in bundles}
+    atomic_write_text(out / "records.jsonl", "".join(json.dumps(record(r, by_name[r["bundle"]], info, args.threads))
+                                                     + "\n" for r in rows))
     print(markdown(rows, machine))
     failing = [f"{r['bundle']} on {r['cpu']}" for r in rows if not r["passed"]]
     if failing:

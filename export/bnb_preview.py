@@ -5,9 +5,8 @@
 Loads the student folder with transformers' bitsandbytes integration (the same config as
 `teacher.load_in`: LLM.int8 or NF4 with fp32 compute, CPU) and scores it as the bundles are
 scored: top-1 agreement with the fp32 student and KL(fp32 || quantized) at the eval split's answer
-positions (export/qat.py's `agreement`). It answers "how much does plain PyTorch quantization cost
-this student?" next to what our ONNX presets cost. Measured on the default student of 7eeab94:
-bitsandbytes int8 0.951, nf4 0.832; the int8 bundle 0.981, int4 0.774, int4-qat 0.848.
+positions (export/calibration.py's `agreement`). It answers "how much does plain PyTorch quantization cost
+this student?" next to what our ONNX presets cost.
 """
 
 from __future__ import annotations
@@ -24,8 +23,8 @@ def bitsandbytes_quality(student_dir: Path, data: Path, instruction: str, modes:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from edgestill.distill.teacher import bitsandbytes_config
-    from edgestill.export.qat import agreement, load_sequences
+    from edgestill.export.calibration import agreement, load_sequences
+    from edgestill.tensors import bitsandbytes_config
 
     tok = AutoTokenizer.from_pretrained(student_dir)
     held = load_sequences(data, tok, instruction, "eval")

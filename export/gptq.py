@@ -34,8 +34,6 @@ same calibration sequences.
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import time
 from dataclasses import asdict, dataclass
@@ -46,6 +44,9 @@ from torch import nn
 from tqdm import tqdm
 
 from edgestill.errors import UserError
+from edgestill.export.calibration import Seq, batch, layer_inputs, run_layer
+from edgestill.export.checkpoint import save_checkpoint
+from edgestill.export.fakequant import fake_quant_weight
 
 log = logging.getLogger(__name__)
 
@@ -135,49 +136,10 @@ class _Hessians:
         return self.h
 
 
-class _Stop(Exception):
-    pass
-
-
-def layer_inputs(model, batches, first_only: bool = False) -> list[list[tuple[tuple, dict]]]:
-    """Per batch, the (args, kwargs) each decoder layer is called with, and then the final norm's;
-    with `first_only`, just the first layer's: the pass stops there, so it costs only the
-    embedding lookup."""
-    modules = (model.model.layers[0],) if first_only else (*model.model.layers, model.model.norm)
-    out = []
-    for batch in batches:
-        calls: list[tuple[tuple, dict]] = []
-
-        def grab(_m, args, kwargs):
-            calls.append((args, kwargs))
-            if first_only:
-                raise _Stop
-
-        hooks = [m.register_forward_pre_hook(grab, with_kwargs=True) for m in modules]
-        try:
-            with torch.no_grad():
-                model.model(**batch, use_cache=False)
-        except _Stop:
-            pass
-        finally:
-            for h in hooks:
-                h.remove()
-        out.append(calls)
-    return out
-
-
-def run_layer(layer, hidden, args, kwargs):
-    """The hidden states out of decoder `layer` called as it was (args, kwargs), on `hidden`."""
-    out = layer(hidden, *args[1:], **kwargs)
-    return out[0] if isinstance(out, tuple) else out
-
-
 @torch.no_grad()
 def gptq_model(model, batches: list[dict], s: GptqSettings) -> dict:
     """Round every decoder Linear (and the LM head if asked) of `model` in place; returns per-module
     relative output errors ||(W - Q) X|| / ||W X|| on the calibration tokens, GPTQ vs RTN."""
-    from edgestill.export.qat import fake_quant_weight
-
     masks = [b["attention_mask"].bool() for b in batches]
     calls = layer_inputs(model, batches)
     errors: dict[str, dict[str, float]] = {}
@@ -216,8 +178,6 @@ def _head(model, hidden: list[torch.Tensor], masks: list[torch.Tensor], s: GptqS
     default student the first damping passes (1.36x RTN's weight error); on the 2-layer test
     model, whose final hidden states span few directions, it was 5.5x, and its int4 bundle's
     top-1 agreement fell from 1.0 to 0.62 until this check was added."""
-
-    from edgestill.export.qat import fake_quant_weight
 
     head, embed = model.get_output_embeddings(), model.get_input_embeddings()
     hs = _Hessians({"lm_head": head})
@@ -263,9 +223,6 @@ def gptq_checkpoint(model_dir: Path, out_dir: Path, ids: list[list[int]], s: Gpt
     manifest (per-matmul output errors, GPTQ and RTN)."""
     from transformers import AutoModelForCausalLM
 
-    from edgestill.export.qat import Seq, _batch
-    from edgestill.export.smooth import save_checkpoint
-
     if not ids:
         raise UserError(f"{model_dir}: GPTQ needs calibration text; run `edgestill distill RECIPE` first")
     t0 = time.perf_counter()
@@ -273,7 +230,7 @@ def gptq_checkpoint(model_dir: Path, out_dir: Path, ids: list[list[int]], s: Gpt
     cfg = model.generation_config
     pad = next((i for i in (cfg.pad_token_id, cfg.eos_token_id, 0) if isinstance(i, int)), 0)
     seqs = [Seq(list(x), 0) for x in ids]
-    errors = gptq_model(model, [_batch(seqs[i:i + 8], pad)[0] for i in range(0, len(seqs), 8)], s)
+    errors = gptq_model(model, [batch(seqs[i:i + 8], pad)[0] for i in range(0, len(seqs), 8)], s)
     gain = sorted(e["rtn"] / max(e["gptq"], 1e-12) for e in errors.values())
     fallback = sorted(name for name, e in errors.items() if e["kept"] == "rtn")
     save_checkpoint(model, model_dir, out_dir)
@@ -284,33 +241,3 @@ def gptq_checkpoint(model_dir: Path, out_dir: Path, ids: list[list[int]], s: Gpt
     log.info("GPTQ int%d: %d matmuls, median output error %.2fx lower than RTN, RTN kept for %d, %.0f s", s.bits,
              len(errors), record["median_rtn_over_gptq_output_error"], len(fallback), record["seconds"])
     return record
-
-
-def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="python -m edgestill.export.gptq", description=__doc__.split("\n")[0])
-    p.add_argument("student")
-    p.add_argument("out")
-    p.add_argument("--data", required=True, help="teacher.jsonl: calibrates on its train split")
-    p.add_argument("--instruction", required=True)
-    p.add_argument("--bits", type=int, default=GptqSettings.bits)
-    p.add_argument("--block", type=int, default=GptqSettings.block)
-    p.add_argument("--damp", type=float, default=GptqSettings.damp)
-    p.add_argument("--lm-head", choices=("first", "last", "rtn"), default=GptqSettings.lm_head,
-                   help="GPTQ the LM head before the layers (default), after them, or leave it to RTN")
-    a = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    student = Path(a.student)
-    if not (student / "config.json").is_file():
-        raise UserError(f"{student}: not a student folder (no config.json)")
-    from edgestill.export.smooth import calibration_ids
-
-    ids = calibration_ids(student, Path(a.data), a.instruction, [])
-    record = gptq_checkpoint(student, Path(a.out), ids, GptqSettings(a.bits, a.block, a.damp, a.lm_head))
-    print(json.dumps({k: v for k, v in record.items() if k != "relative_output_error"}, indent=2))
-    return 0
-
-
-if __name__ == "__main__":
-    from edgestill.errors import cli_main
-
-    cli_main(main)

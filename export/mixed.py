@@ -42,9 +42,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgestill.distill.losses import kl_rows
 from edgestill.errors import UserError
-from edgestill.export.gptq import layer_inputs, run_layer
+from edgestill.export.build import build_uniform
+from edgestill.export.calibrated import calibrated_sources
+from edgestill.export.calibration import ALL, Scorer, calibration_ids, layer_inputs, load_sequences, run_layer
+from edgestill.export.checkpoint import load_weights
+from edgestill.export.fakequant import fake_quant_activation, fake_quant_weight
+from edgestill.export.onnx_build import save_with_data
+from edgestill.export.quantize import preset, unsmoothed
+from edgestill.tensors import kl_rows
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +80,6 @@ class _Simulated:
     def __init__(self, model, coarse, fine, coarse_weights: dict[str, torch.Tensor] | None = None):
         """`coarse_weights` (module name -> weight already on the coarse grid, e.g. GPTQ's) replace
         the coarse rounding of the model's own weights."""
-        from edgestill.export.qat import fake_quant_weight
-
         self.model = model
         self.linears = {name: m for name, m in model.named_modules() if isinstance(m, nn.Linear)}
         self.groups: dict[str, list[str]] = {}
@@ -93,8 +97,6 @@ class _Simulated:
             m.register_forward_pre_hook(self._hook(name))
 
     def _hook(self, name):
-        from edgestill.export.qat import fake_quant_activation
-
         def pre(_m, args):
             block = self.block.get(name)
             return args if block is None else (fake_quant_activation(args[0], block),)
@@ -153,14 +155,12 @@ class _PrefixKL:
         return self._kl_from(len(self.layers))
 
     def _kl_from(self, first: int) -> float:
-        from edgestill.export.qat import _ALL
-
         model = self.sim.model
         kl, total = 0.0, 0
         for calls, (_, rows, cols), ref in zip(self.calls, self.scorer.batches, self.scorer.ref):
             hidden = self._tail(calls, first)
             mine = F.log_softmax(model.lm_head(model.model.norm(hidden)[rows, cols]).float(), -1)
-            kl += float(kl_rows(ref, mine, _ALL).sum())
+            kl += float(kl_rows(ref, mine, ALL).sum())
             total += len(rows)
         return kl / max(total, 1)
 
@@ -190,8 +190,6 @@ def plan_mixed(student_dir: Path, data: Path, instruction: str, coarse, fine, ex
     same function), its coarse weights taken from `coarse_dir`'s checkpoint when given (GPTQ's)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from edgestill.export.qat import Scorer, load_sequences
-
     t0 = time.perf_counter()
     tok = AutoTokenizer.from_pretrained(student_dir)
     calib = load_sequences(data, tok, instruction, "train")[:calibration]
@@ -202,7 +200,7 @@ def plan_mixed(student_dir: Path, data: Path, instruction: str, coarse, fine, ex
     reference = AutoModelForCausalLM.from_pretrained(student_dir, dtype=torch.float32).eval()
     try:
         sim_model = AutoModelForCausalLM.from_pretrained(sim_dir or student_dir, dtype=torch.float32).eval()
-        sim = _Simulated(sim_model, coarse, fine, _weights(coarse_dir) if coarse_dir else None)
+        sim = _Simulated(sim_model, coarse, fine, load_weights(coarse_dir) if coarse_dir else None)
     except ValueError as err:
         raise UserError(f"{student_dir}: {err}; export it with a uniform preset (int4, int4-qat) instead") from None
     missing = sorted(set(sim.groups) - set(extra))
@@ -222,17 +220,6 @@ def plan_mixed(student_dir: Path, data: Path, instruction: str, coarse, fine, ex
             "extra_bytes": {g: extra[g] for g in sim.groups},
             "simulated_top1_vs_fp32": {**simulated, "positions_from": "eval split"},
             "calibration_sequences": len(calib), "seconds": round(time.perf_counter() - t0, 1)}
-
-
-def _weights(folder: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    out = {}
-    for f in sorted(Path(folder).glob("*.safetensors")):
-        out.update(load_file(f))
-    if "lm_head.weight" not in out and "model.embed_tokens.weight" in out:  # tied
-        out["lm_head.weight"] = out["model.embed_tokens.weight"]
-    return out
 
 
 def _progress(items):
@@ -350,10 +337,6 @@ def build_mixed(model_dir: Path, bundle_dir: Path, chosen, data: Path, instructi
     (export.bundle.CalibratedCopies) shares a GPTQ coarse side's calibrated copies with other presets."""
     import onnx
 
-    from edgestill.export.bundle import build_model
-    from edgestill.export.onnx_build import save_with_data
-    from edgestill.export.quantize import preset, unsmoothed
-
     # both graphs from the same weights: the nodes are spliced, so neither side may be smoothed on its
     # own; a GPTQ coarse side is rounded from a smoothed copy, which the fine side is then built from
     coarse, fine = (unsmoothed(preset(name)) for name in chosen.mixed[:2])
@@ -365,9 +348,9 @@ def build_mixed(model_dir: Path, bundle_dir: Path, chosen, data: Path, instructi
         gptq = None
         if coarse.gptq:
             fine_src, coarse_src, gptq = _gptq_sources(model_dir, Path(tmp), coarse, data, instruction, copies)
-        coarse_record = build_model(coarse_src, bundle_dir, replace(coarse, gptq=False), log_file)  # rounded already
+        coarse_record = build_uniform(coarse_src, bundle_dir, replace(coarse, gptq=False), log_file)  # rounded already
         fine_log = log_file.with_suffix(".fine.log")
-        fine_record = build_model(fine_src, fine_dir, fine, fine_log)
+        fine_record = build_uniform(fine_src, fine_dir, fine, fine_log)
         fine_log.unlink(missing_ok=True)  # kept only when the build fails
         model, fine_model = onnx.load(str(bundle_dir / "model.onnx")), onnx.load(str(fine_dir / "model.onnx"))
         extra, coarse_bytes, fp32_bytes = byte_costs(model, fine_model)
@@ -388,10 +371,6 @@ def _gptq_sources(model_dir: Path, tmp: Path, coarse, data: Path, instruction: s
     """(smoothed fp32 copy, its GPTQ rounding, the GPTQ record) under `tmp` or from `copies`, as the uniform GPTQ
     preset makes them: the fine graph is built from the first, the coarse from the second, so both
     share every weight that is not spliced."""
-    from edgestill.export.bundle import calibrated_sources
-    from edgestill.export.quantize import preset
-    from edgestill.export.smooth import calibration_ids
-
     ids = calibration_ids(model_dir, data, instruction, [])
     smoothed, rounded, records = calibrated_sources(model_dir, tmp, preset(coarse.precision), ids, copies)
     return smoothed, rounded, {**records["gptq_calibration"],

@@ -37,36 +37,15 @@ least output error (AWQ-style grid) 0.980 with KL 0.00132: top-1 follows the fix
 from __future__ import annotations
 
 import logging
-import shutil
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from edgestill.files import atomic_write_json
+from edgestill.export.checkpoint import save_checkpoint
 from edgestill.export.quantize import SMOOTH_ALPHA as ALPHA
 
 log = logging.getLogger(__name__)
-
-CALIBRATION_RECORDS = 64
-CARRIED = (".json", ".jinja", ".txt", ".model")  # config/tokenizer files copied next to the new weights
-
-
-def calibration_ids(model_dir: Path, calibration: Path | None, instruction: str,
-                    fallback_texts: list[str]) -> list[list[int]]:
-    """Token ids to calibrate on: prompt + teacher answer of the train split of `calibration`
-    (data/teacher.jsonl), else the prompts of `fallback_texts`."""
-    from transformers import AutoTokenizer
-
-    from edgestill.distill.train import tokenized_prompts
-    from edgestill.export.qat import load_sequences
-
-    tok = AutoTokenizer.from_pretrained(model_dir)
-    if calibration is not None and Path(calibration).is_file():
-        seqs = load_sequences(Path(calibration), tok, instruction, "train")[:CALIBRATION_RECORDS]
-        if seqs:
-            return [s.ids for s in seqs]
-    return [list(p) for p in tokenized_prompts(tok, instruction, fallback_texts[:CALIBRATION_RECORDS])]
 
 
 def supports(model) -> bool:
@@ -154,24 +133,6 @@ def smooth_loaded(model, ids: list[list[int]], alpha: float = ALPHA) -> int | No
         log.info("activation smoothing skipped: %s has no Llama-style q/k/v and gate/up/down", type(model).__name__)
         return None
     return smooth_model(model, input_amax(model, ids), alpha)
-
-
-def save_checkpoint(model, model_dir: Path, out_dir: Path, records: dict[str, dict] | None = None) -> None:
-    """`model` as an HF folder at `out_dir` (safetensors, its config) with `model_dir`'s tokenizer
-    and other small files, plus `records` ({file name: JSON object}). Written to a temp folder and
-    renamed, so a killed write never leaves a folder that looks whole."""
-    out_dir = Path(out_dir)
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for f in Path(model_dir).iterdir():
-        if f.is_file() and f.suffix in CARRIED and f.name != "config.json":
-            shutil.copyfile(f, tmp / f.name)
-    model.save_pretrained(tmp, safe_serialization=True)
-    for name, record in (records or {}).items():
-        atomic_write_json(tmp / name, record)
-    shutil.rmtree(out_dir, ignore_errors=True)
-    tmp.rename(out_dir)
 
 
 def smooth_checkpoint(model_dir: Path, out_dir: Path, ids: list[list[int]], alpha: float = ALPHA) -> dict | None:

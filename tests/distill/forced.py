@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from edgestill.distill.prompts import chat_prompt, user_message
+from edgestill.tensors import chat_prompt, user_message
 from edgestill.distill.train import Example
 
 

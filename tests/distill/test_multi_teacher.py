@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgestill.distill.data import OpenTeacher, teacher_data
+from edgestill.distill.data import teacher_data
+from edgestill.distill.open_teacher import OpenTeacher
 from edgestill.distill.multi_teacher import average_topk, averaged, forced_topk
 from edgestill.distill.topk import TopkStore
 from edgestill.errors import UserError

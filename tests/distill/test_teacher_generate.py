@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from edgestill.distill.generate import buffered_cache, common_prefix_len, greedy_topk, newline_counts, paragraph_stop, sample
-from edgestill.distill.prompts import chat_messages_prompt, chat_prompt, input_generation_messages, pick_shown, user_message
+from edgestill.distill.prompts import chat_messages_prompt, input_generation_messages, pick_shown
+from edgestill.tensors import chat_prompt, user_message
 from edgestill.recipe import Example, Task
 
 TEXTS = ["The bakery on Main Street now opens at six.",

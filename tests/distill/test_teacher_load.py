@@ -3,7 +3,7 @@
 import pytest
 
 from edgestill.distill.answers import answer_batch
-from edgestill.distill.prompts import chat_prompt, user_message
+from edgestill.tensors import chat_prompt, user_message
 from edgestill.distill.teacher import load_teacher
 from edgestill.errors import UserError
 from edgestill.recipe import load_recipe

@@ -5,10 +5,9 @@ import hashlib
 
 import pytest
 
-import edgestill.export.gptq as gptq_module
+import edgestill.export.calibrated as calibrated_module
 import edgestill.export.onnx_build as onnx_build
-import edgestill.export.smooth as smooth_module
-from edgestill.export.bundle import CalibratedCopies, calibrated_sources
+from edgestill.export.calibrated import CalibratedCopies, calibrated_sources
 from edgestill.export.quantize import preset
 
 IDS = [[1, 17, 300, 41, 5, 990, 12, 7, 64], [1, 33, 4, 2000, 81, 6, 15, 9], [1, 8, 9, 700, 3, 45, 2, 11, 19]]
@@ -37,7 +36,7 @@ def test_worker_and_subprocess_builds_are_byte_identical(tiny_llama_dir, tmp_pat
 
 def _count_calls(monkeypatch):
     calls = {"smooth": 0, "gptq": []}
-    smooth, gptq = smooth_module.smooth_checkpoint, gptq_module.gptq_checkpoint
+    smooth, gptq = calibrated_module.smooth_checkpoint, calibrated_module.gptq_checkpoint
 
     def counted_smooth(*a, **kw):
         calls["smooth"] += 1
@@ -47,8 +46,8 @@ def _count_calls(monkeypatch):
         calls["gptq"].append(settings.bits)
         return gptq(model_dir, out_dir, ids, settings)
 
-    monkeypatch.setattr(smooth_module, "smooth_checkpoint", counted_smooth)
-    monkeypatch.setattr(gptq_module, "gptq_checkpoint", counted_gptq)
+    monkeypatch.setattr(calibrated_module, "smooth_checkpoint", counted_smooth)
+    monkeypatch.setattr(calibrated_module, "gptq_checkpoint", counted_gptq)
     return calls
 
 

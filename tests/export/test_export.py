@@ -121,7 +121,7 @@ def test_cli_exports_student_and_teacher(tmp_path, tiny_llama_dir, capsys):
 
 
 def test_int8_embedding_is_tied_only_for_tied_checkpoints(tmp_path, tiny_llama_dir):
-    from edgestill.export.bundle import ties_embeddings
+    from edgestill.export.build import ties_embeddings
 
     assert ties_embeddings(tiny_llama_dir)
     (tmp_path / "config.json").write_text(json.dumps({"tie_word_embeddings": False}))
@@ -252,10 +252,10 @@ def student_copy(tmp_path, tiny_llama_dir):
 
 
 def _export(model_dir, out, **kw):
-    from edgestill.export import export_bundle
+    from edgestill.export import ExportSettings, export_bundle
     from tests.export.tiny_bundles import INSTRUCTION, TEXTS
 
-    return export_bundle(model_dir, out, "fp32", "student", INSTRUCTION, TEXTS, **kw)
+    return export_bundle(model_dir, out, "fp32", ExportSettings(INSTRUCTION, tuple(TEXTS), **kw))
 
 
 def test_refuses_a_pickle_checkpoint(student_copy, tmp_path):
@@ -353,12 +353,12 @@ def test_fp16_bundle_runs_past_the_first_step_and_keeps_fp32_choices(fp16_bundle
 @pytest.mark.parametrize("precision", ["int8-b16", "int8-b32", "int4-b64", "int4-kquant", "int4-kquant-mixed"])
 def test_every_other_preset_exports_a_runnable_bundle(precision, tiny_llama_dir, tmp_path):
     """Each named preset builds, validates and records its settings (fp32/int8/int4: fixtures above)."""
-    from edgestill.export import export_bundle
+    from edgestill.export import ExportSettings, export_bundle
     from edgestill.export.quantize import PRESETS
     from tests.export.tiny_bundles import INSTRUCTION, PAIRS, TEXTS
 
-    m = export_bundle(tiny_llama_dir, tmp_path / precision, precision, "student", INSTRUCTION, TEXTS[:1],
-                      quality_pairs=PAIRS)
+    m = export_bundle(tiny_llama_dir, tmp_path / precision, precision,
+                      ExportSettings(INSTRUCTION, tuple(TEXTS[:1]), quality_pairs=tuple(PAIRS)))
     wanted = PRESETS[precision].quantization
     assert m["precision"] == precision and m["quantization"]["algorithm"] == wanted["algorithm"]
     nbits = [n for n in graph_ops(tmp_path / precision) if n.op_type == "MatMulNBits"]

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from edgestill.export.gptq import gptq_weight
-from edgestill.export.qat import fake_quant_weight
+from edgestill.export.fakequant import fake_quant_weight
 from edgestill.runtime import Bundle
 from tests.export.test_export import _tiny_recipe, fragile_build_with_train_split
 
@@ -59,7 +59,8 @@ def test_hessians_group_the_modules_that_read_one_input_and_the_first_layer_shor
     gives layer 0 the same (args, kwargs) as a full pass, without running the layers."""
     from transformers import AutoModelForCausalLM
 
-    from edgestill.export.gptq import _Hessians, layer_inputs, run_layer
+    from edgestill.export.calibration import layer_inputs, run_layer
+    from edgestill.export.gptq import _Hessians
 
     model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir, dtype=torch.float32).eval()
     batch = {"input_ids": torch.randint(5, 100, (2, 11)), "attention_mask": torch.ones(2, 11, dtype=torch.long)}
@@ -109,7 +110,8 @@ def test_int4_gptq_presets_build_the_gptq_weights_exactly(tmp_path, tiny_llama_d
 
     from edgestill.export.__main__ import main
     from edgestill.export.gptq import GptqSettings, gptq_checkpoint
-    from edgestill.export.smooth import calibration_ids, smooth_checkpoint
+    from edgestill.export.calibration import calibration_ids
+    from edgestill.export.smooth import smooth_checkpoint
 
     build = fragile_build_with_train_split(tmp_path, tiny_llama_dir)
     args = [str(_tiny_recipe(tmp_path)), "export.precisions=[int4,int4-gptq,int4-gptq-mixed]",
@@ -149,7 +151,7 @@ def test_a_tied_head_keeps_rtn_when_gptq_would_move_the_embedding_rows(tmp_path,
     from safetensors.torch import load_file
 
     from edgestill.export.gptq import GptqSettings, gptq_checkpoint
-    from edgestill.export.smooth import calibration_ids
+    from edgestill.export.calibration import calibration_ids
     from tests.export.tiny_bundles import INSTRUCTION, TEXTS
 
     ids = calibration_ids(tiny_llama_dir, None, INSTRUCTION, TEXTS)

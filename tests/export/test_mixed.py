@@ -107,7 +107,7 @@ def test_prefix_kl_equals_a_full_pass_for_every_node_group(tiny_llama_dir, tied)
     from transformers import AutoModelForCausalLM
 
     from edgestill.export.mixed import _PrefixKL, _Simulated
-    from edgestill.export.qat import Scorer, Seq
+    from edgestill.export.calibration import Scorer, Seq
     from edgestill.export.quantize import preset
 
     def load():
@@ -121,7 +121,7 @@ def test_prefix_kl_equals_a_full_pass_for_every_node_group(tiny_llama_dir, tied)
     gen = torch.Generator().manual_seed(0)
     vocab = reference.config.vocab_size
     seqs = [Seq(torch.randint(5, vocab, (n,), generator=gen).tolist(), n - 6) for n in (17, 23, 12, 30, 9)]
-    scorer = Scorer(reference, seqs, 0, batch=2)
+    scorer = Scorer(reference, seqs, 0, batch_size=2)
     sim = _Simulated(load(), preset("int4"), preset("int8-b32"))
     prefix = _PrefixKL(sim, scorer)
     assert prefix.tied is tied

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from edgestill.export.qat import (QatSettings, attach_fake_quant, detach_fake_quant, fake_quant_activation,
-                        fake_quant_weight, kl_to_reference, qat_student)
+from edgestill.export.calibrated import qat_pass
+from edgestill.export.fakequant import fake_quant_activation, fake_quant_weight
+from edgestill.export.qat import QatSettings, attach_fake_quant, detach_fake_quant, kl_to_reference
 
 
 def _ort_dequantized(w: np.ndarray, bits: int, block: int) -> np.ndarray:
@@ -80,7 +81,7 @@ def test_qat_pass_raises_simulated_int4_agreement(tmp_path, tiny_llama_dir):
     rows = [{"split": "train", "input": f"{i} {t}", "output": a, "ended": e} for i in range(6) for t, a, e in PAIRS]
     rows += [{"split": "eval", "input": t, "output": a, "ended": e} for t, a, e in PAIRS]
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    own, report = (qat_student(tiny_llama_dir, tmp_path / name, data, INSTRUCTION,
+    own, report = (qat_pass(tiny_llama_dir, tmp_path / name, data, INSTRUCTION,
                                QatSettings(bits=4, block=32, steps=8, lr=1e-4, start=start))
                    for name, start in (("own", "weights"), ("qat", "gptq")))
     kl, kl_own = report["simulated_kl_vs_fp32"], own["simulated_kl_vs_fp32"]

@@ -92,7 +92,7 @@ def test_mixed_presets_splice_unsmoothed_graphs(name):
 def test_save_checkpoint_replaces_a_folder_only_when_the_write_finished(tiny_llama_dir, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    from edgestill.export.smooth import save_checkpoint
+    from edgestill.export.checkpoint import save_checkpoint
 
     model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir, dtype=torch.float32).eval()
     out = tmp_path / "copy"

@@ -22,9 +22,9 @@ PAIRS = [
 
 def tiny_bundle(tmp_path_factory, model_dir: Path, precision: str) -> Path:
     """Folder of the tiny model's bundle at `precision` (exported on first use)."""
-    from edgestill.export import export_bundle
+    from edgestill.export import ExportSettings, export_bundle
 
     out = tmp_path_factory.getbasetemp() / "tiny-bundles" / f"bundle-{precision}"
-    export_bundle(model_dir, out, precision, "student", INSTRUCTION, TEXTS, name=f"tiny-{precision}",
-                  quality_pairs=PAIRS)
+    export_bundle(model_dir, out, precision, ExportSettings(INSTRUCTION, tuple(TEXTS), name=f"tiny-{precision}",
+                                                            quality_pairs=tuple(PAIRS)))
     return out

@@ -1,8 +1,9 @@
-"""The machine a benchmark ran on: CPU model, cores, OS, RAM, Python, onnxruntime, tool and git versions.
+"""The machine a measurement ran on: CPU model, cores, OS, RAM, Python, onnxruntime, tool and git versions.
 
-    python -m edgestill.benchmarks.machine      # prints the dict as JSON
+    python -m edgestill.machine      # prints the dict as JSON
 
-Every report carries this dict, so two runs can only be compared knowing where each ran.
+Every benchmark record and side tool's report carries this dict (or its `one_line`), so two runs can
+only be compared knowing where each ran. Stdlib only (psutil is used when installed): boards run it.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import edgestill
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parent.parent  # the checkout git_commit() asks; None outside git
 
 
 def cpu_model() -> str:
