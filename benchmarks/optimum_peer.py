@@ -1,7 +1,6 @@
 """Our runtime against Optimum's ORTModelForCausalLM on the same student, in one run.
 
-The issue's speed target compares decode speed with Optimum's ORTModelForCausalLM. Optimum
-(optimum-onnx 0.1.0) pins transformers<4.58, which our pipeline cannot use (transformers 5), so
+Optimum's ORTModelForCausalLM is the runtime's speed peer. Optimum (optimum-onnx 0.1.0) pins transformers<4.58, which our pipeline cannot use (transformers 5), so
 this script runs in a venv of its own, `.venv-optimum` (`make optimum-venv`), and is the only
 code that does:
 

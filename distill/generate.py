@@ -8,15 +8,11 @@ task, few-shot examples), and rows finish at different lengths. Here the longest
 prefix is run once at batch 1 and its KV cache repeated for every row; the rest of each prompt
 is run with padding *between* prefix and suffix (mask 0, explicit position ids), so every row
 sees exactly its own prompt; a finished row is dropped from the batch (and its KV cache) at
-once. Measured on the bundled teacher (1 thread, CPU seconds, so the shared machine's load does
-not count; 32 few-shot prompts of 176 tokens, up to 96 new tokens): `generate` 51.6 s (prefill
-16.3 s, 96 steps for every row), onnxruntime-genai on the fp32 ONNX export 41 s (prefill 20 s);
-see `distill/inputs.py` for the figures of this module in the input-writing loop.
+once.
 
 The KV cache is transformers' DynamicCache with its layers swapped for `BufferedLayer`s, which
 write into preallocated buffers instead of concatenating, and finished rows leave the batch in
-groups (`COMPACT_SHARE`). Measured on the bundled teacher, 64 few-shot prompts of 179 tokens,
-up to 96 new tokens, 2 threads, 4 interleaved runs: 17.7 s against 21.8 s (1.23x), same texts.
+groups (`COMPACT_SHARE`). Timings against `model.generate`: docs/log.md.
 """
 
 from __future__ import annotations

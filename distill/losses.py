@@ -17,13 +17,9 @@ distribution is renormalised over what the student can say. The tail (mass outsi
 is handled by `loss.tail`:
 
 - `renormalise` (default): teacher and student are both restricted to the top-k ids and
-  renormalised there. Measured on build/default/data (SmolLM2-135M-Instruct teacher, 184
-  answers, 5,714 answer tokens, teacher forward recomputed on its prompt + answer; it matches
-  the stored top-64 to 0.008 in log-prob): the top-64 hold on average 97.4% of the teacher's
-  mass at T=1 (median 99.6%, 10th percentile 91.6%), but only 44.3% at T=2 (median 39.6%,
-  10th percentile 20.4%) and 3.6% at T=4. At T=1 the tail barely exists; at T=2 it is over
-  half the mass, spread thinly over ~49k tokens that are not the teacher's candidates, and its
-  shape is unknown from the stored top-k anyway. Renormalising teaches the student to rank the
+  renormalised there. The stored top-k hold nearly all of the teacher's mass at T=1 but much less
+  at higher temperatures (docs/log.md); the tail is spread thinly over tokens that are not the
+  teacher's candidates, and its shape is unknown from the stored top-k anyway. Renormalising teaches the student to rank the
   teacher's real candidates like the teacher; the hard CE keeps the full-vocabulary likelihood
   in check. It is also the cheaper one (no [N, V] softmax in the soft loss). Hence the default.
 - `residual`: one extra category: the teacher's leftover mass 1 - sum(top-k) against the

@@ -9,10 +9,7 @@ teacher-forced token agreement against the unperturbed teacher's records.
 
 Why: greedy decoding amplifies small differences (one different token changes the rest of the
 answer), so ROUGE-L of greedy outputs punishes a student far more than its per-token agreement
-suggests. Measured on the default recipe (SmolLM2-135M-Instruct, 24 eval inputs): the teacher
-with 1% weight noise keeps 0.969 token agreement but only 0.798 ROUGE-L against itself, with
-3% noise 0.913 and 0.637; with one of its 30 layers removed (by hand) 0.69 and 0.26. A
-student's ROUGE-L reads best next to these. A quantized (bitsandbytes) or server teacher, or
+suggests; a student's ROUGE-L reads best next to these references (figures: docs/log.md). A quantized (bitsandbytes) or server teacher, or
 several round-robin teachers, are skipped, with the reason.
 """
 

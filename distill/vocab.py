@@ -1,8 +1,7 @@
 """Vocabulary trimming: keep only the tokens a task uses, in the tokenizer and in the model.
 
-The LM head of a SmolLM2-shaped student is a 49,152 x 576 matrix, half the parameters of an
-8-layer student (issue 3: ~70% of a 6-layer student's forward time, logits at every position). A task uses a few
-thousand of those tokens, so the student keeps only:
+The LM head of a SmolLM2-shaped student is a 49,152 x 576 matrix, a large share of a small
+student's parameters. A task uses a few thousand of those tokens, so the student keeps only:
 
 - every special/added token (`<|im_start|>`, `<|im_end|>`, eos/pad/unk, ...);
 - the byte-level base tokens (SmolLM2 has 235 of the 256; the others are bytes UTF-8 text
@@ -33,21 +32,9 @@ Use (what `distill/__main__.py` wires):
 `extra_ids=range(n)` also keeps the n first BPE tokens (ids follow merge order, i.e. the
 tokenizer corpus's most frequent pieces), so text unlike the task's segments less finely.
 
-Measured on `build/default/data/teacher.jsonl` (184 records of the default recipe):
-- kept vocabulary: 3,954 of 49,152 tokens (8.0%) from all records; 3,679 from the train
-  split only; 8,882 with `extra_ids=range(8192)`.
-- the teacher's stored top-64 holds 97.4% of its probability (T=1); the kept tokens hold
-  94.3 points of it, so 3.1 points fall on dropped tokens and are masked in the KD loss.
-- text the trim never saw still encodes: held-out eval inputs take 1.20x the full
-  tokenizer's tokens (1.06x with `extra_ids=range(8192)`), unrelated English docs 1.74x (1.23x).
-- KD step (fwd + bwd + AdamW; 8-layer SmolLM2-shape student, batch 8, 285 answer tokens,
-  width 174; forward KL on top-64 + CE; torch 2 threads; median of 8 interleaved reps on the
-  2-core dev VM shared with ~6 other jobs, so CPU seconds are the steadier figure):
-  trimmed 10.2 CPU-s vs 11.1 with the full vocabulary and answer-only logits (1.09x), vs 13.6
-  with full logits at every position (1.34x). The 3x target is not reached: train.py already
-  computes the LM head only at answer positions (285 of 1,392 tokens), so the head is ~1/6
-  of the step; the 8 decoder layers dominate. Trimming also cuts parameters 56.6M -> 30.6M
-  (the fp32 checkpoint 226 MB -> 122 MB) and the LM head's share of each decode step.
+Teacher top-k mass that falls on dropped tokens is masked in the KD loss. Trimming shrinks the
+model and the LM head's share of each decode step; it barely speeds up a training step, since
+train.py computes the LM head only at answer positions (measurements: docs/log.md).
 """
 
 from __future__ import annotations

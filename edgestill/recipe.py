@@ -80,7 +80,7 @@ class Teacher(TeacherSource):
     combine: Literal["round_robin", "average"] = "round_robin"
     # The model that samples the inputs (a local teacher): teacher, the teacher as loaded; bf16, a
     # bf16 copy loaded for that stage alone (1.75x faster on CPUs with native bf16; see
-    # distill/README.md for why it is not the default). The answers always come from the teacher.
+    # docs/log.md for why it is not the default). The answers always come from the teacher.
     write_inputs_in: Literal["teacher", "bf16"] = "teacher"
 
 
@@ -120,7 +120,7 @@ class Distill:
     weight_decay: float = 0.0
     # The learning rate of the normalisation (RMSNorm) weights as a multiple of lr. The teacher's
     # are small (mean |w| 0.024 in SmolLM2's first layer), so full-lr Adam steps change them by
-    # several percent each; on one default dataset that stalled training (distill/README.md).
+    # several percent each; on one default dataset that stalled training (docs/log.md).
     norm_lr_scale: float = 0.1
     # trained/evaluated in the same run; teacher_noise: the teacher itself under tiny weight noise
     # (distill/sensitivity.py), the reference for how much a near-identical model's scores move

@@ -4,8 +4,8 @@
 
 Summaries, extraction and rewriting copy much of their answer from the input. After each token,
 `Drafts` looks for the last 3 (else 2) tokens earlier in prompt + answer and proposes the up
-to `k` tokens that followed them there (a single repeated token predicts too little: with 1-token
-matches too, more drafts were made and fewer kept, an estimated 1.52x instead of 1.60x at k=4). One run of the model over [last token, drafts] gives
+to `k` tokens that followed them there (a single repeated token predicts too little: 1-token
+matches made more drafts and kept fewer). One run of the model over [last token, drafts] gives
 the logits after each of them; the answer keeps the drafts while they equal what greedy decoding
 picks, plus the pick at the first mismatch, and the KV cache is rewound past the rejected drafts
 (they were written beyond the kept length, where the next run overwrites them). Without a match
@@ -14,9 +14,8 @@ penalty included) in the same order as plain decoding, so the tokens are those o
 decoding, up to float rounding: a run over several tokens may add in another order, which can
 flip a near-tie between two logits.
 
-Measured (runtime/README.md, `make lookup-speed`): one run over 5 tokens costs about 1.8x a
-one-token step on the int8 student, so drafting pays where the answer copies its input; the
-default student's held-out summaries decode 1.4-1.6x faster on int8 with k=3, 1.9x on fp32.
+A run over several tokens costs more than a one-token step, so drafting pays where the answer
+copies its input (`make lookup-speed`; figures: docs/log.md).
 Sampling is not supported (it would need rejection sampling and could not reproduce a seeded run).
 """
 

@@ -36,15 +36,15 @@ def teacher_records() -> list[dict]:
 @pytest.fixture(scope="session")
 def tiny_build(tmp_path_factory, tiny_llama_dir, teacher_dir) -> Path:
     """build/tiny/ with two student bundles, a teacher bundle and data/teacher.jsonl."""
-    from edgestill.export import export_bundle
+    from edgestill.export import ExportSettings, export_bundle
 
     root = tmp_path_factory.mktemp("bench-build")
     build = root / "tiny"
     teacher_hf = make_tiny_llama(root / "teacher-hf", teacher_dir, num_layers=3, seed=1)
     for precision in ("fp32", "int8"):  # the student bundles tests/export and tests/runtime use too
         shutil.copytree(tiny_bundle(tmp_path_factory, tiny_llama_dir, precision), build / f"bundle-{precision}")
-    export_bundle(teacher_hf, build / "teacher-bundle-fp32", "fp32", "teacher", INSTRUCTION, EVAL_INPUTS[:1],
-                  name="teacher-fp32")
+    export_bundle(teacher_hf, build / "teacher-bundle-fp32", "fp32",
+                  ExportSettings(INSTRUCTION, tuple(EVAL_INPUTS[:1]), role="teacher", name="teacher-fp32"))
     (build / "data").mkdir()
     (build / "data" / "teacher.jsonl").write_text("".join(json.dumps(r) + "\n" for r in teacher_records()))
     return build

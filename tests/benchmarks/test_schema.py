@@ -66,3 +66,24 @@ def test_read_records_accepts_jsonl_list_and_object(tmp_path, examples):
     (tmp_path / "d.json").write_text('{"x": 1}')
     with pytest.raises(UserError, match="not benchmark records"):
         read_records(tmp_path / "d.json")
+
+
+def test_side_tool_records_validate_and_bad_ones_are_not_written(tmp_path):
+    from edgestill.benchmarks.record import tool_record, write_records
+    from edgestill.machine import machine_info
+
+    settings = {"engine": "edgestill-runtime prompt_lookup=4", "threads": 2, "prompt_tokens": 40, "gen_tokens": 64,
+                "repetitions": 3, "rounds": 3}
+    rec = tool_record("lookup_speed", "tiny-fp32", "build/x/bundle-fp32", settings, machine_info(), prompt_lookup=4,
+                      decode_ms_p50=2.5, decode_ms_ratio_vs={"edgestill-runtime": 0.8}, figures={"drafted": 12})
+    assert problems(rec) == [] and rec["load_s"] is None and rec["tool"] == "lookup_speed"
+    assert read_records(write_records(tmp_path / "records.jsonl", [rec])) == [rec]
+    with pytest.raises(ValueError, match="tiny-fp32: threads"):
+        write_records(tmp_path / "bad.jsonl", [{**rec, "threads": 0}])
+    assert not (tmp_path / "bad.jsonl").exists()
+
+
+def test_emulated_arm64_target_validates_and_unknown_schemes_do_not(examples):
+    ok = next(r for r in examples if r.get("status", "ok") == "ok")
+    assert problems({**ok, "target": "qemu://cortex-a76"}) == []
+    assert problems({**ok, "target": "qemu://"}) and problems({**ok, "target": "docker://x"})

@@ -116,3 +116,21 @@ def test_every_core_has_a_device_description():
     from edgestill.export.arm64_sysroot import DEVICES
 
     assert set(DEVICES) == set(CPUS)
+
+
+def test_rows_become_valid_benchmark_records_and_print_as_one_table(fp32_bundle):
+    from edgestill.benchmarks.record import problems
+    from edgestill.export.arm64 import HOST, markdown, record
+    from edgestill.machine import machine_info
+
+    base = {"bundle": fp32_bundle.name, "precision": "fp32", "floor": 0.9, "prompt_tokens": 12}
+    ok = {**base, "cpu": HOST, "device": "this machine, natively", "top1_agreement_vs_fp32": 1.0,
+          "perplexity_teacher_text": 3.21, "passed": True}
+    failed = {**base, "cpu": "cortex-a53", "device": "Raspberry Pi 3", "passed": False, "error": "cortex-a53: SIGILL | x"}
+    recs = [record(r, fp32_bundle, machine_info(), 2) for r in (ok, failed)]
+    assert [problems(r) for r in recs] == [[], []]
+    assert [r["target"] for r in recs] == ["local", "qemu://cortex-a53"] and recs[1]["status"] == "error"
+    assert recs[0]["quality"] == {"top1_agreement_vs_fp32": 1.0, "perplexity_teacher_text": 3.21, "passed": True}
+    text = markdown([ok, failed], "host")
+    assert f"| {fp32_bundle.name} | {HOST} | 1.0000 | 0.9 | ok | - | - | - | 3.210 |" in text
+    assert "| **error** | - | - | - | cortex-a53: SIGILL \\| x |" in text

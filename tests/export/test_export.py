@@ -71,18 +71,18 @@ def test_int8_embedding_reads_the_lm_head_int8_matrix(int8_bundle, fp32_bundle):
 def test_finished_bundle_is_skipped_and_damaged_one_refused_unless_overwrite(tmp_path, tiny_llama_dir, fp32_bundle):
     import shutil
 
-    from edgestill.export import export_bundle
+    from edgestill.export import ExportSettings, export_bundle
     from tests.export.tiny_bundles import INSTRUCTION, TEXTS
 
     out = tmp_path / "bundle-fp32"
     shutil.copytree(fp32_bundle, out)
     before = (out / "manifest.json").stat().st_mtime_ns
-    export_bundle(tiny_llama_dir, out, "fp32", "student", INSTRUCTION, TEXTS)
+    export_bundle(tiny_llama_dir, out, "fp32", ExportSettings(INSTRUCTION, tuple(TEXTS)))
     assert (out / "manifest.json").stat().st_mtime_ns == before
     (out / "genai_config.json").write_text("{}")
     with pytest.raises(UserError, match=r"bundle-fp32 exists .*genai_config.json.*--overwrite"):
-        export_bundle(tiny_llama_dir, out, "fp32", "student", INSTRUCTION, TEXTS)
-    export_bundle(tiny_llama_dir, out, "fp32", "student", INSTRUCTION, TEXTS, overwrite=True)
+        export_bundle(tiny_llama_dir, out, "fp32", ExportSettings(INSTRUCTION, tuple(TEXTS)))
+    export_bundle(tiny_llama_dir, out, "fp32", ExportSettings(INSTRUCTION, tuple(TEXTS), overwrite=True))
     Bundle.open(out)
     assert not list(tmp_path.glob(".*tmp"))
 

@@ -7,6 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from edgestill.benchmarks.record import problems, read_records
+from edgestill.errors import UserError
 from tests.export.tiny_bundles import TEXTS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,6 +39,24 @@ def test_lookup_speed_compares_settings_on_the_eval_inputs(fp32_bundle, tmp_path
         assert rows[k]["answers_same_as_plain"] == "2/2" and rows[k]["rouge_l_vs_teacher"] == rows[0]["rouge_l_vs_teacher"]
         assert 0 < rows[k]["accepted"] <= rows[k]["drafted"] and rows[k]["runs_per_token"] < 1.0
     assert "| off |" in (tmp_path / "out" / "lookup_speed.md").read_text()
+    records = {r["prompt_lookup"]: r for r in read_records(tmp_path / "out" / "records.jsonl")}
+    assert set(records) == {0, 2, 4} and all(problems(r) == [] for r in records.values())
+    assert records[0]["engine"] == "edgestill-runtime" and records[4]["engine"] == "edgestill-runtime prompt_lookup=4"
+    assert records[2]["quality"]["same_as_plain"] == 1.0 and records[2]["decode_ms_p50"] == rows[2]["ms_per_token"]
+
+
+def test_lookup_speed_reads_teacher_jsonl_answered_records_of_the_split(tmp_path):
+    from edgestill.benchmarks.lookup_speed import read_inputs
+
+    data = tmp_path / "teacher.jsonl"
+    records = [{"id": 0, "split": "eval", "input": "a", "output": "A", "ended": True},
+               {"id": 1, "split": "eval", "input": "b", "output": ""},  # not answered yet: left out
+               {"id": 2, "split": "train", "input": "c", "output": "C"}]
+    data.write_text("".join(json.dumps(r) + "\n" for r in records) + '{"id": 3, "spl')  # + a torn last line
+    assert read_inputs(data, "eval") == [("a", "A")]
+    assert read_inputs(data, "all") == [("a", "A"), ("c", "C")]
+    with pytest.raises(UserError, match="--split"):
+        read_inputs(data, "test")
 
 
 def test_lookup_speed_bad_data_is_a_one_line_error(fp32_bundle, tmp_path):

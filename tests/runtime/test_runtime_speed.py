@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from edgestill.benchmarks.record import problems, read_records
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -27,6 +29,12 @@ def test_runtime_speed_writes_json_and_markdown(fp32_bundle, tmp_path):
     assert all(row["rounds"] == 2 and row["runs"] == 1 for row in rows.values())
     table = (tmp_path / "runtime_speed.md").read_text()
     assert "| onnxruntime-genai |" in table and "plain-ort stands in" in table
+    records = {r["engine"]: r for r in read_records(tmp_path / "records.jsonl")}  # validated when written
+    assert set(records) == {"edgestill-runtime", "onnxruntime-genai", "plain-ort"}
+    ours = records["edgestill-runtime"]
+    assert ours["tool"] == "runtime_speed" and ours["decode_ms_p50"] == rows["edgestill"]["decode_ms_p50"]
+    assert ours["decode_ms_ratio_vs"] == {"edgestill-runtime": 1.0} and ours["machine"]["cores_logical"] >= 1
+    assert all(problems(r) == [] for r in records.values())
 
 
 def test_runtime_speed_refuses_a_folder_that_is_not_a_bundle(tmp_path):
