@@ -10,6 +10,8 @@ one run is listed with "–" on the other side. Timings only compare fairly when
 
 from __future__ import annotations
 
+import argparse
+
 import json
 from pathlib import Path
 
@@ -95,9 +97,11 @@ def compare_records(a: list[dict], b: list[dict]) -> str:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 2:
-        raise UserError("usage: edgestill bench compare A/records.jsonl B/records.jsonl "
-                        "(or A/report.json B/report.json)")
+    parser = argparse.ArgumentParser(prog="edgestill bench compare", description=__doc__.split("\n")[0])
+    parser.add_argument("a", help="A/records.jsonl (or A/report.json, or a JSON list of records)")
+    parser.add_argument("b", help="B/records.jsonl (or B/report.json)")
+    args = parser.parse_args(argv)
+    argv = [args.a, args.b]
     if all(Path(p).name == "report.json" for p in argv):
         print(compare(load(argv[0]), load(argv[1])), end="")
     else:  # records: .jsonl, or a JSON list such as the Android app writes

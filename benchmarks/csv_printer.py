@@ -8,13 +8,15 @@ has; lists (`noise`, `pinned_cpus`) are joined with "; ", `quantization` is writ
 
 from __future__ import annotations
 
+import argparse
+
 import csv
 import io
 import json
 import sys
 
 from edgestill.benchmarks.record import read_records, schema
-from edgestill.errors import UserError, cli_main
+from edgestill.errors import cli_main
 
 NESTED = ("quality", "machine")
 
@@ -52,9 +54,9 @@ def render_csv(records: list[dict]) -> str:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 1:
-        raise UserError("usage: python -m edgestill.benchmarks.csv_printer RECORDS.jsonl")
-    sys.stdout.write(render_csv(read_records(argv[0])))
+    parser = argparse.ArgumentParser(prog="edgestill csv", description=__doc__.split("\n")[0])
+    parser.add_argument("records", help="records.jsonl of a benchmark run (or a JSON list of records)")
+    sys.stdout.write(render_csv(read_records(parser.parse_args(argv).records)))
     return 0
 
 

@@ -66,7 +66,7 @@ def one_pass(gen, prompts: list[list[int]], lookup: int, max_new: int) -> dict:
 
     decode_s, tokens, answers, stats = 0.0, 0, [], {"runs": 0, "drafted": 0, "accepted": 0}
     for ids in prompts:
-        start, first, answer = time.perf_counter(), None, []
+        first, answer = None, []
         if lookup:
             cache = gen.model.new_cache(1, len(ids) + max_new)
             steps = lookup_steps(cache, gen._chooser(_greedy(gen), ids), ids, max_new, lookup, gen.eos, stats)
@@ -169,7 +169,7 @@ def record(r: dict, meta: dict, machine: dict) -> dict:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m edgestill.benchmarks.lookup_speed", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="edgestill lookup-speed", description=__doc__.split("\n")[0])
     parser.add_argument("bundle", type=Path)
     parser.add_argument("--data", type=Path, required=True,
                         help="jsonl with an \"input\" (and the teacher's \"output\") per line: data/teacher.jsonl")

@@ -250,7 +250,7 @@ def record(r: dict, bundle: Path, args: argparse.Namespace, machine: dict) -> di
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m edgestill.benchmarks.runtime_speed", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="edgestill runtime-speed", description=__doc__.split("\n")[0])
     parser.add_argument("bundles", nargs="+", type=Path)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--prompt-tokens", type=int, default=128)

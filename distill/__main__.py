@@ -16,8 +16,24 @@ import shutil
 import time
 from pathlib import Path
 
+from edgestill.distill import alongside
+from edgestill.distill.data import teacher_data
+from edgestill.distill.device import process_state
+from edgestill.distill.evaluate import (
+    compare,
+    echo_input,
+    eval_fingerprint,
+    evaluate,
+    warnings_from,
+)
+from edgestill.distill.sensitivity import teacher_noise
+from edgestill.distill.student import build_student, count_params, resolve_layers
+from edgestill.distill.teacher import write_compat_fields
+from edgestill.distill.topk import TopkStore
+from edgestill.distill.train import build_examples, load_trained, sft_loss, train
+
 from edgestill import __version__
-from edgestill.errors import UserError, cli_main
+from edgestill.errors import cli_main
 from edgestill.files import atomic_write_json
 from edgestill.intervals import verdict
 from edgestill.recipe import Recipe, load_recipe, split_args
@@ -28,15 +44,6 @@ log = logging.getLogger("distill")
 def run(recipe: Recipe, build_root: str = "build") -> dict:
     """Run the whole distill stage for `recipe`; return the distill report ({} on non-main processes)."""
     import torch
-
-    from edgestill.distill.data import teacher_data
-    from edgestill.distill.evaluate import compare, echo_input, eval_fingerprint, evaluate, warnings_from
-    from edgestill.distill.sensitivity import teacher_noise
-    from edgestill.distill.student import build_student, count_params, resolve_layers
-    from edgestill.distill.topk import TopkStore
-    from edgestill.distill import alongside
-    from edgestill.distill.device import process_state
-    from edgestill.distill.train import build_examples, load_trained, sft_loss, train
 
     t0 = time.perf_counter()
     out = recipe.build_dir(build_root)
@@ -126,8 +133,6 @@ def _scored(result: dict) -> dict:
 
 
 def _save_student(student, tok, folder: Path) -> None:
-    from edgestill.distill.teacher import write_compat_fields
-
     student.save_pretrained(folder)
     tok.save_pretrained(folder)
     write_compat_fields(folder)

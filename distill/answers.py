@@ -17,12 +17,13 @@ import logging
 from pathlib import Path
 
 import numpy as np
+from edgestill.distill.generate import greedy_topk
+from edgestill.distill.topk import TopkStore
 from tqdm import tqdm
 
 from edgestill.files import JsonlAppender, read_jsonl
 from edgestill.recipe import Recipe
 from edgestill.tensors import chat_prompt, user_message
-from edgestill.distill.topk import TopkStore
 
 log = logging.getLogger(__name__)
 RATIONALE_TOKENS_PER_ANSWER_TOKEN = 2  # a rationale may run to twice `task.max_output_tokens`
@@ -42,8 +43,6 @@ def answer_batch(model, tokenizer, prompts: list[str], max_new_tokens: int, k: i
     topk_ids (int64 [n, k]), topk_logp (float32 [n, k]) with n = len(target_ids).
     Runs through `distill.generate` (shared prompt prefix once, finished rows dropped).
     """
-    from edgestill.distill.generate import greedy_topk
-
     stop = set(eos_ids(model, tokenizer))
     answers = greedy_topk(model, tokenizer, prompts, max_new_tokens, k, stop)
     return [_one_answer(tokenizer, a, stop) for a in answers]

@@ -13,8 +13,11 @@ unpaired inputs cannot be compared this way. Exit status 0, or 2 for bad input.
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
+
+from edgestill.distill.evaluate import compare
 
 from edgestill.errors import UserError, cli_main
 from edgestill.intervals import verdict
@@ -40,7 +43,6 @@ def paired(a: dict, b: dict, names: tuple[str, str]) -> dict:
         raise UserError(f"{names[0]} and {names[1]} were not scored on the same eval inputs "
                         "(data.eval_inputs_sha256 differs or is missing): train both from the same data/ "
                         "folder (copy it into the second build) to compare them pairwise")
-    from edgestill.distill.evaluate import compare
 
     return compare(a, b)
 
@@ -54,8 +56,11 @@ def render(gains: dict, a: dict, b: dict, names: tuple[str, str]) -> str:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 2 or any(a.startswith("-") for a in argv):
-        raise UserError("usage: python -m edgestill.distill.compare REPORT_A REPORT_B (two distill_report.json files)")
+    parser = argparse.ArgumentParser(prog="edgestill compare", description=__doc__.split("\n")[0])
+    parser.add_argument("report_a", help="a distill_report.json")
+    parser.add_argument("report_b", help="another distill_report.json (same eval inputs)")
+    args = parser.parse_args(argv)
+    argv = [args.report_a, args.report_b]
     a, b = read_report(argv[0]), read_report(argv[1])
     print(render(paired(a, b, (argv[0], argv[1])), a, b, (argv[0], argv[1])))
     return 0

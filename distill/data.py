@@ -16,8 +16,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from edgestill.errors import UserError
+from edgestill.distill.answers import local_answerer, prepare_answers
+from edgestill.distill.device import torch_device
+from edgestill.distill.inputs import describe, local_writer, prepare_inputs
+from edgestill.distill.multi_teacher import combined_answerer
 from edgestill.distill.open_teacher import OpenTeacher, soft_targets_asked
+from edgestill.distill.server_teacher import open_server_teacher
+from edgestill.distill.student import count_params
+from edgestill.distill.teacher import load_teacher, teacher_dir
+
+from edgestill.errors import UserError
 from edgestill.recipe import Recipe, TeacherSource
 
 log = logging.getLogger(__name__)
@@ -34,13 +42,7 @@ class TeacherData:
 def open_teacher(t: TeacherSource, recipe: Recipe) -> OpenTeacher:
     """Load a local teacher, or connect to a server one (`distill.server_teacher`)."""
     if t.source == "openai":
-        from edgestill.distill.server_teacher import open_server_teacher
-
         return open_server_teacher(t, recipe)
-    from edgestill.distill.answers import local_answerer
-    from edgestill.distill.student import count_params
-    from edgestill.distill.device import torch_device
-    from edgestill.distill.teacher import load_teacher, teacher_dir
 
     device = torch_device(recipe.device)
     model, tok = load_teacher(t.source, t.load_in, device)
@@ -59,9 +61,6 @@ def input_writer(t: TeacherSource, model, tok, device) -> Callable:
     Measured on the bundled teacher (AMD EPYC with AVX512-BF16, 2 threads, 2 batches of 64 few-shot
     prompts): 62.5-63.9 s in fp32, 35.7-36.0 s with bf16 weights (1.75x), 48.8-51.0 s under bf16
     autocast of the fp32 weights, hence a copy rather than autocast."""
-    from edgestill.distill.inputs import local_writer
-    from edgestill.distill.teacher import load_teacher
-
     # extra teachers (teacher.sources) have no write_inputs_in: they write no inputs
     if getattr(t, "write_inputs_in", "teacher") == "teacher" or t.load_in == "bf16":
         return local_writer(model, tok)
@@ -80,9 +79,6 @@ def teacher_data(recipe: Recipe, data_dir: Path) -> TeacherData:
 
     With `teacher.sources`, the first teacher writes the inputs and every teacher answers
     (`distill.multi_teacher`); `info` then lists each teacher under "teachers"."""
-    from edgestill.distill.answers import prepare_answers
-    from edgestill.distill.inputs import describe, prepare_inputs
-
     t0 = time.perf_counter()
     teachers = [open_teacher(t, recipe) for t in [recipe.teacher, *recipe.teacher.sources]]
     main = teachers[0]
@@ -93,8 +89,6 @@ def teacher_data(recipe: Recipe, data_dir: Path) -> TeacherData:
         _check_soft_targets(recipe, main)
         answer = main.answer
     else:
-        from edgestill.distill.multi_teacher import combined_answerer
-
         answer = combined_answerer(recipe, teachers, inputs)
     records = prepare_answers(recipe, data_dir, inputs, main.model, main.tokenizer, main.name, answer=answer)
     info = main.info()

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import json
 
+from edgestill.distill.device import to_device
+from edgestill.distill.train import AnswerLogits, collate
 from tqdm import tqdm
 
 from edgestill.intervals import interval, paired_gain, verdict
@@ -46,9 +48,6 @@ def agreement_counts(model, examples, pad_id: int, batch_size: int = 16) -> tupl
     """Per example: (answer positions where the student's argmax is the teacher's token,
     teacher-forced; answer positions)."""
     import torch
-
-    from edgestill.distill.device import to_device
-    from edgestill.distill.train import AnswerLogits, collate
 
     hits, totals = [], []
     head = AnswerLogits(model)

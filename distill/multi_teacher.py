@@ -21,6 +21,9 @@ teacher that answered it ("avg(a,b)" for averaged records).
 from __future__ import annotations
 
 import numpy as np
+from edgestill.distill.answers import eos_ids, rationale_message
+from edgestill.distill.open_teacher import soft_targets_asked
+from edgestill.distill.server_teacher import text_answer
 
 from edgestill.errors import UserError
 from edgestill.recipe import Recipe
@@ -41,10 +44,6 @@ def combined_answerer(recipe: Recipe, teachers: list, inputs: list[dict]):
 
 def round_robin(recipe: Recipe, teachers: list, inputs: list[dict]):
     """Input i (and its rationale) is answered by teacher i mod n; see the module docstring."""
-    from edgestill.distill.answers import eos_ids, rationale_message
-    from edgestill.distill.open_teacher import soft_targets_asked
-    from edgestill.distill.server_teacher import text_answer
-
     main = teachers[0]
     shared = [same_tokenizer(t.tokenizer, main.tokenizer) for t in teachers]
     if soft_targets_asked(recipe):

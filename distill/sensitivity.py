@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import copy
 
+from edgestill.distill.evaluate import evaluate
+
 
 def perturbed(model, sigma: float, seed: int):
     """A copy of `model` with every floating-point parameter scaled by 1 + sigma * N(0, 1)."""
@@ -49,8 +51,6 @@ def teacher_noise(model, tokenizer, eval_records: list[dict], teacher_examples, 
 
     `teacher_examples()` gives the eval records as `distill.train.build_examples` makes them in
     the teacher's own ids (no vocabulary map); it is called only when the teacher can be run."""
-    from edgestill.distill.evaluate import evaluate
-
     what = ("the teacher with every weight scaled by 1 + sigma * N(0, 1), scored against its own "
             "answers: how far a near-identical model's greedy answers move")
     t = recipe.teacher

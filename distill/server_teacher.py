@@ -43,6 +43,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from edgestill.distill.answers import eos_ids
+from edgestill.distill.device import torch_device
+from edgestill.distill.open_teacher import OpenTeacher
+from edgestill.distill.student import count_params
+from edgestill.distill.teacher import load_teacher, teacher_dir
 
 from edgestill.errors import UserError
 from edgestill.recipe import Recipe, TeacherSource
@@ -302,12 +307,6 @@ def open_server_teacher(t: TeacherSource, recipe: Recipe):
     up, probes whether its log-probs map onto `t.tokenizer`, and loads that folder's model when
     it has weights."""
     from transformers import AutoTokenizer
-
-    from edgestill.distill.answers import eos_ids
-    from edgestill.distill.open_teacher import OpenTeacher
-    from edgestill.distill.device import torch_device
-    from edgestill.distill.student import count_params
-    from edgestill.distill.teacher import load_teacher, teacher_dir
 
     folder = Path(t.tokenizer) if Path(t.tokenizer).is_dir() else Path(teacher_dir(t.tokenizer))
     has_weights = (folder / "config.json").is_file() and any(folder.glob("*.safetensors"))

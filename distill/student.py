@@ -12,7 +12,12 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any
 
+from edgestill.distill import prune, vocab
+from edgestill.distill.layers import block_influence, select_layers
+from edgestill.distill.prompts import STUDENT_CHAT_TEMPLATE
+
 from edgestill.errors import UserError
+from edgestill.tensors import chat_prompt, user_message
 
 
 @dataclass
@@ -26,8 +31,6 @@ class BuiltStudent:
 def build_student(recipe, teacher, teacher_tok, train_records: list[dict]) -> BuiltStudent:
     """The recipe's student: teacher layers (or random) and, if asked, a vocabulary trimmed to
     what the training data uses (chosen from training records only, so eval inputs stay unseen)."""
-    from edgestill.distill.prompts import STUDENT_CHAT_TEMPLATE
-
     if teacher is None:
         raise UserError("student: the teacher is remote, so there are no teacher layers to copy; "
                         "set teacher.tokenizer to a local model folder with weights (the same model the server serves)")
@@ -53,8 +56,6 @@ def resolve_layers(recipe, teacher, teacher_tok, train_records: list[dict]) -> d
     if teacher is None:
         raise UserError("student.layers: choosing layers needs the teacher's weights; set teacher.tokenizer "
                         "to a local model folder with weights, or list the layers")
-    from edgestill.distill.layers import block_influence, select_layers
-    from edgestill.tensors import chat_prompt, user_message
 
     texts = [chat_prompt(teacher_tok, user_message(recipe.task.instruction, r["input"])) + r["output"]
              for r in train_records[:32]]  # 32 sequences: the ranking settles well before that
@@ -71,8 +72,6 @@ def _pruned(model, tok, recipe, train_records: list[dict]):
     sizes = {k: getattr(recipe.student, k) for k in WIDTHS if getattr(recipe.student, k) is not None}
     if not sizes:
         return model
-    from edgestill.distill import prune
-    from edgestill.tensors import chat_prompt, user_message
 
     texts = [chat_prompt(tok, user_message(recipe.task.instruction, r["input"])) + r["output"]
              for r in train_records[:64]]  # 64 sequences: importance ranks settle well before that
@@ -80,9 +79,6 @@ def _pruned(model, tok, recipe, train_records: list[dict]):
 
 
 def _trimmed(model, tok, instruction: str, train_records: list[dict]) -> BuiltStudent:
-    from edgestill.tensors import chat_prompt, user_message
-    from edgestill.distill import vocab
-
     texts = [chat_prompt(tok, user_message(instruction, r["input"])) for r in train_records]
     texts += [r["output"] for r in train_records] + [r["rationale"] for r in train_records if r.get("rationale")]
     extra = sorted({t for r in train_records for t in r["target_ids"]})

@@ -18,7 +18,6 @@ import json
 import logging
 import os
 import shutil
-import sys
 from pathlib import Path
 
 from edgestill.errors import UserError, cli_main

@@ -26,16 +26,27 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from edgestill.distill.device import (
+    accelerator,
+    process_state,
+    to_device,
+    train_precision,
+)
+from edgestill.distill.hidden import (
+    HiddenStateLoss,
+    LayerTap,
+    default_layer_map,
+    gather_answers,
+    teacher_answer_states,
+)
+from edgestill.distill.losses import distill_loss
+from edgestill.distill.topk import TopkStore
 from tqdm import tqdm
 
-from edgestill.distill.device import accelerator, process_state, to_device, train_precision
-from edgestill.files import atomic_write_json
 from edgestill.errors import UserError
+from edgestill.files import atomic_write_json
 from edgestill.recipe import Loss, Recipe
-from edgestill.distill.losses import distill_loss
-from edgestill.tensors import chat_prompt, user_message
-from edgestill.tensors import padded, tokenized_prompts
-from edgestill.distill.topk import TopkStore
+from edgestill.tensors import chat_prompt, padded, tokenized_prompts, user_message
 
 log = logging.getLogger(__name__)
 
@@ -142,8 +153,6 @@ class AnswerLogitsAndHidden(AnswerLogits):
         self.hidden_loss = hidden_loss  # a submodule: its projections train and sync with the student
 
     def forward(self, input_ids, attention_mask, rows, cols, teacher_states):
-        from edgestill.distill.hidden import LayerTap, gather_answers
-
         hl = self.hidden_loss
         with LayerTap(self.model, hl.student_layers) as outputs:
             logits = super().forward(input_ids, attention_mask, rows, cols)
@@ -267,7 +276,6 @@ def _trainable(recipe: Recipe, student, cfg: Loss, teacher) -> torch.nn.Module:
     """The module the optimizer trains: the student's answer logits [+ hidden-state projections]."""
     if cfg.hidden_states <= 0:
         return AnswerLogits(student)
-    from edgestill.distill.hidden import HiddenStateLoss, default_layer_map
 
     if teacher is None:
         raise UserError("distill.loss.hidden_states needs a local teacher model (the teacher runs at train time)")
@@ -307,8 +315,6 @@ def step_loss(module, batch: dict, cfg: Loss, teacher=None) -> tuple[torch.Tenso
     args = (batch["input_ids"], batch["attention_mask"], batch["rows"], batch["cols"])
     hidden = None
     if cfg.hidden_states > 0:
-        from edgestill.distill.hidden import teacher_answer_states
-
         with torch.no_grad():
             t_states = teacher_answer_states(teacher, batch["t_input_ids"], batch["t_attention_mask"],
                                              batch["t_rows"], batch["t_cols"], _unwrap(module).hidden_loss.teacher_layers)

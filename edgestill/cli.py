@@ -22,11 +22,10 @@ from edgestill.errors import cli_main
 COMMANDS: dict[str, tuple[str, str, tuple[str, ...], str]] = {
     "distill": ("edgestill.distill.__main__", "main", (), "recipe -> teacher data -> trained student (build/<name>/student/)"),
     "export": ("edgestill.export.__main__", "main", (), "student -> validated ONNX bundles, one per precision preset"),
-    "bench": ("edgestill.benchmarks.__main__", "main", (), "bundles -> report: size, memory, latency, quality on targets"),
+    "bench": ("edgestill.benchmarks.__main__", "main", (), "bundles -> report (size, memory, latency, quality); `bench compare A B`"),
     "generate": ("edgestill.runtime.__main__", "main", ("generate",), "answer one prompt with a bundle (numpy + onnxruntime)"),
     "chat": ("edgestill.runtime.__main__", "main", ("chat",), "chat with a bundle in the terminal"),
     "compare": ("edgestill.distill.compare", "main", (), "two distill_report.json files: paired gains with 95% intervals"),
-    "bench-compare": ("edgestill.benchmarks.compare", "main", (), "two benchmark report.json files side by side"),
     "csv": ("edgestill.benchmarks.csv_printer", "main", (), "benchmark records (records.jsonl) as CSV"),
     "gptq": ("edgestill.export.passes", "gptq_main", (), "GPTQ-round a student checkpoint onto the bundle's int grid"),
     "qat": ("edgestill.export.passes", "qat_main", (), "quantization-aware pass on a student checkpoint"),
@@ -58,8 +57,19 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{usage()}\n\nedgestill: error: {problem}", file=sys.stderr)
         sys.exit(2)
     module, function, prefix, _ = COMMANDS[argv[0]]
-    stage_main = getattr(importlib.import_module(module), function)
-    cli_main(stage_main, [*prefix, *argv[1:]])
+    cli_main(stage_main(argv[0], module, function), [*prefix, *argv[1:]])
+
+
+def stage_main(command: str, module: str, function: str):
+    """The subcommand's `main`; a stage whose extra is not installed is one line and exit 2."""
+    try:
+        return getattr(importlib.import_module(module), function)
+    except ModuleNotFoundError as err:
+        if (err.name or "edgestill").split(".")[0] == "edgestill":
+            raise
+        print(f"error: `edgestill {command}` needs {err.name}, which is not installed; install the stages with "
+              "pip install 'edgestill[all]' (the plain install holds the runtime only)", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

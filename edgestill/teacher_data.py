@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+
 from edgestill.files import read_jsonl
 
 SPLITS = ("train", "eval")

@@ -31,16 +31,18 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from edgestill.export import arm64_worker
+from edgestill.export.__main__ import read_student
+from edgestill.export.arm64_sysroot import CPUS, DEVICES, Sysroot, ensure
+from edgestill.export.quality import Sequence, eval_pairs, measure, sequences
+from edgestill.export.validate import Reference
+from edgestill.runtime import Bundle
 
 from edgestill.errors import UserError, cli_main
 from edgestill.files import atomic_write_json, atomic_write_text
 from edgestill.machine import machine_info, one_line
 from edgestill.markdown import table_text
 from edgestill.recipe import load_recipe, split_args
-from edgestill.export import arm64_worker
-from edgestill.export.arm64_sysroot import CPUS, DEVICES, Sysroot, ensure
-from edgestill.export.quality import Sequence, eval_pairs, measure, sequences
-from edgestill.runtime import Bundle
 
 log = logging.getLogger("export")
 REPO = Path(__file__).resolve().parent.parent
@@ -197,7 +199,7 @@ def bundles_of(build: Path, precisions: list[str]) -> list[Path]:
 
 def main(argv: list[str]) -> int:
     overrides, rest = split_args(argv)
-    parser = argparse.ArgumentParser(prog="python -m edgestill.export.arm64", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="edgestill arm64", description=__doc__.split("\n")[0])
     parser.add_argument("recipe")
     parser.add_argument("--build-root", default="build")
     parser.add_argument("--precisions", nargs="+", help="bundles to check (default: the recipe's export.precisions)")
@@ -211,8 +213,6 @@ def main(argv: list[str]) -> int:
     bundles = bundles_of(build, args.precisions or recipe.export.precisions)
     pairs = eval_pairs(build / "data" / "teacher.jsonl", [(e.input, e.output) for e in recipe.task.seed_examples],
                        limit=args.limit)
-    from edgestill.export.__main__ import read_student
-    from edgestill.export.validate import Reference
 
     reference = Reference(read_student(recipe, build)[0])
     sysroot = ensure()

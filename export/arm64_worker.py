@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime
-
 from edgestill.runtime import Bundle, Generator
 
 

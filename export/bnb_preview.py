@@ -15,6 +15,10 @@ import logging
 import time
 from pathlib import Path
 
+from edgestill.export.calibration import agreement, load_sequences
+
+from edgestill.tensors import bitsandbytes_config
+
 log = logging.getLogger(__name__)
 
 
@@ -22,9 +26,6 @@ def bitsandbytes_quality(student_dir: Path, data: Path, instruction: str, modes:
     """{mode: {top1_agreement_vs_fp32, kl_vs_fp32, positions, seconds}} for each of `modes` (int8, nf4)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from edgestill.export.calibration import agreement, load_sequences
-    from edgestill.tensors import bitsandbytes_config
 
     tok = AutoTokenizer.from_pretrained(student_dir)
     held = load_sequences(data, tok, instruction, "eval")

@@ -25,16 +25,17 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgestill.errors import UserError
-from edgestill.export.inputs import check_model_dir, source_fingerprint
-from edgestill.export.manifest import describe_model, prompt_template, write_manifest
 from edgestill.export.build import build_uniform
 from edgestill.export.calibrated import CalibratedCopies
+from edgestill.export.inputs import check_model_dir, source_fingerprint
+from edgestill.export.manifest import describe_model, prompt_template, write_manifest
 from edgestill.export.mixed import build_mixed
 from edgestill.export.quality import measure, sequences
 from edgestill.export.quantize import Preset, preset, with_budget
 from edgestill.export.validate import Reference, check_fp32, compare
 from edgestill.runtime import Bundle, BundleError, Generator
+
+from edgestill.errors import UserError
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,6 @@ import torch.nn.functional as F
 from edgestill.teacher_data import answer_sequence, read_split
 from edgestill.tensors import kl_rows, padded, tokenized_prompts
 
-
 CALIBRATION_RECORDS = 64
 
 

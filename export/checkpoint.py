@@ -12,7 +12,6 @@ from pathlib import Path
 
 from edgestill.files import atomic_write_json
 
-
 CARRIED = (".json", ".jinja", ".txt", ".model")  # config/tokenizer files copied next to the new weights
 
 
@@ -34,7 +33,7 @@ def save_checkpoint(model, model_dir: Path, out_dir: Path, records: dict[str, di
     tmp.rename(out_dir)
 
 
-def load_weights(folder: Path) -> dict[str, torch.Tensor]:
+def load_weights(folder: Path) -> dict:
     from safetensors.torch import load_file
 
     out = {}

@@ -43,15 +43,15 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from edgestill.export.calibration import ALL, Seq, agreement, batch, load_sequences
+from edgestill.export.checkpoint import save_checkpoint
+from edgestill.export.fakequant import FakeQuantWeight, fake_quant_activation
+from edgestill.export.inputs import source_fingerprint
 from torch import nn
 from torch.nn.utils import parametrize
 from tqdm import tqdm
 
 from edgestill.errors import UserError
-from edgestill.export.calibration import ALL, Seq, agreement, batch, load_sequences
-from edgestill.export.checkpoint import save_checkpoint
-from edgestill.export.fakequant import FakeQuantWeight, fake_quant_activation
-from edgestill.export.inputs import source_fingerprint
 from edgestill.tensors import kl_rows, masked_mean
 
 log = logging.getLogger(__name__)
@@ -155,11 +155,11 @@ def _train(model, reference, train: list[Seq], pad: int, s: QatSettings) -> list
     for _ in tqdm(range(s.steps), desc=f"QAT int{s.bits}", unit="step"):
         if len(order) < s.batch_size:
             order += torch.randperm(len(train), generator=gen).tolist()
-        batch, _, _ = batch([train[i] for i in order[: s.batch_size]], pad)
+        inputs, _, _ = batch([train[i] for i in order[: s.batch_size]], pad)
         del order[: s.batch_size]
         with torch.no_grad():
-            ref_logits = reference(**batch).logits
-        loss = kl_to_reference(model(**batch).logits, ref_logits, batch["attention_mask"])
+            ref_logits = reference(**inputs).logits
+        loss = kl_to_reference(model(**inputs).logits, ref_logits, inputs["attention_mask"])
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -173,7 +173,3 @@ def read_report(folder: Path) -> dict | None:
     """qat_report.json of a finished pass, else None."""
     f = Path(folder) / "qat_report.json"
     return json.loads(f.read_text()) if f.is_file() else None
-
-
-if __name__ == "__main__":
-    cli_main(main)

@@ -1,7 +1,6 @@
 """GPTQ (export/gptq.py): rounding onto the builder's exact MatMulNBits grid with less output error
 than round-to-nearest, and the int4-gptq preset through `edgestill export`."""
 
-import json
 
 import numpy as np
 import pytest
