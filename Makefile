@@ -19,7 +19,7 @@ B := $(BUILD)/$(NAME)
 VENV := .venv/.installed
 VENV_TEST := .venv/.installed-test
 
-.PHONY: student test test-fast venv clean-run clean bench optimum-venv optimum-peer arm64-check lookup-speed
+.PHONY: student test test-fast venv clean-run clean bench optimum-venv optimum-peer arm64-check lookup-speed readme
 
 student: $(B)/report/report.json
 	@echo "done: $(B)/report/report.md"
@@ -85,6 +85,10 @@ $(B)/.exported: $(B)/student/distill_report.json
 
 $(B)/report/report.json: $(B)/.exported
 	$(ES) bench $(RECIPE) --build-root $(BUILD) $(ARGS)
+
+# README.md's "Current results" section from the recipe's report (benchmarks/readme.py)
+readme: $(B)/report/report.json
+	$(PY) -m edgestill.benchmarks.readme $(B)/report/report.json README.md
 
 # The benchmark alone, any bundles, any targets (see benchmarks/README.md):
 #   make bench [BUNDLES="build/default/bundle-int8 ..."] [TARGET="local ssh://pi@board adb://SERIAL"] [ARGS="bench.threads=[1,2]"]

@@ -29,13 +29,20 @@ from edgestill.benchmarks.measure import measure_args
 from edgestill.benchmarks.plan import Model, Point, facts, settings
 from edgestill.benchmarks.record import error_record
 from edgestill.errors import UserError
+from edgestill.layout import runtime_files
 from edgestill.recipe import Bench
 from edgestill.worker import result_of
 
 log = logging.getLogger("benchmarks")
-REPO = Path(__file__).resolve().parent.parent
-# what the board needs to run measure.py: it imports edgestill/ core (errors, machine, worker) and runtime/
-CODE = ["runtime", "edgestill", "benchmarks/__init__.py", "benchmarks/measure.py", "benchmarks/peers.py"]
+# what the board needs to run measure.py: the edgestill core modules (errors, machine, worker, ...),
+# the runtime and these benchmark modules, laid out as the edgestill package
+BENCH_CODE = ("__init__.py", "measure.py", "peers.py")
+
+
+def code_files() -> list[tuple[Path, str]]:
+    """(local path, path on the board) of the code measure.py runs, from wherever edgestill is installed."""
+    here = Path(__file__).parent
+    return runtime_files() + [(here / name, f"edgestill/benchmarks/{name}") for name in BENCH_CODE]
 PACKAGES = ["onnxruntime", "numpy", "tokenizers", "jinja2"]
 VENV = "~/.cache/edgestill-bench/venv"
 TARGET = re.compile(r"^ssh://(?P<user>[^@/\s]+)@(?P<host>[^:/\s]+)(:(?P<port>\d{1,5}))?$")
@@ -157,7 +164,7 @@ def run_ssh(target: str, models: list[Model], points: list[Point], bench: Bench)
     try:
         python = find_python(board, bench)
         workdir = board.run("mktemp -d /tmp/edgestill-bench.XXXXXX").stdout.strip()
-        board.put([(REPO / c, c) for c in CODE], workdir)
+        board.put(code_files(), workdir)
         board.run(f"mkdir -p {shlex.quote(workdir)}/bundles")
         for model in models:
             records += measure_model(board, python, workdir, model, points, bench)

@@ -16,6 +16,7 @@ import shutil
 import time
 from pathlib import Path
 
+from edgestill import __version__
 from edgestill.distill import alongside
 from edgestill.distill.data import teacher_data
 from edgestill.distill.device import process_state
@@ -31,8 +32,6 @@ from edgestill.distill.student import build_student, count_params, resolve_layer
 from edgestill.distill.teacher import write_compat_fields
 from edgestill.distill.topk import TopkStore
 from edgestill.distill.train import build_examples, load_trained, sft_loss, train
-
-from edgestill import __version__
 from edgestill.errors import cli_main
 from edgestill.files import atomic_write_json
 from edgestill.intervals import verdict

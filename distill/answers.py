@@ -17,10 +17,10 @@ import logging
 from pathlib import Path
 
 import numpy as np
-from edgestill.distill.generate import greedy_topk
-from edgestill.distill.topk import TopkStore
 from tqdm import tqdm
 
+from edgestill.distill.generate import greedy_topk
+from edgestill.distill.topk import TopkStore
 from edgestill.files import JsonlAppender, read_jsonl
 from edgestill.recipe import Recipe
 from edgestill.tensors import chat_prompt, user_message

@@ -18,7 +18,6 @@ import json
 from pathlib import Path
 
 from edgestill.distill.evaluate import compare
-
 from edgestill.errors import UserError, cli_main
 from edgestill.intervals import verdict
 

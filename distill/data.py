@@ -24,7 +24,6 @@ from edgestill.distill.open_teacher import OpenTeacher, soft_targets_asked
 from edgestill.distill.server_teacher import open_server_teacher
 from edgestill.distill.student import count_params
 from edgestill.distill.teacher import load_teacher, teacher_dir
-
 from edgestill.errors import UserError
 from edgestill.recipe import Recipe, TeacherSource
 

@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import json
 
-from edgestill.distill.device import to_device
-from edgestill.distill.train import AnswerLogits, collate
 from tqdm import tqdm
 
+from edgestill.distill.device import to_device
+from edgestill.distill.train import AnswerLogits, collate
 from edgestill.intervals import interval, paired_gain, verdict
 from edgestill.metrics import exact_match_rate, mean_rouge_l, rouge_l
 from edgestill.tensors import chat_prompt, user_message

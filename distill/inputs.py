@@ -17,6 +17,8 @@ import random
 import re
 from pathlib import Path
 
+from tqdm import tqdm
+
 from edgestill.distill.answers import eos_ids
 from edgestill.distill.generate import newline_counts, sample
 from edgestill.distill.prompts import (
@@ -24,8 +26,6 @@ from edgestill.distill.prompts import (
     input_generation_messages,
     pick_shown,
 )
-from tqdm import tqdm
-
 from edgestill.errors import UserError
 from edgestill.files import JsonlAppender, read_jsonl
 from edgestill.files import read_user_records as read_user_inputs

@@ -21,10 +21,10 @@ teacher that answered it ("avg(a,b)" for averaged records).
 from __future__ import annotations
 
 import numpy as np
+
 from edgestill.distill.answers import eos_ids, rationale_message
 from edgestill.distill.open_teacher import soft_targets_asked
 from edgestill.distill.server_teacher import text_answer
-
 from edgestill.errors import UserError
 from edgestill.recipe import Recipe
 from edgestill.tensors import chat_prompt, user_message

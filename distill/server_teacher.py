@@ -43,12 +43,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+
 from edgestill.distill.answers import eos_ids
 from edgestill.distill.device import torch_device
 from edgestill.distill.open_teacher import OpenTeacher
 from edgestill.distill.student import count_params
 from edgestill.distill.teacher import load_teacher, teacher_dir
-
 from edgestill.errors import UserError
 from edgestill.recipe import Recipe, TeacherSource
 

@@ -15,7 +15,6 @@ from typing import Any
 from edgestill.distill import prune, vocab
 from edgestill.distill.layers import block_influence, select_layers
 from edgestill.distill.prompts import STUDENT_CHAT_TEMPLATE
-
 from edgestill.errors import UserError
 from edgestill.tensors import chat_prompt, user_message
 

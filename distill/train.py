@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
+
 from edgestill.distill.device import (
     accelerator,
     process_state,
@@ -41,8 +43,6 @@ from edgestill.distill.hidden import (
 )
 from edgestill.distill.losses import distill_loss
 from edgestill.distill.topk import TopkStore
-from tqdm import tqdm
-
 from edgestill.errors import UserError
 from edgestill.files import atomic_write_json
 from edgestill.recipe import Loss, Recipe

@@ -28,6 +28,7 @@ import tempfile
 from dataclasses import asdict, replace
 from pathlib import Path
 
+from edgestill.errors import UserError, cli_main
 from edgestill.export.bnb_preview import bitsandbytes_quality
 from edgestill.export.bundle import ExportSettings, export_bundle
 from edgestill.export.calibrated import CalibratedCopies, qat_pass
@@ -36,8 +37,6 @@ from edgestill.export.qat import QatSettings, read_report
 from edgestill.export.quality import eval_pairs
 from edgestill.export.quantize import preset
 from edgestill.export.validate import Reference
-
-from edgestill.errors import UserError, cli_main
 from edgestill.files import atomic_write_json
 from edgestill.recipe import Recipe, load_recipe, split_args
 from edgestill.teacher_data import read_split

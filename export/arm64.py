@@ -31,21 +31,21 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from edgestill.errors import UserError, cli_main
 from edgestill.export import arm64_worker
 from edgestill.export.__main__ import read_student
 from edgestill.export.arm64_sysroot import CPUS, DEVICES, Sysroot, ensure
 from edgestill.export.quality import Sequence, eval_pairs, measure, sequences
 from edgestill.export.validate import Reference
-from edgestill.runtime import Bundle
-
-from edgestill.errors import UserError, cli_main
 from edgestill.files import atomic_write_json, atomic_write_text
+from edgestill.layout import link_tree, runtime_files
 from edgestill.machine import machine_info, one_line
 from edgestill.markdown import table_text
 from edgestill.recipe import load_recipe, split_args
+from edgestill.runtime import Bundle
 
 log = logging.getLogger("export")
-REPO = Path(__file__).resolve().parent.parent
 WORKER = Path(arm64_worker.__file__).resolve()
 DEFAULT_CPUS = ("cortex-a76", "cortex-a72")
 GREEDY_PROMPTS = 4
@@ -76,7 +76,8 @@ def emulate(sysroot: Sysroot, cpu: str, job: dict, out: Path) -> dict:
     spec_file.write_text(json.dumps(job))
     cmd = [*sysroot.command(cpu), "-P", str(WORKER), str(spec_file), str(out)]
     try:
-        done = subprocess.run(cmd, env=sysroot.env(REPO), capture_output=True, text=True, timeout=TIMEOUT_S)
+        code = link_tree(runtime_files(), out.parent / ".code")  # the runtime as the edgestill package
+        done = subprocess.run(cmd, env=sysroot.env(code), capture_output=True, text=True, timeout=TIMEOUT_S)
     except subprocess.TimeoutExpired as err:
         raise UserError(f"{cpu}: the emulated run took over {TIMEOUT_S} s; use --limit") from err
     if done.returncode:

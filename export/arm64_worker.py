@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime
+
 from edgestill.runtime import Bundle, Generator
 
 

@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 from edgestill.export.calibration import agreement, load_sequences
-
 from edgestill.tensors import bitsandbytes_config
 
 log = logging.getLogger(__name__)

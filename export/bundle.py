@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edgestill.errors import UserError
 from edgestill.export.build import build_uniform
 from edgestill.export.calibrated import CalibratedCopies
 from edgestill.export.inputs import check_model_dir, source_fingerprint
@@ -34,8 +35,6 @@ from edgestill.export.quality import measure, sequences
 from edgestill.export.quantize import Preset, preset, with_budget
 from edgestill.export.validate import Reference, check_fp32, compare
 from edgestill.runtime import Bundle, BundleError, Generator
-
-from edgestill.errors import UserError
 
 log = logging.getLogger(__name__)
 

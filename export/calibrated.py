@@ -18,14 +18,13 @@ import json
 import tempfile
 from pathlib import Path
 
+from edgestill.errors import UserError
 from edgestill.export.calibration import calibration_ids
 from edgestill.export.gptq import GptqSettings, gptq_checkpoint
 from edgestill.export.inputs import source_fingerprint
 from edgestill.export.qat import QatSettings, qat_student
 from edgestill.export.quantize import Preset, gptq_preset
 from edgestill.export.smooth import smooth_checkpoint
-
-from edgestill.errors import UserError
 
 
 class CalibratedCopies:

@@ -40,13 +40,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from edgestill.export.calibration import Seq, batch, layer_inputs, run_layer
-from edgestill.export.checkpoint import save_checkpoint
-from edgestill.export.fakequant import fake_quant_weight
 from torch import nn
 from tqdm import tqdm
 
 from edgestill.errors import UserError
+from edgestill.export.calibration import Seq, batch, layer_inputs, run_layer
+from edgestill.export.checkpoint import save_checkpoint
+from edgestill.export.fakequant import fake_quant_weight
 
 log = logging.getLogger(__name__)
 

@@ -12,9 +12,9 @@ import json
 from pathlib import Path
 
 import onnx
-from edgestill.runtime.bundle import FORMAT, FORMAT_VERSION, MANIFEST
 
 from edgestill.files import atomic_write_json, sha256_file
+from edgestill.runtime.bundle import FORMAT, FORMAT_VERSION, MANIFEST
 
 TOOL_VERSION = "0.1.0"
 _SENTINEL = "@@EDGESTILL_USER_MESSAGE@@"

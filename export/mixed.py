@@ -40,6 +40,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+
+from edgestill.errors import UserError
 from edgestill.export.build import build_uniform
 from edgestill.export.calibrated import calibrated_sources
 from edgestill.export.calibration import (
@@ -54,9 +57,6 @@ from edgestill.export.checkpoint import load_weights
 from edgestill.export.fakequant import fake_quant_activation, fake_quant_weight
 from edgestill.export.onnx_build import save_with_data
 from edgestill.export.quantize import preset, unsmoothed
-from torch import nn
-
-from edgestill.errors import UserError
 from edgestill.tensors import kl_rows
 
 log = logging.getLogger(__name__)

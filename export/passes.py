@@ -17,12 +17,11 @@ import logging
 import sys
 from pathlib import Path
 
+from edgestill.errors import UserError, cli_main
 from edgestill.export.calibrated import qat_pass
 from edgestill.export.calibration import calibration_ids
 from edgestill.export.gptq import GptqSettings, gptq_checkpoint
 from edgestill.export.qat import QatSettings
-
-from edgestill.errors import UserError, cli_main
 
 
 def gptq_main(argv: list[str]) -> int:

@@ -43,15 +43,15 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from edgestill.export.calibration import ALL, Seq, agreement, batch, load_sequences
-from edgestill.export.checkpoint import save_checkpoint
-from edgestill.export.fakequant import FakeQuantWeight, fake_quant_activation
-from edgestill.export.inputs import source_fingerprint
 from torch import nn
 from torch.nn.utils import parametrize
 from tqdm import tqdm
 
 from edgestill.errors import UserError
+from edgestill.export.calibration import ALL, Seq, agreement, batch, load_sequences
+from edgestill.export.checkpoint import save_checkpoint
+from edgestill.export.fakequant import FakeQuantWeight, fake_quant_activation
+from edgestill.export.inputs import source_fingerprint
 from edgestill.tensors import kl_rows, masked_mean
 
 log = logging.getLogger(__name__)

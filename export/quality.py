@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from edgestill.runtime import Bundle, Generator
 
 from edgestill.files import read_jsonl
+from edgestill.runtime import Bundle, Generator
 
 
 @dataclass(frozen=True)

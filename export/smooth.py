@@ -40,9 +40,10 @@ import logging
 from pathlib import Path
 
 import torch
+from torch import nn
+
 from edgestill.export.checkpoint import save_checkpoint
 from edgestill.export.quantize import SMOOTH_ALPHA as ALPHA
-from torch import nn
 
 log = logging.getLogger(__name__)
 

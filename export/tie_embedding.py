@@ -18,8 +18,9 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from edgestill.export.onnx_build import save_with_data
 from onnx import helper, numpy_helper
+
+from edgestill.export.onnx_build import save_with_data
 
 EMBED_GATHER = "/model/embed_tokens/Gather"
 LM_HEAD_PREFIX = "/lm_head/"

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from edgestill.runtime import Bundle, Generator
 
 from edgestill.errors import UserError
+from edgestill.runtime import Bundle, Generator
 
 FP32_LOGIT_TOLERANCE = 1e-3
 GREEDY_TOKENS = 64

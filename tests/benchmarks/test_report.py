@@ -120,3 +120,21 @@ def test_gain_note_gives_the_interval_and_paired_gains():
     assert "0.413 (95% bootstrap interval 0.371 to 0.456, 24 eval inputs)" in note
     assert "minus the same student trained on hard targets only +0.050 (-0.010 to +0.112: not distinguishable from it)" in note
     assert "minus the input itself as the answer (no model) -0.064 (-0.120 to -0.005: below it)" in note
+
+
+def test_readme_results_section_is_generated_between_its_markers(report, tmp_path):
+    from edgestill.benchmarks.readme import END, START, main, update
+    from edgestill.errors import UserError
+
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# Title\n\nintro\n\n{START}\nold typed table\n{END}\n\n## After\n")
+    (tmp_path / "report.json").write_text(json.dumps(report))
+    assert main([str(tmp_path / "report.json"), str(readme)]) == 0
+    text = readme.read_text()
+    assert "old typed table" not in text and text.startswith("# Title\n\nintro\n\n") and text.endswith("## After\n")
+    inside = text[text.index(START):text.index(END)]
+    assert "bundle-int8" in inside and "teacher-bundle-fp32" in inside
+    assert "Test CPU" in inside and inside.count("\n|") >= 4  # header, rule, three models
+    assert update(text, report) == text  # regenerating changes nothing
+    with pytest.raises(UserError, match="results:start"):
+        update("# no markers\n", report)
