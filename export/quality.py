@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgestill.files import read_jsonl
 from edgestill.runtime import Bundle, Generator
+from edgestill.teacher_data import answer_sequence, read_split
 
 
 @dataclass(frozen=True)
@@ -43,10 +43,7 @@ class Sequence:
 def eval_pairs(teacher_jsonl: Path, fallback: list[tuple[str, str]] = (), limit: int | None = None
                ) -> list[tuple[str, str, bool]]:
     """(input, teacher answer, ended) for the eval split of `teacher_jsonl`, else `fallback`."""
-    pairs = []
-    if Path(teacher_jsonl).is_file():
-        pairs = [(r["input"], r["output"], bool(r.get("ended", False))) for r in read_jsonl(teacher_jsonl)
-                 if r.get("split") == "eval" and r.get("output")]
+    pairs = [(r.input, r.output, r.ended) for r in read_split(teacher_jsonl, "eval")]
     pairs = pairs or [(i, o, False) for i, o in fallback]
     return pairs[:limit] if limit else pairs
 
@@ -57,9 +54,9 @@ def sequences(bundle: Bundle, pairs: list[tuple[str, str, bool]]) -> list[Sequen
     for text, answer, ended in pairs:
         prompt = bundle.encode(text)
         answer_ids = bundle.tokenizer.encode(answer, add_special_tokens=False).ids
-        answer_ids += bundle.eos_token_ids[:1] if ended else []
-        if answer_ids:
-            out.append(Sequence(prompt + answer_ids, len(prompt)))
+        seq = answer_sequence(prompt, answer_ids, ended, next(iter(bundle.eos_token_ids), None))
+        if len(seq) > len(prompt):
+            out.append(Sequence(seq, len(prompt)))
     return out
 
 
