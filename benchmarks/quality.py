@@ -32,7 +32,7 @@ def eval_records(data_dir: str | Path, limit: int | None = None) -> list[dict]:
     if not path.is_file():
         raise UserError(f"{path} not found; run `edgestill distill RECIPE` first")
     records = [{**r.extra, "id": r.id, "split": r.split, "input": r.input, "output": r.output, "ended": r.ended}
-               for r in read_split(path, "eval")]  # dicts: label & co stay as distill wrote them
+               for r in read_split(path, "eval", answered=False)]  # dicts: label & co stay as distill wrote them
     if not records:
         raise UserError(f"{path} has no records with split == 'eval'; run `edgestill distill RECIPE` again")
     return records[:limit] if limit else records

@@ -16,7 +16,7 @@ on this x86 machine: top-1 agreement, the largest logit difference, and how many
 continuations are identical. Written to `build/<name>/arm64/arm64_check.{json,md}`.
 
 Exit status 0 when every bundle reaches its floor on every core, 1 when one does not, 2 for bad
-input. Emulated runs say nothing about speed (qemu-user is ~40x slower than the host here).
+input. Emulated runs say nothing about speed (qemu-user is many times slower than the host).
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ that needs, with no root and no change to the host system:
 - `qemu-aarch64-static`: from PATH, else unpacked from Debian's amd64 `qemu-user-static`;
 - `cpu-<model>/`: one view of `root/` per emulated CPU with a matching `/proc/cpuinfo`.
   qemu-user opens paths under its `-L` prefix first, and onnxruntime's cpuinfo library
-  crashes on the host's x86 `/proc/cpuinfo` (measured: SIGSEGV at import), so each CPU model
+  crashes on the host's x86 `/proc/cpuinfo` (SIGSEGV at import), so each CPU model
   gets a truthful one (the same MIDR and feature flags the real core reports).
 
 The folder is `$EDGESTILL_CACHE/arm64` (default ~/.cache/edgestill/arm64). Emulated timings say

@@ -3,7 +3,7 @@ for its imports each time (export/onnx_build.py starts it; not meant to be run b
 
     python -m edgestill.export.builder_worker     # reads job lines from stdin, answers exit codes on stdout
 
-It imports the builder (torch, transformers, onnx_ir: 3.8 s on the 2-core Xeon) once. For each
+It imports the builder (torch, transformers, onnx_ir: most of a build's time) once. For each
 job line, JSON `{"args": [...], "log": "path"}`, it forks a child that runs `python -m
 onnxruntime_genai.models.builder ARGS` with its output going to the log file, waits for it and
 writes the child's exit code as one line. Every build gets a fresh child, so no builder state

@@ -24,9 +24,8 @@ pinned to the code -2^(bits-1) however the updates move it, so the builder's rou
 finds the same scale and the same codes: a test checks that rounding the result again changes
 nothing. So the bundle is built by the unmodified builder, and onnxruntime-genai runs it.
 
-Why our own code: onnxruntime.quantization's GPTQ config calls Intel Neural Compressor (not a
-dependency here, and its ONNX side is deprecated), and it rounds onto its own grid rather than
-the builder's. This is about 100 lines on top of torch.
+Why our own code: onnxruntime.quantization's GPTQ needs Intel Neural Compressor and rounds onto
+its own grid, not the builder's.
 
 The presets smooth the activations first (export/smooth.py) and round the smoothed copy, on the
 same calibration sequences.
@@ -68,7 +67,7 @@ def gptq_weight(w: torch.Tensor, h: torch.Tensor, bits: int, block: int, damp: f
     Rows are independent (each has its own scales and error feedback), so matmuls that read the
     same input may be rounded as one matrix of stacked rows (gptq_model does, for q/k/v and
     gate/up; the result is bit-identical). The work runs on the transpose, whose columns are then
-    contiguous rows: 1.1-1.9x faster per matmul of the default student, same codes bit for bit."""
+    contiguous rows (faster, same codes bit for bit)."""
     wt = w.detach().float().t().contiguous()  # [K, N]: column j of w is row j here
     k, n = wt.shape
     h = h.double().clone()
@@ -174,10 +173,10 @@ def _head(model, hidden: list[torch.Tensor], masks: list[torch.Tensor], s: GptqS
     A head tied to the embedding is also the embedding's rows, which feed the residual stream in
     directions the head's inputs may barely use, and GPTQ moves rounding error into exactly such
     directions. So for a tied head the damping (a ridge towards plain weight error) is raised 10x
-    at a time until ||W - Q|| is within `tied_weight_error` times RTN's, else RTN is kept. On the
-    default student the first damping passes (1.36x RTN's weight error); on the 2-layer test
-    model, whose final hidden states span few directions, it was 5.5x, and its int4 bundle's
-    top-1 agreement fell from 1.0 to 0.62 until this check was added."""
+    at a time until ||W - Q|| is within `tied_weight_error` times RTN's, else RTN is kept.
+
+    Returns `_replace`'s record (both relative output errors, which was kept), with the damping
+    used when a tied head keeps GPTQ."""
 
     head, embed = model.get_output_embeddings(), model.get_input_embeddings()
     hs = _Hessians({"lm_head": head})

@@ -25,8 +25,8 @@ a byte budget: the model's bytes (every initializer) as a fraction of the fp32 m
    are its own attributes, so onnxruntime and onnxruntime-genai run the result unchanged.
 
 This is a per-layer sensitivity search in the style of llama.cpp's mixed k-quants and HAWQ, but
-calibrated on the user's task rather than a fixed layer list (our measured comparison is in
-export/README.md).
+calibrated on the user's task rather than a fixed layer list (the measured comparison is in
+docs/log.md).
 """
 
 from __future__ import annotations
@@ -126,9 +126,8 @@ class _PrefixKL:
     """KL(reference || simulated student) on calibration batches when only one node group differs
     from all-coarse: the inputs of every decoder layer are kept from one all-coarse pass, so a
     group in layer i reruns layers i.. only. The result equals a full forward pass (the layers
-    before i see the same weights); a test checks it. This halves the plan's time (the groups
-    sit in every layer alike, so on average about half the layers run), where a full pass per
-    group took about 80 of int4-mixed's 91 s on the default student.
+    before i see the same weights); a test checks it. It about halves the plan's time: the groups
+    sit in every layer alike, so on average about half the layers run.
 
     A tied LM head moves the embedding too, so the `lm_head` group reruns everything."""
 

@@ -8,9 +8,8 @@ tokenizer files: the bundle layout of docs/contracts.md.
 The child is forked from a worker process that has imported the builder (torch, transformers,
 onnx_ir) once (export/builder_worker.py), on Linux; elsewhere (macOS, where forking a process that
 has loaded system frameworks is unsafe, as CPython's own default to spawn there says; Windows)
-it is a fresh `python -m` subprocess. Measured on the default student's int4 build (2-core
-Xeon): 4.8 s as a subprocess, of which 3.8 s are imports, against 0.6 s per build from the
-worker; the files are byte-identical. An export of all presets runs the builder 17 times.
+it is a fresh `python -m` subprocess (the builder's imports are most of a build's time; both
+paths write byte-identical files). An export of all presets runs the builder 17 times.
 """
 
 from __future__ import annotations

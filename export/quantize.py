@@ -9,73 +9,56 @@ and the quality floor it must reach: `top1_agreement_vs_fp32` on held-out teache
 Every quantized preset is weight-only (`MatMulNBits`, symmetric round-to-nearest unless said
 otherwise): activations and the KV cache stay fp32. `accuracy_level=4` lets onnxruntime's CPU
 kernel quantize activations to int8 per block and use integer dot products; it is what makes
-MatMulNBits fast on x86 and ARM64 alike (measured on the 8-layer default student, 2 loaded
-cores: int8 block 32 58 ms/token with level 4, 1583 ms/token with level 1 (fp32 activations),
-which raises top-1 vs fp32 from 0.954 to 0.978 only). The activation rounding it adds is half of
-the int8 presets' loss, so the int8 presets first smooth the activations (export/smooth.py,
-SmoothQuant: input outliers moved into the weights, calibrated on the task's train text; the fp32
-function is unchanged). See export/README.md for the measured table.
+MatMulNBits fast on x86 and ARM64 alike (level 1, fp32 activations, is many times slower). The
+activation rounding it adds is half of the int8 presets' loss, so the int8 presets first smooth
+the activations (export/smooth.py, SmoothQuant: input outliers moved into the weights, calibrated
+on the task's train text; the fp32 function is unchanged). Measured quality and size per preset:
+export/README.md; the experiments behind them: docs/log.md ("Export").
 
-- fp32: the reference; tied embeddings stay one shared matrix.
+- fp32: the reference; tied embeddings stay one shared matrix. Floor 0.99.
 - fp16: every weight, activation and the KV cache in fp16 (the builder's fp16 CPU graph, whose
   shape annotations export/onnx_build.py drops so onnxruntime can run it), 50% of the fp32 bytes.
-  Where onnxruntime has no fp16 arithmetic (x86, Cortex-A72) it runs through fp32 casts: top-1 vs
-  fp32 0.999 on the default student, but 2.2x slower than fp32. With fp16 arithmetic (an emulated
-  Cortex-A76) it fell to 0.981 on 4 texts, under its floor: check it per device (export/arm64.py).
+  Where onnxruntime has no fp16 arithmetic (x86, Cortex-A72) it runs through fp32 casts; with fp16
+  arithmetic (Cortex-A76) its quality depends on the device: check it there (export/arm64.py).
+  Floor 0.99.
 - int8 (the default): activation smoothing, then GPTQ (export/gptq.py: calibrated on the task's
   train text, rounded exactly onto the builder's grid), every MatMul incl. the LM head in 8 bits,
   block 32; for tied models the embedding lookup reads the LM head's int8 matrix
-  (export/tie_embedding.py, GatherBlockQuantized bits=8). Default student (33b850f): top-1 vs
-  fp32 0.986 at 29.6% of the fp32 bytes, where round-to-nearest at block 32 (int8-b32) gives 0.979.
-- int8-b16: the int8 preset before GPTQ: activation smoothing, round-to-nearest, block 16 (32.7%
-  of the fp32 bytes): 0.985 on that student (0.976 -> 0.989 with smoothing on an earlier one).
-- int8-b32: as int8-b16 with block 32 (the builder's default): 29.6% of the fp32 bytes, 0.979.
+  (export/tie_embedding.py, GatherBlockQuantized bits=8). Floor 0.98.
+- int8-b16: the int8 preset before GPTQ: activation smoothing, round-to-nearest, block 16.
+  Floor 0.98.
+- int8-b32: as int8-b16 with block 32 (the builder's default). Floor 0.98.
 - int4: activation smoothing, then every MatMul in 4 bits (RTN, block 32); the tied embedding
-  shares the LM head's 4-bit matrix (the builder emits GatherBlockQuantized itself). Smoothing
-  measured on the default student: 0.797 -> 0.814 top-1 vs fp32, ppl 12.54 -> 11.83.
-- int4-b64: as int4 with block 64 (smaller scales table, less accurate; smoothing 0.720 -> 0.733).
-  int4-qat smooths too, before its pass (0.849 -> 0.857 on the default student of 18840f1).
-  int4-mixed does not: smoothed once before its plan, it measured 0.907 against 0.925 unsmoothed
-  on that student (the plan then spent less of its budget on int8). The k-quant presets do not
-  either (not measured with it).
-- int4-kquant: k-quant (llama.cpp-style per-block scale search) instead of RTN, block 32.
+  shares the LM head's 4-bit matrix (the builder emits GatherBlockQuantized itself). Floor 0.95.
+- int4-b64: as int4 with block 64 (smaller scales table, less accurate). Floor 0.95.
+- int4-kquant: k-quant (llama.cpp-style per-block scale search) instead of RTN, block 32, not
+  smoothed. Floor 0.95.
+- int4-kquant-mixed: k-quant with the LM head and the most sensitive layers (llama.cpp's "mixed"
+  selection: first/last eighth of layers and every third qkv/v/down projection) in 8 bits, not
+  smoothed. Floor 0.95.
+- int4-mixed: int4 (block 32, not smoothed: smoothing before the plan lowered its quality) except
+  the matmuls whose int8 (block 32) version lowers the KL to fp32 most per extra byte on the task's
+  own train text, up to 25% of the fp32 model's bytes (export/mixed.py; the chosen nodes and every
+  node's gain are in the manifest). Floor 0.95.
 - int4-qat: as int4, built from the student after a short quantization-aware distillation pass
   (export/qat.py: fake-quant weights on the exact MatMulNBits grid + int8 activation rounding, KL
-  to the fp32 student); quality is still measured against the fp32 student. The pass starts from
-  int4-gptq's rounding: 0.915 on the current default student (30 steps, about 80 s), the best pure
-  4-bit preset, against 0.886 when it started from the student's own weights (60 steps, 138 s). Measured on the
-  default student (60 steps): top-1 vs fp32 0.774 (int4) -> 0.848 (int4-qat). The same pass for int8 (block 16,
-  lr 2e-5) lowered the KL to fp32 by 14% but left top-1 at 0.96 (0.968 -> 0.960 simulated,
-  0.963 -> 0.964 in the bundle): the int8 loss is the activation rounding, so there is no
-  int8-qat preset.
+  to the fp32 student) that starts from int4-gptq's rounding; quality is still measured against
+  the fp32 student. Floor 0.95. There is no int8-qat: the pass does not remove the int8 presets'
+  activation-rounding loss.
 - int4-gptq: activation smoothing, then GPTQ on the task's train text, every MatMul in 4 bits
-  (block 32), the LM head first: 0.908 top-1 vs fp32 on the default student at 17.4% of the fp32
-  bytes, against 0.856 for RTN (int4) (GPTQ takes 17-19 s).
+  (block 32), the LM head first. Floor 0.95.
 - int4-gptq-mixed: int4-mixed's plan on top of int4-gptq (the fine side is int8-b32 of the same
-  smoothed copy, so spliced nodes share every other weight), 25% byte budget: 0.953 on the default
-  student (passes its floor) at 25.2% of the fp32 bytes, with 42 of 71 matmul groups (64% of the
-  matmul weights) in int8; int4-mixed, the same plan on RTN, gives 0.921.
-- int4-kquant-mixed: k-quant with the LM head and the most sensitive layers (llama.cpp's "mixed"
-  selection: first/last eighth of layers and every third qkv/v/down projection) in 8 bits.
-- int4-mixed: int4 (block 32) except the matmuls whose int8 (block 32) version lowers the KL to
-  fp32 most per extra byte on the task's own train text, up to 25% of the fp32 model's bytes
-  (export/mixed.py; the chosen nodes and every node's gain are in the manifest).
-  Measured on the default student: 0.911 top-1 vs fp32 at 24.8% of the fp32 bytes, against 0.774
-  for int4 (17.0%) and 0.848 for int4-kquant-mixed (21.0%); at a 21% budget it gives 0.871.
-  The same search between int8 block 32 and block 16 under a 30% budget (an int8 that meets the
-  size bound) measured 0.971, no better than int8-b32's 0.973, so it is not a preset.
+  smoothed copy, so spliced nodes share every other weight), 25% byte budget. Floor 0.95.
 
-x86 and ARM64 get the same presets. `python -m edgestill.export.arm64` scores the bundles on emulated ARM64
-cores (export/README.md): fp32 is the same function there; the dot-product kernels of a
-Cortex-A76 lost 0.4-0.9 points of top-1 more than x86 with the RTN presets (block-16 int8 0.9806 vs
-0.9849), so no preset had to change; the GPTQ int8 keeps 0.9871 there (0.9860 on x86).
+x86 and ARM64 get the same presets. `python -m edgestill.export.arm64` scores the bundles on
+emulated ARM64 cores (export/README.md).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-SMOOTH_ALPHA = 0.5  # activation smoothing strength (export/smooth.py has the measurements)
+SMOOTH_ALPHA = 0.5  # activation smoothing strength (docs/log.md has the measurements)
 SMOOTH_RECORD = f"SmoothQuant alpha {SMOOTH_ALPHA} on the task's train text (export/smooth.py)"
 
 

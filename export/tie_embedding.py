@@ -3,13 +3,13 @@
 onnxruntime-genai's builder quantizes the LM head to 8 bits but keeps the (tied) embedding table
 as a separate fp32 copy, because it only emits GatherBlockQuantized for 4 bits. onnxruntime's
 GatherBlockQuantized does accept uint8 data with bits=8 (default zero point 128, the same
-encoding as MatMulNBits; measured bit-identical to dequantizing in numpy), so for a model with
+encoding as MatMulNBits, bit-identical to dequantizing it in numpy), so for a model with
 tied embeddings we replace
 
     Gather(model.embed_tokens.weight [V, H] fp32, input_ids)
 by  GatherBlockQuantized(Reshape(lm_head Q8 [V, H/B, B] -> [V, H]), input_ids, lm_head scales [V, H/B])
 
-and drop the fp32 table: V*H*4 bytes become 0 (the 135M teacher's int8 bundle loses ~113 MB).
+and drop the fp32 table: V*H*4 bytes become 0.
 """
 
 from __future__ import annotations

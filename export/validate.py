@@ -1,7 +1,7 @@
 """Export ends in validation: run the bundle (through the runtime) and PyTorch on real text.
 
 For every validation text, both see the same prompt token ids (the bundle's template and
-instruction). Measured: the largest absolute logit difference over all prompt positions, the
+instruction). Recorded: the largest absolute logit difference over all prompt positions, the
 top-1 agreement of the bundle with the fp32 PyTorch model over those positions, and whether 64
 greedy tokens (eos ignored) are identical. An fp32 bundle must match within
 `FP32_LOGIT_TOLERANCE` and generate the same greedy tokens, else `ValidationError`; quantized

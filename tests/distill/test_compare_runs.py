@@ -63,4 +63,4 @@ def test_old_or_foreign_reports_get_a_clear_error(tmp_path):
 def test_cli_exits_2_with_one_line(tmp_path):
     done = subprocess.run([sys.executable, "-m", "edgestill.distill.compare", str(tmp_path / "missing.json")],
                           capture_output=True, text=True)
-    assert done.returncode == 2 and done.stderr.startswith("error: usage:") and "Traceback" not in done.stderr
+    assert done.returncode == 2 and done.stderr.startswith("usage: edgestill compare") and "Traceback" not in done.stderr

@@ -118,7 +118,7 @@ def test_report_gives_intervals_and_paired_gains_over_the_baselines(tiny_run):
 
 def test_second_make_skips_finished_stages(tiny_run):
     _, first, second = tiny_run
-    assert "-m distill" in first.stdout
+    assert "edgestill distill" in first.stdout
     assert second.returncode == 0
-    for stage in ("-m distill", "-m export", "-m benchmarks"):
+    for stage in ("edgestill distill", "edgestill export", "edgestill bench"):
         assert stage not in second.stdout, second.stdout
