@@ -3,6 +3,7 @@
     from edgestill.runtime import Bundle, Generator
     gen = Generator(Bundle.open("build/default/bundle-int8"), threads=2)
     print(gen.generate("The council voted ...", max_new_tokens=48))
+    gen.choose("Arrived broken.", ["positive", "negative"]).text    # a label task: one of the choices
 
 Command line: `edgestill generate BUNDLE --prompt "..."` and `edgestill chat BUNDLE`.
 This package never imports torch, transformers, optimum or datasets (a contract test checks it),
@@ -11,12 +12,13 @@ so an app can embed it with a few small dependencies. Every deliberate error is 
 """
 
 from edgestill.runtime.bundle import Bundle
+from edgestill.runtime.choices import Choice
 from edgestill.runtime.errors import (BundleError, ChecksumError, ContextLengthError, EncodingError, FormatVersionError,
                             InputError, ManifestError, MissingFileError, ModelLoadError, PromptError,
                             RuntimeFailure, SamplingError, TokenizerError)
 from edgestill.runtime.generator import Generator
 from edgestill.runtime.sampling import Sampling
 
-__all__ = ["Bundle", "Generator", "Sampling", "RuntimeFailure", "BundleError", "ManifestError",
+__all__ = ["Bundle", "Choice", "Generator", "Sampling", "RuntimeFailure", "BundleError", "ManifestError",
            "FormatVersionError", "MissingFileError", "ChecksumError", "ModelLoadError", "TokenizerError",
            "InputError", "PromptError", "EncodingError", "ContextLengthError", "SamplingError"]

@@ -2,13 +2,16 @@
 
     edgestill generate build/default/bundle-int8 --prompt "Paragraph to summarise ..."
     edgestill generate build/default/bundle-int8 --prompt "..." --json   # one JSON object
+    edgestill generate build/reviews/bundle-int8 --prompt "..." --labels  # one of the bundle's labels
+    edgestill generate BUNDLE --prompt "..." --choice yes --choice no     # one of these strings
     edgestill chat build/default/bundle-int8        # multi-turn, the bundle's chat template
 
 `generate` wraps the prompt in the bundle's template and instruction (manifest.json) unless
 `--raw`. `chat` keeps the conversation and renders it with the bundle's chat template; an empty
 line or /reset starts over, /quit or end of input leaves. `--json` prints one JSON object per
 answer ({"text", "tokens", "prompt_tokens", "seconds", "tokens_per_second"})
-instead of streaming text. Errors are one line on stderr with exit code 2.
+instead of streaming text. `--labels` / `--choice` print the most likely choice (with --json:
+{"text", "scores"}: each choice's log-likelihood). Errors are one line on stderr with exit code 2.
 """
 
 from __future__ import annotations
@@ -37,6 +40,9 @@ def _parser() -> argparse.ArgumentParser:
         if name == "generate":
             p.add_argument("--prompt", required=True)
             p.add_argument("--raw", action="store_true", help="no chat template, no instruction")
+            p.add_argument("--choice", action="append", default=[], metavar="TEXT",
+                           help="answer with the most likely of these strings (repeat it for each)")
+            p.add_argument("--labels", action="store_true", help="answer with the most likely of the bundle's labels")
         p.add_argument("--max-new-tokens", type=int, default=64 if name == "generate" else 256)
         p.add_argument("--temperature", type=float, default=0.0)
         p.add_argument("--top-k", type=int, default=0)
@@ -85,6 +91,15 @@ def _answer(gen: Generator, prompt_text: str, args: argparse.Namespace) -> str:
     return text
 
 
+def _choose(gen: Generator, args: argparse.Namespace) -> None:
+    """Print the most likely choice (--choice strings, or the bundle's labels with --labels)."""
+    if args.choice and args.labels:
+        raise UserError("give --choice strings or --labels, not both")
+    found = gen.choose(args.prompt, args.choice or None, raw=args.raw, truncate=args.truncate)
+    line = json.dumps({"text": found.text, "scores": found.scores}, ensure_ascii=False) if args.json else found.text
+    sys.stdout.write(line + "\n")
+
+
 def _chat(gen: Generator, args: argparse.Namespace) -> None:
     messages: list[dict] = []
     interactive = sys.stdin.isatty()
@@ -107,7 +122,9 @@ def _chat(gen: Generator, args: argparse.Namespace) -> None:
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     gen = Generator(Bundle.open(args.bundle, verify=not args.no_verify), threads=args.threads)
-    if args.command == "generate":
+    if args.command == "generate" and (args.choice or args.labels):
+        _choose(gen, args)
+    elif args.command == "generate":
         _answer(gen, gen.bundle.format_prompt(clean_text(args.prompt), raw=args.raw), args)
     else:
         _chat(gen, args)

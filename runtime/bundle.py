@@ -154,6 +154,11 @@ class Bundle:
     def name(self) -> str:
         return self.manifest.get("name", self.path.name)
 
+    @property
+    def labels(self) -> list[str] | None:
+        """The task's closed label set (manifest "task": {"labels": [...]}), None for free text."""
+        return (self.manifest.get("task") or {}).get("labels")
+
     def format_prompt(self, text: str, raw: bool = False) -> str:
         """The model's chat prompt for one user message: instruction + "\\n\\n" + text.
 

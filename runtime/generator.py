@@ -23,6 +23,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 
 from edgestill.runtime.bundle import Bundle
+from edgestill.runtime.choices import Choice, check_choices, score
 from edgestill.runtime.detok import Answer
 from edgestill.runtime.engine import Model
 from edgestill.runtime.errors import ContextLengthError, EncodingError, PromptError, SamplingError
@@ -213,6 +214,19 @@ class Generator:
         return cache.prefill_all(ids).astype(np.float32, copy=True)
 
     # ------------------------------------------------------------------ text level
+
+    def choose(self, text, choices: Sequence[str] | None = None, raw: bool = False,
+               truncate: str | None = None) -> Choice:
+        """The one of `choices` (default: the bundle's labels) the model finds most likely after the
+        prompt of `text`, with every choice's log-likelihood (runtime/choices.py)."""
+        if choices is None and not self.bundle.labels:
+            raise PromptError(f"bundle {self.bundle.path} has no task labels; pass choices=[...]")
+        choices = check_choices(self.bundle.labels if choices is None else choices, self.context_length)
+        eos = self.bundle.eos_token_ids[:1]
+        ids = [self.bundle.tokenizer.encode(c, add_special_tokens=False).ids + eos for c in choices]
+        prompt = self.check_ids(self.encode(text, raw=raw), max(map(len, ids)), truncate)
+        scores = score(self.model, prompt, ids)
+        return Choice(choices[int(np.argmax(scores))], dict(zip(choices, scores)))
 
     def stream(self, text, max_new_tokens: int = 64, stop: Sequence[str] = (), raw: bool = False,
                truncate: str | None = None, **sampling) -> Iterator[str]:
