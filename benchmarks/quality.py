@@ -22,6 +22,7 @@ from pathlib import Path
 
 from edgestill.errors import UserError
 from edgestill.intervals import interval, paired_gain, verdict
+from edgestill.label_metrics import label_scores
 from edgestill.metrics import mean_rouge_l, rouge_l
 from edgestill.teacher_data import read_split
 
@@ -63,16 +64,33 @@ def generate_outputs(bundle_dir: str | Path, records: list[dict], max_new_tokens
     gen = Generator(Bundle.open(bundle_dir), threads=threads)
     outputs = []
     for record in records:
-        outputs.append(gen.generate(record["input"], max_new_tokens=max_new_tokens, temperature=0.0).strip())
+        if gen.bundle.labels:  # a label task: the most likely label, never free text
+            outputs.append(gen.choose(record["input"]).text)
+        else:
+            outputs.append(gen.generate(record["input"], max_new_tokens=max_new_tokens, temperature=0.0).strip())
         if progress is not None:
             progress.update(1)
     return outputs
 
 
+def _manifest(bundle_dir: str | Path) -> dict:
+    return json.loads((Path(bundle_dir) / "manifest.json").read_text(encoding="utf-8"))
+
+
 def carried_figures(bundle_dir: str | Path) -> dict:
     """The bundle manifest's `quality` figures (from export), to show beside the measured ones."""
-    manifest = json.loads((Path(bundle_dir) / "manifest.json").read_text(encoding="utf-8"))
-    return dict(manifest.get("quality") or {})
+    return dict(_manifest(bundle_dir).get("quality") or {})
+
+
+def label_figures(outputs: list[str], records: list[dict], labels: list[str] | None) -> dict:
+    """Accuracy and macro-F1 (with 95% intervals) against the records' ground-truth labels, for a
+    label task whose every eval record has one; {} otherwise."""
+    if not labels or not records or any(r.get("label") is None for r in records):
+        return {}
+    s = label_scores(outputs, [r["label"] for r in records], labels)
+    return {"accuracy_vs_label": s["accuracy"], "accuracy_vs_label_ci95_lo": s["accuracy_ci95"][0],
+            "accuracy_vs_label_ci95_hi": s["accuracy_ci95"][1], "macro_f1_vs_label": s["macro_f1"],
+            "macro_f1_vs_label_ci95_lo": s["macro_f1_ci95"][0], "macro_f1_vs_label_ci95_hi": s["macro_f1_ci95"][1]}
 
 
 def bundle_quality(bundle_dir: str | Path, records: list[dict], max_new_tokens: int, threads: int,
@@ -80,7 +98,8 @@ def bundle_quality(bundle_dir: str | Path, records: list[dict], max_new_tokens: 
     """(quality dict, per-example rows {id, input, teacher, label, output}) for one bundle."""
     outputs = generate_outputs(bundle_dir, records, max_new_tokens, threads, progress)
     scores = teacher_scores(outputs, records)
-    quality = {**carried_figures(bundle_dir), **score(outputs, records, scores)}
+    labels = (_manifest(bundle_dir).get("task") or {}).get("labels")
+    quality = {**carried_figures(bundle_dir), **score(outputs, records, scores), **label_figures(outputs, records, labels)}
     rows = [{"id": r.get("id", i), "input": r["input"], "teacher": r["output"], "label": r.get("label"),
              "output": out, "rouge_l_vs_teacher": s} for i, (r, out, s) in enumerate(zip(records, outputs, scores))]
     return quality, rows

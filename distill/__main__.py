@@ -109,7 +109,7 @@ def run(recipe: Recipe, build_root: str = "build") -> dict:
     _save_student(built.model, tok, student_dir)
     report = {
         "tool_version": __version__, "recipe": recipe.to_dict(),
-        "task": {"instruction": instruction},
+        "task": {"instruction": instruction, **({"labels": recipe.task.labels} if recipe.task.labels else {})},
         "teacher": data.info,
         "student": {"params": count_params(built.model), "layers": recipe.student.layers,
                     "init": recipe.student.init, **built.info,

@@ -135,5 +135,7 @@ def _write(out: JsonlAppender, store: TopkStore, rec: dict, prompt: str, ans: di
                        "rationale_topk_len": len(why["target_ids"])})
     if "label" in rec:
         record["label"] = rec["label"]
+    if "label_logp" in ans:  # a label task: the teacher's log-likelihood of each label
+        record["label_logp"] = ans["label_logp"]
     out.write(record)
     return record

@@ -16,9 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from edgestill.distill.answers import local_answerer, prepare_answers
+from edgestill.distill.answers import eos_ids, local_answerer, prepare_answers
 from edgestill.distill.device import torch_device
+from edgestill.distill.gate import teacher_gate
 from edgestill.distill.inputs import describe, local_writer, prepare_inputs
+from edgestill.distill.labels import label_answerer
 from edgestill.distill.multi_teacher import combined_answerer
 from edgestill.distill.open_teacher import OpenTeacher, soft_targets_asked
 from edgestill.distill.server_teacher import open_server_teacher
@@ -41,6 +43,9 @@ class TeacherData:
 def open_teacher(t: TeacherSource, recipe: Recipe) -> OpenTeacher:
     """Load a local teacher, or connect to a server one (`distill.server_teacher`)."""
     if t.source == "openai":
+        if recipe.task.labels:
+            raise UserError("task.labels: a served teacher cannot score the labels yet (it needs the log-likelihood "
+                            "of each label); use a local teacher (teacher.source) for a label task")
         return open_server_teacher(t, recipe)
 
     device = torch_device(recipe.device)
@@ -48,7 +53,9 @@ def open_teacher(t: TeacherSource, recipe: Recipe) -> OpenTeacher:
     info = {"source": t.source, "dir": str(Path(teacher_dir(t.source)).resolve()),
             "params": count_params(model), "layers": model.config.num_hidden_layers}
     write = input_writer(t, model, tok, device)
-    return OpenTeacher(t.source, tok, model, write, local_answerer(model, tok), info=lambda: info)
+    answer = (label_answerer(model, tok, recipe.task.labels, eos_ids(model, tok)) if recipe.task.labels
+              else local_answerer(model, tok))
+    return OpenTeacher(t.source, tok, model, write, answer, info=lambda: info)
 
 
 def input_writer(t: TeacherSource, model, tok, device) -> Callable:
@@ -81,6 +88,7 @@ def teacher_data(recipe: Recipe, data_dir: Path) -> TeacherData:
     t0 = time.perf_counter()
     teachers = [open_teacher(t, recipe) for t in [recipe.teacher, *recipe.teacher.sources]]
     main = teachers[0]
+    gate = teacher_gate(recipe, main.model, main.tokenizer)  # stops here when the teacher is useless
     inputs = prepare_inputs(recipe, data_dir, main.model, main.tokenizer, writer=main.write)
     main.write = None  # frees a bf16 copy that wrote the inputs (input_writer) before the answers
     log.info("inputs ready: %s", describe(inputs))
@@ -94,6 +102,8 @@ def teacher_data(recipe: Recipe, data_dir: Path) -> TeacherData:
     if len(teachers) > 1:
         info = {**info, "combine": recipe.teacher.combine, "teachers": [t.info() for t in teachers]}
     info["seconds"] = round(time.perf_counter() - t0, 1)
+    if gate is not None:
+        info["gate"] = gate
     return TeacherData(records, main.tokenizer, main.model, info)
 
 

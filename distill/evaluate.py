@@ -21,8 +21,10 @@ import json
 from tqdm import tqdm
 
 from edgestill.distill.device import to_device
+from edgestill.distill.labels import choose
 from edgestill.distill.train import AnswerLogits, collate
 from edgestill.intervals import interval, paired_gain, verdict
+from edgestill.label_metrics import label_scores
 from edgestill.metrics import exact_match_rate, mean_rouge_l, rouge_l
 from edgestill.tensors import chat_prompt, user_message
 
@@ -79,7 +81,10 @@ def evaluate(model, tokenizer, eval_records: list[dict], eval_examples, task, de
     """Quality figures of a model on `eval_records` (teacher records, split == "eval") and the
     matching teacher-forced `eval_examples` (from `distill.train.build_examples`)."""
     texts = [r["input"] for r in eval_records]
-    predictions = greedy_answers(model, tokenizer, texts, task.instruction, task.max_output_tokens, desc=desc)
+    if task.labels:  # a label task answers with one label, chosen by likelihood: never free text
+        predictions = choose(model, tokenizer, [user_message(task.instruction, x) for x in texts], task.labels)
+    else:
+        predictions = greedy_answers(model, tokenizer, texts, task.instruction, task.max_output_tokens, desc=desc)
     teacher = [r["output"] for r in eval_records]
     scores = [rouge_l(p, t) for p, t in zip(predictions, teacher)]
     hits, totals = agreement_counts(model, eval_examples, tokenizer.pad_token_id)
@@ -100,7 +105,22 @@ def evaluate(model, tokenizer, eval_records: list[dict], eval_examples, task, de
                 for p, r in zip(predictions[:5], eval_records[:5])]
     per_example = {"rouge_l_vs_teacher": [round(x, 4) for x in scores], "agreeing_tokens": hits,
                    "answer_tokens": totals}
+    if task.labels and labelled:
+        quality.update(label_quality(labelled, task.labels))
+        per_example["correct_vs_label"] = [int(p == r["label"]) for p, r in labelled]
     return {"quality": quality, "examples": examples, "per_example": per_example}
+
+
+def label_quality(labelled: list[tuple[str, dict]], labels: list[str]) -> dict:
+    """Accuracy and macro-F1 against the ground-truth labels, for the model and the teacher."""
+    golds = [r["label"] for _, r in labelled]
+    out = {}
+    for prefix, answers in (("", [p for p, _ in labelled]), ("teacher_", [r["output"] for _, r in labelled])):
+        s = label_scores(answers, golds, labels)
+        out.update({f"{prefix}accuracy_vs_label": s["accuracy"], f"{prefix}accuracy_vs_label_ci95": s["accuracy_ci95"],
+                    f"{prefix}macro_f1_vs_label": s["macro_f1"], f"{prefix}macro_f1_vs_label_ci95": s["macro_f1_ci95"]})
+    out["majority_label_accuracy"] = label_scores(golds, golds, labels)["majority_accuracy"]
+    return out
 
 
 ADVICE = {  # what to try when the student is clearly below a baseline (paired, 95%)
@@ -141,6 +161,8 @@ def compare(model: dict, baseline: dict) -> dict:
     gains = {}
     if a.get("rouge_l_vs_teacher") and b.get("rouge_l_vs_teacher"):
         gains["rouge_l_vs_teacher"] = paired_gain(a["rouge_l_vs_teacher"], b["rouge_l_vs_teacher"])
+    if a.get("correct_vs_label") and len(b.get("correct_vs_label") or ()) == len(a["correct_vs_label"]):
+        gains["accuracy_vs_label"] = paired_gain(a["correct_vs_label"], b["correct_vs_label"])
     if a.get("answer_tokens") and b.get("answer_tokens") == a["answer_tokens"] and sum(a["answer_tokens"]):
         n = a["answer_tokens"]
         gains["token_agreement_vs_teacher"] = paired_gain(

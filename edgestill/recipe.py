@@ -26,6 +26,7 @@ import yaml
 
 from edgestill.errors import UserError, cli_main
 from edgestill.files import read_user_records
+from edgestill.task_shapes import check_label_file, check_labels
 
 BUNDLED_TEACHERS = ("smollm2-135m-instruct",)
 # Bundle presets (export/quantize.py PRESETS; a test keeps the two lists equal).
@@ -48,6 +49,7 @@ class Task:
     n_train: int = 200
     n_eval: int = 24
     eval_labels: Optional[str] = None  # labelled eval data (.jsonl with "input", "output")
+    labels: list[str] = field(default_factory=list)  # a label task's closed label set (answers are one of them)
     rationale: bool = False  # the teacher also explains each input step by step (teacher.jsonl "rationale")
     topics: list[str] = field(default_factory=list)  # optional topic hints that widen generated inputs
     max_input_tokens: int = 160
@@ -133,6 +135,9 @@ class Distill:
     # Training arithmetic: bf16 autocast (fp32 master weights, bf16 matmuls) or fp32. auto: bf16 on
     # a CUDA GPU with bf16 and on a CPU with native bf16 (AVX512-BF16 or AMX), else fp32.
     precision: Literal["auto", "fp32", "bf16"] = "auto"
+    # Go on even when the teacher is no better than the trivial baseline on the labelled examples
+    # (distill/gate.py); without it such a run stops before writing any data.
+    force: bool = False
 
 
 @dataclass
@@ -306,6 +311,7 @@ def _check(recipe: Recipe, where: str, base: Path) -> None:
     if not DEVICE_PATTERN.fullmatch(recipe.device):
         raise UserError(f"{where}: device: expected auto, cpu, cuda or cuda:N (e.g. cuda:1), got {recipe.device!r}")
     t = recipe.task
+    check_labels(t, where)
     if not 1 <= len(t.seed_examples) <= 8:
         raise UserError(f"{where}: task.seed_examples: give 1-8 examples (3-5 recommended), got {len(t.seed_examples)}")
     for key in ("n_train", "n_eval", "max_input_tokens", "max_output_tokens"):
@@ -326,6 +332,8 @@ def _check(recipe: Recipe, where: str, base: Path) -> None:
             if unlabelled:
                 raise UserError(f"{where}: task.eval_labels: {path}: record {unlabelled} has no 'output' text (its "
                                 f"label); give every record an input and an output")
+            if key == "eval_labels":
+                check_label_file(t.labels, records, f"{where}: task.eval_labels: {path}")
             setattr(t, key, str(path))
     recipe.teacher.source = _check_teacher(recipe.teacher.source, where, base)
     _check_server_teacher(recipe.teacher, where, base)

@@ -112,6 +112,7 @@ class ExportSettings:
     quality_pairs: tuple[tuple[str, str, bool], ...] = ()
     calibration: Path | None = None
     mixed_budget: float | None = None
+    labels: tuple[str, ...] = ()  # a label task's labels, carried in the manifest ("task": {"labels"})
 
 
 def build_model(model_dir: Path, bundle_dir: Path, chosen: Preset, log_file: Path, calibration: Path | None = None,
@@ -173,7 +174,7 @@ def manifest_fields(model_dir: Path, bundle_dir: Path, precision: str, s: Export
     model_info, tokens = describe_model(bundle_dir)
     return {"name": s.name or f"{s.role}-{precision}", "role": s.role, "precision": precision,
             "quantization": quantization, "params": params, "model": model_info, "tokens": tokens,
-            **({"qat": qat} if qat else {}),
+            **({"qat": qat} if qat else {}), **({"task": {"labels": list(s.labels)}} if s.labels else {}),
             "prompt": {"template": prompt_template(model_dir), "instruction": s.instruction},
             "source": {"model_dir": str(model_dir.resolve()), "fingerprint": fingerprint, **s.source}}
 

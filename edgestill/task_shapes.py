@@ -1,0 +1,42 @@
+"""What a recipe's task shape asks of its data: a label task's label set, seeds and labelled files.
+
+A label task (`task.labels: [positive, negative]`) answers with exactly one label; its seeds and
+its labelled eval file may hold no other answer. Checked when the recipe loads, before any work,
+each mistake one line naming the key, file or record and what to do.
+"""
+
+from __future__ import annotations
+
+from edgestill.errors import UserError
+
+
+def check_labels(task, where: str) -> None:
+    """`task.labels`: none (free text) or at least two distinct non-empty strings, which every seed
+    answers with; no rationales (a label has none to learn)."""
+    labels = task.labels
+    if not labels:
+        return
+    if len(labels) < 2:
+        raise UserError(f"{where}: task.labels: give at least two labels (a set of one has nothing to choose), "
+                        f"got {labels!r}")
+    if any(not isinstance(x, str) or not x.strip() or x != x.strip() for x in labels):
+        raise UserError(f"{where}: task.labels: every label must be a non-empty string without surrounding spaces, "
+                        f"got {labels!r}")
+    if len(set(labels)) != len(labels):
+        raise UserError(f"{where}: task.labels: every label must be different, got {labels!r}")
+    for i, ex in enumerate(task.seed_examples, 1):
+        if ex.output not in labels:
+            raise UserError(f"{where}: task.seed_examples[{i}]: output {ex.output!r} is not one of task.labels "
+                            f"{labels}; answer each seed with one label")
+    if task.rationale:
+        raise UserError(f"{where}: task.rationale: a label task answers with one label; set task.rationale: false")
+
+
+def check_label_file(labels: list[str], records: list[dict], where: str) -> None:
+    """Every record of a labelled file answers with one of `labels` (when the task has labels)."""
+    if not labels:
+        return
+    bad = next(((i, r["output"]) for i, r in enumerate(records, 1) if r["output"] not in labels), None)
+    if bad:
+        raise UserError(f"{where}: record {bad[0]} has the label {bad[1]!r}, which is not one of task.labels "
+                        f"{labels}; fix the label or add it to task.labels")
