@@ -23,17 +23,34 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from edgestill.machine import machine_info
 from edgestill.benchmarks.peers import find_gguf, llama_bench_path, run_llama_bench
 from edgestill.benchmarks.plan import Point, as_list, distill_report, models_for, points
-from edgestill.benchmarks.quality import bundle_quality, carried_figures, eval_records, gains_note, gains_over
-from edgestill.benchmarks.record import SCHEMA_NAME, SCHEMA_VERSION, error_record, is_ok, now_utc
-from edgestill.benchmarks.report import SHIPPED_ENGINES, build_report, merge_examples, write_report
+from edgestill.benchmarks.quality import (
+    bundle_quality,
+    carried_figures,
+    eval_records,
+    gains_note,
+    gains_over,
+)
+from edgestill.benchmarks.record import (
+    SCHEMA_NAME,
+    SCHEMA_VERSION,
+    error_record,
+    is_ok,
+    now_utc,
+)
+from edgestill.benchmarks.report import (
+    SHIPPED_ENGINES,
+    build_report,
+    merge_examples,
+    write_report,
+)
 from edgestill.benchmarks.target_adb import run_adb
 from edgestill.benchmarks.target_local import run_local
 from edgestill.benchmarks.target_ssh import run_ssh
 from edgestill.errors import UserError, cli_main
 from edgestill.intervals import verdict
+from edgestill.machine import machine_info
 from edgestill.recipe import BENCH_TARGET, Recipe, load_recipe, split_args
 
 log = logging.getLogger("benchmarks")

@@ -11,7 +11,6 @@ one run is listed with "–" on the other side. Timings only compare fairly when
 from __future__ import annotations
 
 import argparse
-
 import json
 from pathlib import Path
 

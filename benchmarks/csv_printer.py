@@ -9,7 +9,6 @@ has; lists (`noise`, `pinned_cpus`) are joined with "; ", `quantization` is writ
 from __future__ import annotations
 
 import argparse
-
 import csv
 import io
 import json

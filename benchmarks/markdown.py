@@ -47,12 +47,12 @@ def model_row(m: dict) -> list[str]:
             number(m.get("peak_rss_mb")), number(m.get("load_s"), 2), number(m.get("ttft_ms_p50")),
             number(m.get("decode_tok_s_p50")),
             f"{number(m.get('decode_ms_p50'), 2)} / {number(m.get('decode_ms_p90'), 2)}",
-            _rouge_vs_teacher(m, quality), number(quality.get("rouge_l_vs_label"), 3),
+            rouge_vs_teacher(m, quality), number(quality.get("rouge_l_vs_label"), 3),
             quality_text({k: v for k, v in quality.items() if k not in SHOWN}),
             "yes" if m.get("noisy") else ("no" if m.get("noisy") is False else "–")]
 
 
-def _rouge_vs_teacher(m: dict, quality: dict) -> str:
+def rouge_vs_teacher(m: dict, quality: dict) -> str:
     if m.get("role") == "teacher" and "rouge_l_vs_teacher" not in quality:
         return "reference"  # the teacher's own answers: not re-scored (benchmarks.__main__.score_all)
     text = number(quality.get("rouge_l_vs_teacher"), 3)

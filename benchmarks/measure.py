@@ -191,8 +191,8 @@ def measure_bundle(bundle_dir: str | Path, threads: int, prompt_tokens: int, gen
                    target: str = "local", pin: bool = True, name: str | None = None,
                    role: str | None = None) -> dict:
     """Measure load, TTFT, decode speed and peak RSS of one model in this process; one record."""
-    from edgestill.machine import machine_info
     from edgestill.benchmarks.peers import open_engine
+    from edgestill.machine import machine_info
 
     bundle_dir = Path(bundle_dir)
     record = model_facts(bundle_dir, engine, name, role)

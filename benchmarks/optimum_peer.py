@@ -49,7 +49,6 @@ from edgestill.machine import machine_info, one_line
 from edgestill.markdown import table
 from edgestill.worker import run_json
 
-
 # ------------------------------------------------------------------ building Optimum's models
 
 def optimum_exports(student: Path, out: Path) -> dict[str, Path]:

@@ -13,23 +13,53 @@ import argparse
 import json
 from pathlib import Path
 
-from edgestill.benchmarks.markdown import COLUMNS, model_row, ratio_lines, settings_line
+from edgestill.benchmarks.markdown import (
+    number,
+    params_text,
+    ratio_lines,
+    rouge_vs_teacher,
+)
 from edgestill.errors import UserError, cli_main
 from edgestill.files import atomic_write_text
-from edgestill.machine import one_line
 from edgestill.markdown import table
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 
 
+README_COLUMNS = ("model", "precision", "params", "size MB", "peak RSS MB", "TTFT ms", "decode tok/s",
+                  "ROUGE-L vs teacher (95% CI)", "ground truth (95% CI)")
+
+
+def ground_truth(quality: dict) -> str:
+    """Accuracy (label task) or ROUGE-L against the references (free text), with its interval."""
+    for key, name in (("accuracy_vs_label", "accuracy"), ("rouge_l_vs_label", "ROUGE-L")):
+        if quality.get(key) is not None:
+            lo, hi = quality.get(f"{key}_ci95_lo"), quality.get(f"{key}_ci95_hi")
+            span = f" ({lo:.3f}-{hi:.3f})" if lo is not None and hi is not None else ""
+            return f"{name} {quality[key]:.3f}{span}"
+    return "–"
+
+
+def readme_row(m: dict) -> list[str]:
+    """One model of the headline: what a newcomer compares (no commit, no run date)."""
+    q, size = m.get("quality") or {}, (m["file_bytes"] / 1e6 if m.get("file_bytes") is not None else None)
+    return [m.get("label") or m["name"], number(m.get("precision")), params_text(m.get("params")), number(size),
+            number(m.get("peak_rss_mb")), number(m.get("ttft_ms_p50")), number(m.get("decode_tok_s_p50")),
+            rouge_vs_teacher(m, q), ground_truth(q)]
+
+
 def section(report: dict) -> str:
-    """The generated lines: where and how it was measured, the headline table, the ratios."""
-    lines = [f"Generated from `{report['settings'].get('recipe', '')}`'s benchmark report by `make readme`.", "",
-             f"**Machine:** {one_line(report['machine'])}", "",
-             f"**Settings:** {settings_line(report['settings'])}", "",
-             *table(COLUMNS, [model_row(m) for m in report["models"]])]
-    if report.get("ratios"):
-        lines += ["", *ratio_lines(report["ratios"])]
+    """The generated lines: where and how it was measured, the headline table, the student-vs-teacher ratios."""
+    machine, s = report["machine"], report["settings"]
+    ours = {m.get("label") or m["name"] for m in report["models"]}
+    lines = [f"Recipe `{s.get('recipe', '')}`, measured by `make student` and written here by `make readme`: "
+             f"{machine.get('cpu')} ({machine.get('cores_logical')} cores), onnxruntime {machine.get('onnxruntime')}; "
+             f"{s.get('threads')} threads, {s.get('prompt_tokens')}-token prompt + {s.get('gen_tokens')} generated "
+             f"tokens, median of {s.get('repetitions')}; quality on {s.get('quality_examples')} held-out inputs.", "",
+             *table(README_COLUMNS, [readme_row(m) for m in report["models"]])]
+    ratios = {name: r for name, r in (report.get("ratios") or {}).items() if name in ours}
+    if ratios:
+        lines += ["", *ratio_lines(ratios)]
     return "\n".join(lines)
 
 
