@@ -25,32 +25,38 @@ def label_ids(tokenizer, labels: list[str], eos_id: int) -> list[list[int]]:
 
 
 @torch.no_grad()
-def _rows(model, prompt: list[int], choices: list[list[int]]) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """(log p(choice) per choice [n], log-softmax rows along each choice [len(choice), V])."""
-    seqs = [prompt + c for c in choices]
+def _rows(model, prompts: list[list[int]], choices: list[list[int]]) -> tuple[torch.Tensor, list[list[torch.Tensor]]]:
+    """For every prompt and choice, in one right-padded batch: (log p(choice | prompt) [n prompts,
+    n choices], log-softmax rows along each choice [len(choice), V] per prompt and choice)."""
+    seqs = [p + c for p in prompts for c in choices]
     width = max(map(len, seqs))
     ids = torch.zeros(len(seqs), width, dtype=torch.long)
     mask = torch.zeros_like(ids)
     for i, s in enumerate(seqs):
         ids[i, :len(s)] = torch.tensor(s)
         mask[i, :len(s)] = 1
-    logits = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).logits.float().cpu()
-    rows, totals = [], []
-    for i, c in enumerate(choices):
-        logp = F.log_softmax(logits[i, len(prompt) - 1:len(prompt) - 1 + len(c)], -1)
-        rows.append(logp)
-        totals.append(logp[torch.arange(len(c)), torch.tensor(c)].sum())
-    return torch.stack(totals), rows
+    # the LM head (most of a small model's cost) runs only where a choice's tokens are predicted
+    hidden = model.model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).last_hidden_state
+    totals, rows = torch.zeros(len(prompts), len(choices)), []
+    for a, p in enumerate(prompts):
+        rows.append([])
+        for b, c in enumerate(choices):
+            at = len(p) - 1
+            logits = model.lm_head(hidden[a * len(choices) + b, at:at + len(c)])
+            logp = F.log_softmax(logits.float().cpu(), -1)
+            rows[a].append(logp)
+            totals[a, b] = logp[torch.arange(len(c)), torch.tensor(c)].sum()
+    return totals, rows
+
+
+BATCH = 16  # prompts per forward pass (each with every label)
 
 
 def label_logp(model, tokenizer, prompts: list[str], labels: list[str]) -> torch.Tensor:
     """log p(label + end | prompt) [len(prompts), len(labels)] for chat-formatted `prompts`."""
     choices = label_ids(tokenizer, labels, tokenizer.eos_token_id)
-    out = []
-    for p in prompts:
-        prompt = tokenizer(p, add_special_tokens=False)["input_ids"]
-        out.append(_rows(model, prompt, choices)[0])
-    return torch.stack(out)
+    ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    return torch.cat([_rows(model, ids[i:i + BATCH], choices)[0] for i in range(0, len(ids), BATCH)])
 
 
 def choose(model, tokenizer, messages: list[str], labels: list[str]) -> list[str]:
@@ -67,13 +73,14 @@ def label_answerer(model, tokenizer, labels: list[str], eos_ids: list[int]):
 
     def answer(messages: list[str], max_new_tokens: int, k: int) -> list[dict]:
         out = []
-        for m in messages:
-            prompt = tokenizer(chat_prompt(tokenizer, m), add_special_tokens=False)["input_ids"]
-            totals, rows = _rows(model, prompt, choices)
-            best = int(totals.argmax())
-            top = rows[best].topk(k, -1)
-            out.append({"output": labels[best], "target_ids": choices[best], "ended": True,
-                        "topk_ids": top.indices.numpy(), "topk_logp": top.values.numpy(),
-                        "label_logp": dict(zip(labels, (round(float(x), 4) for x in totals)))})
+        prompts = [tokenizer(chat_prompt(tokenizer, m), add_special_tokens=False)["input_ids"] for m in messages]
+        for start in range(0, len(prompts), BATCH):
+            totals, rows = _rows(model, prompts[start:start + BATCH], choices)
+            for scores, along in zip(totals, rows):
+                best = int(scores.argmax())
+                top = along[best].topk(k, -1)
+                out.append({"output": labels[best], "target_ids": choices[best], "ended": True,
+                            "topk_ids": top.indices.numpy(), "topk_logp": top.values.numpy(),
+                            "label_logp": dict(zip(labels, (round(float(x), 4) for x in scores)))})
         return out
     return answer
