@@ -38,7 +38,7 @@ $(VENV): pyproject.toml
 # Tests only: llama-cpp-python, a live log-prob server (compiled from its sdist, ~4-6 min on 2 cores).
 # Without cmake/g++ it fails, make goes on and tests/distill/test_llama_cpp_server.py skips.
 # A portable AVX2 build (GGML_NATIVE=OFF; override with CMAKE_ARGS): the default -march=native build
-# of 0.3.36 crashed with a general protection fault in libggml-cpu on a host with AMX (2026-11-23).
+# of 0.3.36 crashed with a general protection fault in libggml-cpu on a host with AMX.
 # --no-cache-dir: a native wheel cached by pip would otherwise be reused.
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 $(VENV_TEST): $(VENV)
