@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from edgestill.tensors import chat_prompt
+from edgestill.tensors import chat_prompt, padded
 
 
 def label_ids(tokenizer, labels: list[str], eos_id: int) -> list[list[int]]:
@@ -28,24 +28,14 @@ def label_ids(tokenizer, labels: list[str], eos_id: int) -> list[list[int]]:
 def _rows(model, prompts: list[list[int]], choices: list[list[int]]) -> tuple[torch.Tensor, list[list[torch.Tensor]]]:
     """For every prompt and choice, in one right-padded batch: (log p(choice | prompt) [n prompts,
     n choices], log-softmax rows along each choice [len(choice), V] per prompt and choice)."""
-    seqs = [p + c for p in prompts for c in choices]
-    width = max(map(len, seqs))
-    ids = torch.zeros(len(seqs), width, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, s in enumerate(seqs):
-        ids[i, :len(s)] = torch.tensor(s)
-        mask[i, :len(s)] = 1
+    ids, mask, at, pos = padded([(p + c, len(p)) for p in prompts for c in choices], 0)
     # the LM head (most of a small model's cost) runs only where a choice's tokens are predicted
     hidden = model.model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).last_hidden_state
-    totals, rows = torch.zeros(len(prompts), len(choices)), []
-    for a, p in enumerate(prompts):
-        rows.append([])
-        for b, c in enumerate(choices):
-            at = len(p) - 1
-            logits = model.lm_head(hidden[a * len(choices) + b, at:at + len(c)])
-            logp = F.log_softmax(logits.float().cpu(), -1)
-            rows[a].append(logp)
-            totals[a, b] = logp[torch.arange(len(c)), torch.tensor(c)].sum()
+    logp = F.log_softmax(model.lm_head(hidden[at.to(model.device), pos.to(model.device)]).float().cpu(), -1)
+    flat = logp.split([len(c) for _ in prompts for c in choices])
+    rows = [list(flat[a * len(choices):(a + 1) * len(choices)]) for a in range(len(prompts))]
+    totals = torch.tensor([[float(r[torch.arange(len(c)), torch.tensor(c)].sum()) for r, c in zip(row, choices)]
+                           for row in rows])
     return totals, rows
 
 

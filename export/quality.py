@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from edgestill.runtime import Bundle, Generator
+from edgestill.runtime.choices import log_softmax
 from edgestill.teacher_data import answer_sequence, read_split
 
 
@@ -60,11 +61,6 @@ def sequences(bundle: Bundle, pairs: list[tuple[str, str, bool]]) -> list[Sequen
     return out
 
 
-def _log_softmax(x: np.ndarray) -> np.ndarray:
-    x = x - x.max(-1, keepdims=True)
-    return x - np.log(np.exp(x).sum(-1, keepdims=True))
-
-
 def measure(gen: Generator, seqs: list[Sequence], reference) -> dict:
     """The quality figures of the module docstring for the bundle behind `gen`."""
     agree_fp32 = agree_teacher = 0
@@ -76,7 +72,7 @@ def measure(gen: Generator, seqs: list[Sequence], reference) -> dict:
         top1, targets = logits.argmax(-1), seq.targets
         agree_fp32 += int((top1 == ref).sum())
         agree_teacher += int((top1 == targets).sum())
-        nll -= float(_log_softmax(logits)[np.arange(len(targets)), targets].sum())
+        nll -= float(log_softmax(logits)[np.arange(len(targets)), targets].sum())
         positions += len(targets)
     if not positions:
         return {}

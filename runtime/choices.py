@@ -44,8 +44,9 @@ def check_choices(choices, context_length: int) -> list[str]:
     return items
 
 
-def _log_softmax(x: np.ndarray) -> np.ndarray:
-    x = x.astype(np.float64) - x.max(-1, keepdims=True)
+def log_softmax(x: np.ndarray) -> np.ndarray:
+    """log-softmax over the last axis, in `x`'s dtype (export's quality figures use it too)."""
+    x = x - x.max(-1, keepdims=True)
     return x - np.log(np.exp(x).sum(-1, keepdims=True))
 
 
@@ -53,7 +54,7 @@ def sequence_logp(first: np.ndarray, rest: np.ndarray, ids: Sequence[int]) -> fl
     """log p(ids | prompt): `first` [vocab] the logits after the prompt, `rest` [len(ids) - 1, vocab]
     the logits after each of ids[:-1]."""
     rows = np.vstack([first[None, :], rest]) if len(ids) > 1 else first[None, :]
-    return float(_log_softmax(rows)[np.arange(len(ids)), np.asarray(ids)].sum())
+    return float(log_softmax(rows)[np.arange(len(ids)), np.asarray(ids)].sum())
 
 
 def score(model: Model, prompt: list[int], choice_ids: list[list[int]]) -> list[float]:
@@ -63,7 +64,7 @@ def score(model: Model, prompt: list[int], choice_ids: list[list[int]]) -> list[
     if not isinstance(cache, KVCache):  # no extend: one pass over prompt + choice each
         out = []
         for ids in choice_ids:
-            logits = model.new_cache(1, len(prompt) + len(ids)).prefill_all(prompt + ids[:-1])
+            logits = model.new_cache(1, len(prompt) + len(ids)).prefill_all(prompt + ids[:-1]).astype(np.float32)
             out.append(sequence_logp(logits[len(prompt) - 1], logits[len(prompt):], ids))
         return out
     first = cache.prefill(0, prompt).astype(np.float32)
