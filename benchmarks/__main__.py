@@ -23,6 +23,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from edgestill.benchmarks.headline import answer_tokens, build_headline
 from edgestill.benchmarks.peers import find_gguf, llama_bench_path, run_llama_bench
 from edgestill.benchmarks.plan import Point, as_list, distill_report, models_for, points
 from edgestill.benchmarks.quality import (
@@ -200,6 +201,14 @@ def fp32_student(bundles: list[Path]) -> str | None:
     return None
 
 
+def request_tokens(bundles: list[Path], recipe: Recipe) -> int:
+    """Answer tokens of one request for the headline's latency estimate (benchmarks.headline.answer_tokens),
+    in the first student bundle's tokenizer."""
+    students = [p for p in bundles if json.loads((p / "manifest.json").read_text(encoding="utf-8")).get(
+        "role", "student") == "student"]
+    return answer_tokens((students or bundles)[0], recipe.task.labels, recipe.task.max_output_tokens)
+
+
 def given_bundles(paths: list[str]) -> list[Path]:
     """`--bundles` folders, each checked to be a bundle (the error names the folder)."""
     bundles = [Path(p) for p in paths]
@@ -238,6 +247,9 @@ def run(recipe: Recipe, build_root: str | Path = "build", bundles: list[str] | N
     report = build_report(machine, settings_of(recipe, len(evals), targets, run_id), records,
                           merge_examples(rows_by_model, N_EXAMPLES), notes)
     report["gains_over_fp32_student"] = gains
+    report["headline"] = build_headline(distill_report(build_dir), report["models"], rows_by_model, evals,
+                                        request_tokens(paths, recipe), as_list(recipe.bench.prompt_tokens)[0],
+                                        getattr(recipe.task, "fields", None))
     out = build_dir / "report"
     paths_written = write_report(out, report, records)
     log.info("wrote %s", ", ".join(str(p) for p in paths_written))

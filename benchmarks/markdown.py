@@ -1,6 +1,9 @@
-"""Markdown printer of a report dict (`benchmarks.report.build_report`): machine line, one table row
-per model (headline setting), student-vs-teacher ratios, every measurement of the grid, failed
-rows with their message, notes (skipped peers), noise flags, and a few eval examples.
+"""Markdown printer of a report dict (`benchmarks.report.build_report`): machine line, the headline
+table (`report["headline"]`, benchmarks/headline.py: the ground-truth score, retention, size and
+per-request latency of the teacher, the students, every bundle and the baselines; a report without
+it starts with the next table), one table row per model (headline setting), student-vs-teacher
+ratios, every measurement of the grid, failed rows with their message, notes (skipped peers), noise
+flags, and a few eval examples.
 
     python -m edgestill.benchmarks.markdown build/default/report/report.json   # re-print report.md
 """
@@ -58,6 +61,79 @@ def rouge_vs_teacher(m: dict, quality: dict) -> str:
     text = number(quality.get("rouge_l_vs_teacher"), 3)
     lo, hi = quality.get("rouge_l_vs_teacher_ci95_lo"), quality.get("rouge_l_vs_teacher_ci95_hi")
     return text if lo is None or hi is None else f"{text} ({lo:.3f}-{hi:.3f})"
+
+
+def score_text(score: dict | None) -> str:
+    """`0.812 (0.750-0.875)`, `0.812` without an interval, `–` without a value."""
+    if not score or score.get("value") is None:
+        return "–"
+    ci = score.get("ci95")
+    return f"{score['value']:.3f}" + (f" ({ci[0]:.3f}-{ci[1]:.3f})" if ci else "")
+
+
+def headline_score(row: dict, key: str, score: dict | None) -> str:
+    """A row's figure; `reference` for the teacher's ROUGE-L against its own answers."""
+    if score is None and key == "rouge_l_vs_teacher" and row.get("role") == "teacher":
+        return "reference"
+    return score_text(score)
+
+
+def retention_text(r: dict | None) -> str:
+    """`0.950 (0.900-0.990)` (paired interval), `0.950 (no interval)` (a per-example list was missing)."""
+    if not r:
+        return "–"
+    return f"{r['value']:.3f}" + (f" ({r['ci95'][0]:.3f}-{r['ci95'][1]:.3f})" if r.get("ci95") else " (no interval)")
+
+
+def with_retention(headline: dict) -> bool:
+    """Whether the headline has a retention column (not for ROUGE-L vs the teacher: the teacher is its reference)."""
+    return headline["metric"] != "rouge_l_vs_teacher"
+
+
+def latency_header(headline: dict) -> str:
+    return (f"request ms (TTFT at {number(headline.get('prompt_tokens'))}-token prompt + "
+            f"{number(headline.get('answer_tokens'))} answer tokens at p50 decode)")
+
+
+def split_secondary(headline: dict) -> tuple[list, list]:
+    """(ground-truth columns shown before retention, ROUGE-L vs the teacher shown after it)."""
+    columns = [tuple(c) for c in headline["secondary"]]
+    return [c for c in columns if c[0] != "rouge_l_vs_teacher"], [c for c in columns if c[0] == "rouge_l_vs_teacher"]
+
+
+def headline_columns(headline: dict) -> list[str]:
+    ground, later = split_secondary(headline)
+    return ["model", "what", f"{headline['name']} (95% CI)", *[name for _, name in ground],
+            *(["retention vs teacher (paired 95% CI)"] if with_retention(headline) else []),
+            *[name for _, name in later], "params", "bundle MB", latency_header(headline)]
+
+
+def headline_cells(headline: dict, row: dict) -> list[str]:
+    """The figures of one headline row, in `headline_columns` order after model and what."""
+    size = row["file_bytes"] / 1e6 if row.get("file_bytes") is not None else None
+    ground, later = split_secondary(headline)
+    secondary = row.get("secondary") or {}
+    return [headline_score(row, headline["metric"], row.get("score")),
+            *[headline_score(row, k, secondary.get(k)) for k, _ in ground],
+            *([retention_text(row.get("retention"))] if with_retention(headline) else []),
+            *[headline_score(row, k, secondary.get(k)) for k, _ in later],
+            params_text(row.get("params")), number(size), number(row.get("request_ms"))]
+
+
+def headline_lines(headline: dict, chart: str | None = "headline_latency.png") -> list[str]:
+    """The headline table, how retention is read, and the chart's link."""
+    lines = [f"**Headline: {headline['name']}** on {headline.get('examples')} held-out examples", "",
+             *table(headline_columns(headline), [[r["name"], r["what"], *headline_cells(headline, r)]
+                                                 for r in headline["rows"]]), ""]
+    if with_retention(headline):
+        lines += [f"Retention = {headline['name']} ÷ that of {headline['reference']}; the interval is a paired "
+                  "bootstrap over the eval examples (the same resampled examples for both), \"no interval\" where a "
+                  "per-example list is missing.", ""]
+    lines += ["Request ms is estimated from the measured TTFT and decode rate of each bundle in our runtime (rows "
+              "without a bundle have none).", ""]
+    if chart:
+        lines += [f"![{headline['name']} against request latency]({chart})", ""]
+    return lines
 
 
 def times(r: float | None, better: str, worse: str) -> str:
@@ -128,8 +204,10 @@ def render(report: dict) -> str:
     """The whole report.md text."""
     lines = [f"# Benchmark: {report['settings'].get('recipe', '')}", "",
              f"**Machine:** {one_line(report['machine'])}", "",
-             f"**Settings:** {settings_line(report['settings'])}", "",
-             *table(COLUMNS, [model_row(m) for m in report["models"]]), ""]
+             f"**Settings:** {settings_line(report['settings'])}", ""]
+    if report.get("headline"):
+        lines += [*headline_lines(report["headline"]), "## Speed, memory and every quality figure", ""]
+    lines += [*table(COLUMNS, [model_row(m) for m in report["models"]]), ""]
     if report.get("peers"):
         lines += ["## Peers (same machine, same run, same settings)", "",
                   *table(COLUMNS, [model_row(m) for m in report["peers"]]), ""]

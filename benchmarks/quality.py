@@ -11,6 +11,11 @@ teacher saw (`instruction + "\\n\\n" + input`, in the bundle's own chat template
   inputs (edgestill/intervals.py), so that two bundles a couple of points apart are read as what
   they are on 24 inputs: the same.
 
+A label task's bundle answers with `choose` and adds accuracy and macro-F1 against the labels; a
+fields task's bundle (manifest `task.fields`) answers with `extract` (always one JSON object of
+the fields) and adds `json_valid`, `exact_match_vs_label` and `field_f1_vs_label`, each with
+`_ci95_lo` / `_ci95_hi` (edgestill/field_metrics.py).
+
 Figures from the bundle manifest's `quality` dict (e.g. `top1_agreement_vs_fp32` from export)
 are carried into the same dict. The per-example answers are kept for the report.
 """
@@ -21,6 +26,7 @@ import json
 from pathlib import Path
 
 from edgestill.errors import UserError
+from edgestill.field_metrics import field_scores, parse_fields
 from edgestill.intervals import interval, paired_gain, verdict
 from edgestill.label_metrics import label_scores
 from edgestill.metrics import mean_rouge_l, rouge_l
@@ -66,6 +72,8 @@ def generate_outputs(bundle_dir: str | Path, records: list[dict], max_new_tokens
     for record in records:
         if gen.bundle.labels:  # a label task: the most likely label, never free text
             outputs.append(gen.choose(record["input"]).text)
+        elif gen.bundle.fields:  # a fields task: one JSON object of the fields, never anything else
+            outputs.append(json.dumps(gen.extract(record["input"], max_new_tokens=max_new_tokens), ensure_ascii=False))
         else:
             outputs.append(gen.generate(record["input"], max_new_tokens=max_new_tokens, temperature=0.0).strip())
         if progress is not None:
@@ -93,13 +101,32 @@ def label_figures(outputs: list[str], records: list[dict], labels: list[str] | N
             "macro_f1_vs_label_ci95_lo": s["macro_f1_ci95"][0], "macro_f1_vs_label_ci95_hi": s["macro_f1_ci95"][1]}
 
 
+def _with_interval(name: str, value: float, ci95: list[float]) -> dict:
+    return {name: value, f"{name}_ci95_lo": ci95[0], f"{name}_ci95_hi": ci95[1]}
+
+
+def field_figures(outputs: list[str], records: list[dict], fields: list[str] | None) -> dict:
+    """A fields task's share of valid JSON answers and, when every record has a label, exact match and
+    field F1 against the labels (each with its 95% interval); {} for other tasks."""
+    if not fields or not records:
+        return {}
+    valid = [float(parse_fields(o, fields) is not None) for o in outputs]
+    out = _with_interval("json_valid", round(sum(valid) / len(valid), 4), interval(valid))
+    if all(r.get("label") is not None for r in records):
+        s = field_scores(outputs, [r["label"] for r in records], fields)
+        for name in ("exact_match", "field_f1"):
+            out.update(_with_interval(f"{name}_vs_label", s[name], s[f"{name}_ci95"]))
+    return out
+
+
 def bundle_quality(bundle_dir: str | Path, records: list[dict], max_new_tokens: int, threads: int,
                    progress=None) -> tuple[dict, list[dict]]:
     """(quality dict, per-example rows {id, input, teacher, label, output}) for one bundle."""
     outputs = generate_outputs(bundle_dir, records, max_new_tokens, threads, progress)
     scores = teacher_scores(outputs, records)
-    labels = (_manifest(bundle_dir).get("task") or {}).get("labels")
-    quality = {**carried_figures(bundle_dir), **score(outputs, records, scores), **label_figures(outputs, records, labels)}
+    task = _manifest(bundle_dir).get("task") or {}
+    quality = {**carried_figures(bundle_dir), **score(outputs, records, scores),
+               **label_figures(outputs, records, task.get("labels")), **field_figures(outputs, records, task.get("fields"))}
     rows = [{"id": r.get("id", i), "input": r["input"], "teacher": r["output"], "label": r.get("label"),
              "output": out, "rouge_l_vs_teacher": s} for i, (r, out, s) in enumerate(zip(records, outputs, scores))]
     return quality, rows

@@ -4,7 +4,10 @@
 
 Replaces what lies between the lines `<!-- results:start -->` and `<!-- results:end -->` with the
 report's machine, settings, headline table and student-vs-teacher ratios (the same printers as
-report.md); the rest of the file is left as it is. Written atomically.
+report.md); the rest of the file is left as it is. Written atomically. The table leads with the
+ground-truth score and the retention of the teacher's score (`report["headline"]`,
+benchmarks/headline.py; ROUGE-L vs the teacher follows for free text), then size, latency and
+memory; a report without a headline gets the older per-model table.
 """
 
 from __future__ import annotations
@@ -14,10 +17,13 @@ import json
 from pathlib import Path
 
 from edgestill.benchmarks.markdown import (
+    headline_cells,
+    headline_columns,
     number,
     params_text,
     ratio_lines,
     rouge_vs_teacher,
+    with_retention,
 )
 from edgestill.errors import UserError, cli_main
 from edgestill.files import atomic_write_text
@@ -48,15 +54,29 @@ def readme_row(m: dict) -> list[str]:
             rouge_vs_teacher(m, q), ground_truth(q)]
 
 
+def headline_table(headline: dict) -> list[str]:
+    """The headline rows: ground truth and retention first, then size and request latency, and for
+    the bundles peak RSS and decode speed."""
+    columns = [c for c in headline_columns(headline) if c != "what"] + ["peak RSS MB", "decode tok/s"]
+    rows = [[r["name"], *headline_cells(headline, r), number(r.get("peak_rss_mb")), number(r.get("decode_tok_s_p50"))]
+            for r in headline["rows"]]
+    retention = (f"; retention = the score ÷ {headline['reference']}'s, paired 95% bootstrap interval over the "
+                 "same examples" if with_retention(headline) else "")
+    return [f"**{headline['name']}** on {headline.get('examples')} held-out examples{retention}.", "",
+            *table(columns, rows)]
+
+
 def section(report: dict) -> str:
     """The generated lines: where and how it was measured, the headline table, the student-vs-teacher ratios."""
     machine, s = report["machine"], report["settings"]
     ours = {m.get("label") or m["name"] for m in report["models"]}
+    headline = report.get("headline")
     lines = [f"Recipe `{s.get('recipe', '')}`, measured by `make student` and written here by `make readme`: "
              f"{machine.get('cpu')} ({machine.get('cores_logical')} cores), onnxruntime {machine.get('onnxruntime')}; "
              f"{s.get('threads')} threads, {s.get('prompt_tokens')}-token prompt + {s.get('gen_tokens')} generated "
              f"tokens, median of {s.get('repetitions')}; quality on {s.get('quality_examples')} held-out inputs.", "",
-             *table(README_COLUMNS, [readme_row(m) for m in report["models"]])]
+             *(headline_table(headline) if headline else
+               table(README_COLUMNS, [readme_row(m) for m in report["models"]]))]
     ratios = {name: r for name, r in (report.get("ratios") or {}).items() if name in ours}
     if ratios:
         lines += ["", *ratio_lines(ratios)]

@@ -4,7 +4,8 @@ A record (benchmarks/record.schema.json) is one model measured by one engine on 
 one setting, plus its `quality` dict and the `machine` it ran on. `build_report` turns the records
 into `{"machine", "settings", "models", "peers", "ratios", "rows", "errors", "notes", "examples"}`
 (benchmarks/__main__.py adds `gains_over_fp32_student`: each bundle's paired ROUGE-L gain over
-the fp32 student bundle, benchmarks.quality.gains_over):
+the fp32 student bundle, benchmarks.quality.gains_over; and `headline`: the ground-truth score and
+retention of every model, benchmarks.headline.build_headline):
 `models` are the ok records of our runtime (and the phone app) at the headline setting (the first
 value of each grid list), one per (model, target), labelled `name` or `name @ target`; `peers` the
 same for the other engines, labelled `name (engine)`; `rows` are every

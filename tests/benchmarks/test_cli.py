@@ -45,6 +45,21 @@ def test_report_json_lists_every_bundle(report_dir, tiny_build):
     assert set(report["examples"][0]["outputs"]) == set(bundle_names(tiny_build))
 
 
+def test_report_headline_is_rouge_l_against_the_labels(report_dir, tiny_build):
+    """The tiny eval records carry labels (free text): the headline scores every bundle against them."""
+    report = json.loads((report_dir / "report.json").read_text())
+    headline = report["headline"]
+    assert headline["metric"] == "rouge_l_vs_label" and headline["examples"] == 2
+    assert headline["answer_tokens"] == 6 and headline["prompt_tokens"] == 16  # max_output_tokens, bench setting
+    rows = {r["name"]: r for r in headline["rows"]}
+    assert set(rows) == {"teacher, zero-shot", *bundle_names(tiny_build)}  # no distill report: no baselines
+    for name in bundle_names(tiny_build):
+        model = next(m for m in report["models"] if m["name"] == name)
+        assert rows[name]["score"]["value"] == model["quality"]["rouge_l_vs_label"]
+        assert rows[name]["request_ms"] > model["ttft_ms_p50"]
+    assert rows["tiny-int8"]["retention"]["paired"] is True
+
+
 def test_report_md_has_a_row_per_model(report_dir, tiny_build):
     table = (report_dir / "report.md").read_text().split("\n## ")[0]
     for name in bundle_names(tiny_build):
@@ -55,7 +70,8 @@ def test_records_and_plots_written(report_dir, tiny_build):
     records = [json.loads(line) for line in (report_dir / "records.jsonl").read_text().splitlines()]
     assert len(records) == 3 and all(r["machine"]["python"] for r in records)
     pngs = sorted(report_dir.glob("*.png"))
-    assert [p.name for p in pngs] == ["quality_speed.png", "size_quality.png", "speed_memory.png"]
+    assert [p.name for p in pngs] == ["headline_latency.png", "quality_speed.png", "size_quality.png",
+                                      "speed_memory.png"]
     assert all(p.read_bytes()[:8] == PNG_SIGNATURE for p in pngs)
 
 

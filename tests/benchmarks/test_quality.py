@@ -6,7 +6,13 @@ import json
 
 import pytest
 
-from edgestill.benchmarks.quality import eval_records, gains_note, gains_over, score
+from edgestill.benchmarks.quality import (
+    eval_records,
+    field_figures,
+    gains_note,
+    gains_over,
+    score,
+)
 from edgestill.errors import UserError
 from edgestill.metrics import rouge_l
 
@@ -72,3 +78,17 @@ def test_gains_over_the_fp32_bundle_are_paired_per_input():
     [note] = gains_note(gains, "s-fp32")
     assert "each bundle minus s-fp32" in note and "s-int8 +0.000 (+0.000 to +0.000: not distinguishable from it)" in note
     assert gains_over(by_model, "missing") == {} and gains_note({}, "s-fp32") == []
+
+
+def test_field_figures_of_hand_made_answers():
+    gold = '{"day": "Friday", "time": "7 pm"}'
+    records = [{"input": "a", "output": gold, "label": gold}, {"input": "b", "output": gold, "label": gold}]
+    result = field_figures([gold, '{"day": "Friday", "time": "noon"}'], records, ["day", "time"])
+    # exact 1 and 0; field F1 1 and (1 + 0) / 2; both valid JSON
+    assert result == {"json_valid": 1.0, "json_valid_ci95_lo": 1.0, "json_valid_ci95_hi": 1.0,
+                      "exact_match_vs_label": 0.5, "exact_match_vs_label_ci95_lo": 0.0,
+                      "exact_match_vs_label_ci95_hi": 1.0, "field_f1_vs_label": 0.75,
+                      "field_f1_vs_label_ci95_lo": 0.5, "field_f1_vs_label_ci95_hi": 1.0}
+    assert field_figures(["x"], records[:1], None) == {}
+    unlabelled = field_figures(["not json"], [{"input": "a", "output": gold}], ["day", "time"])
+    assert unlabelled == {"json_valid": 0.0, "json_valid_ci95_lo": 0.0, "json_valid_ci95_hi": 0.0}

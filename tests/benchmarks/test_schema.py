@@ -7,7 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from edgestill.benchmarks.record import SCHEMA_PATH, error_record, problems, read_records, schema
+from edgestill.benchmarks.record import (
+    SCHEMA_PATH,
+    error_record,
+    problems,
+    read_records,
+    schema,
+)
 from edgestill.errors import UserError
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "benchmarks" / "record_example.json"
