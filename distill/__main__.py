@@ -27,12 +27,13 @@ from edgestill.distill.evaluate import (
     evaluate,
     warnings_from,
 )
+from edgestill.distill.fields import valid_answers
 from edgestill.distill.sensitivity import teacher_noise
 from edgestill.distill.student import build_student, count_params, resolve_layers
 from edgestill.distill.teacher import write_compat_fields
 from edgestill.distill.topk import TopkStore
 from edgestill.distill.train import build_examples, load_trained, sft_loss, train
-from edgestill.errors import cli_main
+from edgestill.errors import UserError, cli_main
 from edgestill.files import atomic_write_json
 from edgestill.intervals import verdict
 from edgestill.recipe import Recipe, load_recipe, split_args
@@ -52,6 +53,16 @@ def run(recipe: Recipe, build_root: str = "build") -> dict:
     with procs.main_process_first():  # the others then find the data complete and only read it
         data = teacher_data(recipe, data_dir)
     train_recs = [r for r in data.records if r["split"] == "train"]
+    dropped = None
+    if recipe.task.fields:  # train only on valid JSON whose values are spans of the input
+        train_recs, dropped = valid_answers(train_recs, recipe.task.fields)
+        log.info("fields task: %d teacher answers kept for training; dropped %d not valid JSON with the fields, "
+                 "%d with a value that is not in the input", len(train_recs), dropped["invalid_json"],
+                 dropped["not_in_input"])
+        if not train_recs:
+            raise UserError("fields task: no teacher answer is valid JSON with task.fields copied from its input; "
+                            "reword task.instruction, give clearer task.seed_examples, raise task.max_output_tokens "
+                            "or use a stronger teacher")
     eval_recs = [r for r in data.records if r["split"] == "eval"]
     store = TopkStore(data_dir, recipe.distill.loss.top_k, len(data.tokenizer))
 
@@ -109,13 +120,14 @@ def run(recipe: Recipe, build_root: str = "build") -> dict:
     _save_student(built.model, tok, student_dir)
     report = {
         "tool_version": __version__, "recipe": recipe.to_dict(),
-        "task": {"instruction": instruction, **({"labels": recipe.task.labels} if recipe.task.labels else {})},
+        "task": {"instruction": instruction, **({"labels": recipe.task.labels} if recipe.task.labels else {}),
+                 **({"fields": recipe.task.fields} if recipe.task.fields else {})},
         "teacher": data.info,
         "student": {"params": count_params(built.model), "layers": recipe.student.layers,
                     "init": recipe.student.init, **built.info,
                     **({"layer_selection": selection} if selection else {})},
         "data": {"train": len(train_recs), "eval": len(eval_recs), "seconds": data.info.get("seconds"),
-                 "eval_inputs_sha256": eval_fingerprint(eval_recs)},
+                 "eval_inputs_sha256": eval_fingerprint(eval_recs), **({"dropped": dropped} if dropped else {})},
         "train": summary, **result, "baselines": baselines, "comparisons": comparisons,
         "warnings": warnings_from(comparisons), "seconds": round(time.perf_counter() - t0, 1),
     }
@@ -154,6 +166,10 @@ def main(argv: list[str]) -> int:
     log.info("student: %d params (teacher %d), ROUGE-L vs teacher %.3f (95%% CI %.3f to %.3f) on %d eval inputs; %s",
              report["student"]["params"], report["teacher"]["params"], q["rouge_l_vs_teacher"], lo, hi,
              q["n_eval"], recipe.build_dir(args.build_root) / "student")
+    if "field_f1_vs_label" in q:
+        log.info("student vs the labels: exact match %.3f (teacher %.3f), field F1 %.3f (95%% CI %.3f to %.3f; "
+                 "teacher %.3f), valid JSON %.3f", q["exact_match_vs_label"], q["teacher_exact_match_vs_label"],
+                 q["field_f1_vs_label"], *q["field_f1_vs_label_ci95"], q["teacher_field_f1_vs_label"], q["json_valid"])
     for name, gains in report["comparisons"].items():
         for metric, g in gains.items():
             log.info("student minus %s, %s: %+.3f (95%% CI %+.3f to %+.3f): %s it", name, metric, g["gain"],

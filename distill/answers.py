@@ -126,7 +126,7 @@ def _write(out: JsonlAppender, store: TopkStore, rec: dict, prompt: str, ans: di
            why: dict | None = None) -> dict:
     offset = store.append(np.asarray(ans["topk_ids"]), np.asarray(ans["topk_logp"]))
     record = {"id": rec["id"], "split": rec["split"], "input": rec["input"], "output": ans["output"],
-              "target_ids": ans["target_ids"], "ended": ans["ended"], "prompt": prompt,
+              "target_ids": ans["target_ids"], "ended": ans["ended"], "prompt": ans.get("prompt", prompt),
               "teacher": ans.get("teacher", teacher),
               "topk_offset": offset, "topk_len": len(ans["target_ids"])}
     if why is not None:

@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 from edgestill.distill.answers import eos_ids, local_answerer, prepare_answers
 from edgestill.distill.device import torch_device
+from edgestill.distill.fields import fields_answerer
 from edgestill.distill.gate import teacher_gate
 from edgestill.distill.inputs import describe, local_writer, prepare_inputs
 from edgestill.distill.labels import label_answerer
@@ -46,6 +47,9 @@ def open_teacher(t: TeacherSource, recipe: Recipe) -> OpenTeacher:
         if recipe.task.labels:
             raise UserError("task.labels: a served teacher cannot score the labels yet (it needs the log-likelihood "
                             "of each label); use a local teacher (teacher.source) for a label task")
+        if recipe.task.fields:
+            raise UserError("task.fields: a served teacher cannot be held to the JSON format yet (it needs its logits "
+                            "at every step); use a local teacher (teacher.source) for a fields task")
         return open_server_teacher(t, recipe)
 
     device = torch_device(recipe.device)
@@ -54,6 +58,7 @@ def open_teacher(t: TeacherSource, recipe: Recipe) -> OpenTeacher:
             "params": count_params(model), "layers": model.config.num_hidden_layers}
     write = input_writer(t, model, tok, device)
     answer = (label_answerer(model, tok, recipe.task.labels, eos_ids(model, tok)) if recipe.task.labels
+              else fields_answerer(model, tok, recipe.task, eos_ids(model, tok)[0]) if recipe.task.fields
               else local_answerer(model, tok))
     return OpenTeacher(t.source, tok, model, write, answer, info=lambda: info)
 

@@ -9,6 +9,10 @@ eval inputs a mean moves by a few points with the choice of inputs, so each mean
 behind it; `compare` gives a model's paired gain over a baseline scored on the same inputs
 (`comparisons` in distill_report.json).
 
+A fields task (`task.fields`) answers through constrained decoding (distill/fields.py) and is
+scored against the labels with `exact_match_vs_label` (every field equal), `field_f1_vs_label`
+(token F1 per field) and `json_valid` (edgestill/field_metrics.py), each with its interval.
+
 `echo_input` scores a reference that needs no model: the input itself given as the answer. For
 tasks whose answers copy from the input (summaries, extraction) it is the bar a student must
 clear before it is of any use.
@@ -21,8 +25,10 @@ import json
 from tqdm import tqdm
 
 from edgestill.distill.device import to_device
+from edgestill.distill.fields import extract
 from edgestill.distill.labels import choose
 from edgestill.distill.train import AnswerLogits, collate
+from edgestill.field_metrics import field_scores, parse_fields
 from edgestill.intervals import interval, paired_gain, verdict
 from edgestill.label_metrics import label_scores
 from edgestill.metrics import exact_match_rate, mean_rouge_l, rouge_l
@@ -81,8 +87,11 @@ def evaluate(model, tokenizer, eval_records: list[dict], eval_examples, task, de
     """Quality figures of a model on `eval_records` (teacher records, split == "eval") and the
     matching teacher-forced `eval_examples` (from `distill.train.build_examples`)."""
     texts = [r["input"] for r in eval_records]
+    messages = [user_message(task.instruction, x) for x in texts]
     if task.labels:  # a label task answers with one label, chosen by likelihood: never free text
-        predictions = choose(model, tokenizer, [user_message(task.instruction, x) for x in texts], task.labels)
+        predictions = choose(model, tokenizer, messages, task.labels)
+    elif task.fields:  # a fields task: one JSON object of the fields, never anything else
+        predictions = extract(model, tokenizer, messages, task.fields, task.max_output_tokens)
     else:
         predictions = greedy_answers(model, tokenizer, texts, task.instruction, task.max_output_tokens, desc=desc)
     teacher = [r["output"] for r in eval_records]
@@ -108,7 +117,34 @@ def evaluate(model, tokenizer, eval_records: list[dict], eval_examples, task, de
     if task.labels and labelled:
         quality.update(label_quality(labelled, task.labels))
         per_example["correct_vs_label"] = [int(p == r["label"]) for p, r in labelled]
+    if task.fields:
+        figures, rows = field_quality(predictions, eval_records, task.fields)
+        quality.update(figures)
+        per_example.update(rows)
     return {"quality": quality, "examples": examples, "per_example": per_example}
+
+
+def field_quality(predictions: list[str], eval_records: list[dict], fields: list[str]) -> tuple[dict, dict]:
+    """A fields task's figures for the model and the teacher: the share of valid JSON answers, and
+    against the labels exact match and field F1 (each with its interval); the model's per-example
+    `correct_vs_label` (exact match) and `field_f1_vs_label`."""
+    figures, rows = {}, {}
+    for prefix, answers in (("", predictions), ("teacher_", [r["output"] for r in eval_records])):
+        valid = [float(parse_fields(a, fields) is not None) for a in answers]
+        figures[f"{prefix}json_valid"] = round(sum(valid) / len(valid), 4)
+        figures[f"{prefix}json_valid_ci95"] = interval(valid)
+    labelled = [(p, r) for p, r in zip(predictions, eval_records) if "label" in r]
+    if not labelled:
+        return figures, rows
+    golds = [r["label"] for _, r in labelled]
+    for prefix, answers in (("", [p for p, _ in labelled]), ("teacher_", [r["output"] for _, r in labelled])):
+        s = field_scores(answers, golds, fields)
+        for name in ("exact_match", "field_f1"):
+            figures[f"{prefix}{name}_vs_label"] = s[name]
+            figures[f"{prefix}{name}_vs_label_ci95"] = s[f"{name}_ci95"]
+        if not prefix:
+            rows = {"correct_vs_label": s["per_example"]["correct"], "field_f1_vs_label": s["per_example"]["field_f1"]}
+    return figures, rows
 
 
 def label_quality(labelled: list[tuple[str, dict]], labels: list[str]) -> dict:
@@ -156,13 +192,18 @@ def eval_fingerprint(eval_records: list[dict]) -> str:
 
 def compare(model: dict, baseline: dict) -> dict:
     """Paired gains of `model` over `baseline` (each an `evaluate` / `echo_input` result with
-    `per_example`), on every score both have: ROUGE-L, and token agreement (token-weighted)."""
+    `per_example`), on every score both have: ROUGE-L, label accuracy or fields exact match and
+    field F1, and token agreement (token-weighted)."""
     a, b = model.get("per_example") or {}, baseline.get("per_example") or {}
     gains = {}
     if a.get("rouge_l_vs_teacher") and b.get("rouge_l_vs_teacher"):
         gains["rouge_l_vs_teacher"] = paired_gain(a["rouge_l_vs_teacher"], b["rouge_l_vs_teacher"])
     if a.get("correct_vs_label") and len(b.get("correct_vs_label") or ()) == len(a["correct_vs_label"]):
-        gains["accuracy_vs_label"] = paired_gain(a["correct_vs_label"], b["correct_vs_label"])
+        # correct: the right label (a label task's accuracy) or every field right (a fields task's exact match)
+        name = "exact_match_vs_label" if "field_f1_vs_label" in a else "accuracy_vs_label"
+        gains[name] = paired_gain(a["correct_vs_label"], b["correct_vs_label"])
+    if a.get("field_f1_vs_label") and len(b.get("field_f1_vs_label") or ()) == len(a["field_f1_vs_label"]):
+        gains["field_f1_vs_label"] = paired_gain(a["field_f1_vs_label"], b["field_f1_vs_label"])
     if a.get("answer_tokens") and b.get("answer_tokens") == a["answer_tokens"] and sum(a["answer_tokens"]):
         n = a["answer_tokens"]
         gains["token_agreement_vs_teacher"] = paired_gain(

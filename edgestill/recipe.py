@@ -26,7 +26,12 @@ import yaml
 
 from edgestill.errors import UserError, cli_main
 from edgestill.files import read_user_records
-from edgestill.task_shapes import check_label_file, check_labels
+from edgestill.task_shapes import (
+    check_field_file,
+    check_fields,
+    check_label_file,
+    check_labels,
+)
 
 BUNDLED_TEACHERS = ("smollm2-135m-instruct",)
 # Bundle presets (export/quantize.py PRESETS; a test keeps the two lists equal).
@@ -50,6 +55,7 @@ class Task:
     n_eval: int = 24
     eval_labels: Optional[str] = None  # labelled eval data (.jsonl with "input", "output")
     labels: list[str] = field(default_factory=list)  # a label task's closed label set (answers are one of them)
+    fields: list[str] = field(default_factory=list)  # a fields task's JSON fields (answers are one JSON object of them)
     rationale: bool = False  # the teacher also explains each input step by step (teacher.jsonl "rationale")
     topics: list[str] = field(default_factory=list)  # optional topic hints that widen generated inputs
     max_input_tokens: int = 160
@@ -311,6 +317,7 @@ def _check(recipe: Recipe, where: str, base: Path) -> None:
     if not DEVICE_PATTERN.fullmatch(recipe.device):
         raise UserError(f"{where}: device: expected auto, cpu, cuda or cuda:N (e.g. cuda:1), got {recipe.device!r}")
     t = recipe.task
+    check_fields(t, where)  # first: it refuses fields together with labels
     check_labels(t, where)
     if not 1 <= len(t.seed_examples) <= 8:
         raise UserError(f"{where}: task.seed_examples: give 1-8 examples (3-5 recommended), got {len(t.seed_examples)}")
@@ -334,6 +341,7 @@ def _check(recipe: Recipe, where: str, base: Path) -> None:
                                 f"label); give every record an input and an output")
             if key == "eval_labels":
                 check_label_file(t.labels, records, f"{where}: task.eval_labels: {path}")
+                check_field_file(t.fields, records, f"{where}: task.eval_labels: {path}")
             setattr(t, key, str(path))
     recipe.teacher.source = _check_teacher(recipe.teacher.source, where, base)
     _check_server_teacher(recipe.teacher, where, base)

@@ -1,13 +1,19 @@
-"""What a recipe's task shape asks of its data: a label task's label set, seeds and labelled files.
+"""What a recipe's task shape asks of its data: a label task's label set, a fields task's fields,
+their seeds and labelled files.
 
 A label task (`task.labels: [positive, negative]`) answers with exactly one label; its seeds and
-its labelled eval file may hold no other answer. Checked when the recipe loads, before any work,
-each mistake one line naming the key, file or record and what to do.
+its labelled eval file may hold no other answer. A fields task (`task.fields: [day, time, place]`)
+answers with one JSON object of exactly those fields, in order (values strings or null); so must
+its seeds and its labelled eval file. Checked when the recipe loads, before any work, each mistake
+one line naming the key, file or record and what to do.
 """
 
 from __future__ import annotations
 
+import json
+
 from edgestill.errors import UserError
+from edgestill.field_metrics import field_problem
 
 
 def check_labels(task, where: str) -> None:
@@ -40,3 +46,40 @@ def check_label_file(labels: list[str], records: list[dict], where: str) -> None
     if bad:
         raise UserError(f"{where}: record {bad[0]} has the label {bad[1]!r}, which is not one of task.labels "
                         f"{labels}; fix the label or add it to task.labels")
+
+
+def _shape(fields: list[str]) -> str:
+    return json.dumps(dict.fromkeys(fields, "..."))
+
+
+def check_fields(task, where: str) -> None:
+    """`task.fields`: none (free text) or distinct non-empty names, which every seed's output holds as
+    a JSON object; not with labels, no rationales."""
+    fields = task.fields
+    if not fields:
+        return
+    if any(not isinstance(f, str) or not f.strip() for f in fields):
+        raise UserError(f"{where}: task.fields: every field must be a non-empty name, got {fields!r}")
+    if len(set(fields)) != len(fields):
+        raise UserError(f"{where}: task.fields: every field must be different, got {fields!r}")
+    if task.labels:
+        raise UserError(f"{where}: task.fields and task.labels: a task answers with one label or with JSON "
+                        "fields, not both; keep one of them")
+    if task.rationale:
+        raise UserError(f"{where}: task.rationale: a fields task answers with a JSON object; set task.rationale: false")
+    for i, ex in enumerate(task.seed_examples, 1):
+        problem = field_problem(ex.output, fields)
+        if problem:
+            raise UserError(f"{where}: task.seed_examples[{i}]: output {problem}; answer each seed with "
+                            f"{_shape(fields)} (values strings or null)")
+
+
+def check_field_file(fields: list[str], records: list[dict], where: str) -> None:
+    """Every record of a labelled file answers with a JSON object of `fields` (in a fields task)."""
+    if not fields:
+        return
+    for i, r in enumerate(records, 1):
+        problem = field_problem(r["output"], fields)
+        if problem:
+            raise UserError(f"{where}: record {i}: output {problem}; write each output as {_shape(fields)} "
+                            "(values strings or null)")

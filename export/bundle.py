@@ -113,6 +113,7 @@ class ExportSettings:
     calibration: Path | None = None
     mixed_budget: float | None = None
     labels: tuple[str, ...] = ()  # a label task's labels, carried in the manifest ("task": {"labels"})
+    fields: tuple[str, ...] = ()  # a fields task's JSON fields, carried in the manifest ("task": {"fields"})
 
 
 def build_model(model_dir: Path, bundle_dir: Path, chosen: Preset, log_file: Path, calibration: Path | None = None,
@@ -168,13 +169,18 @@ def export_bundle(model_dir, out_dir, precision: str, settings: ExportSettings, 
     return manifest
 
 
+def task_shape(s: ExportSettings) -> dict:
+    """The manifest's "task": a label task's labels or a fields task's fields ({} for free text)."""
+    return {**({"labels": list(s.labels)} if s.labels else {}), **({"fields": list(s.fields)} if s.fields else {})}
+
+
 def manifest_fields(model_dir: Path, bundle_dir: Path, precision: str, s: ExportSettings, quantization: dict | None,
                     params: int, fingerprint: str, qat: dict | None) -> dict:
     """The manifest's description of the bundle, before validation adds its figures."""
     model_info, tokens = describe_model(bundle_dir)
     return {"name": s.name or f"{s.role}-{precision}", "role": s.role, "precision": precision,
             "quantization": quantization, "params": params, "model": model_info, "tokens": tokens,
-            **({"qat": qat} if qat else {}), **({"task": {"labels": list(s.labels)}} if s.labels else {}),
+            **({"qat": qat} if qat else {}), **({"task": task} if (task := task_shape(s)) else {}),
             "prompt": {"template": prompt_template(model_dir), "instruction": s.instruction},
             "source": {"model_dir": str(model_dir.resolve()), "fingerprint": fingerprint, **s.source}}
 

@@ -4,6 +4,7 @@
     gen = Generator(Bundle.open("build/default/bundle-int8"), threads=2)
     print(gen.generate("The council voted ...", max_new_tokens=48))
     gen.choose("Arrived broken.", ["positive", "negative"]).text    # a label task: one of the choices
+    gen.extract("Lunch at Mo's, Friday noon", ["day", "time", "place"])  # a fields task: that JSON object
 
 Command line: `edgestill generate BUNDLE --prompt "..."` and `edgestill chat BUNDLE`.
 This package never imports torch, transformers, optimum or datasets (a contract test checks it),
@@ -13,9 +14,21 @@ so an app can embed it with a few small dependencies. Every deliberate error is 
 
 from edgestill.runtime.bundle import Bundle
 from edgestill.runtime.choices import Choice
-from edgestill.runtime.errors import (BundleError, ChecksumError, ContextLengthError, EncodingError, FormatVersionError,
-                            InputError, ManifestError, MissingFileError, ModelLoadError, PromptError,
-                            RuntimeFailure, SamplingError, TokenizerError)
+from edgestill.runtime.errors import (
+                            BundleError,
+                            ChecksumError,
+                            ContextLengthError,
+                            EncodingError,
+                            FormatVersionError,
+                            InputError,
+                            ManifestError,
+                            MissingFileError,
+                            ModelLoadError,
+                            PromptError,
+                            RuntimeFailure,
+                            SamplingError,
+                            TokenizerError,
+)
 from edgestill.runtime.generator import Generator
 from edgestill.runtime.sampling import Sampling
 

@@ -4,6 +4,8 @@
     edgestill generate build/default/bundle-int8 --prompt "..." --json   # one JSON object
     edgestill generate build/reviews/bundle-int8 --prompt "..." --labels  # one of the bundle's labels
     edgestill generate BUNDLE --prompt "..." --choice yes --choice no     # one of these strings
+    edgestill generate build/events/bundle-int8 --prompt "..." --fields   # the bundle's JSON fields
+    edgestill generate BUNDLE --prompt "..." --fields day,time,place      # a JSON object of these fields
     edgestill chat build/default/bundle-int8        # multi-turn, the bundle's chat template
 
 `generate` wraps the prompt in the bundle's template and instruction (manifest.json) unless
@@ -11,7 +13,8 @@
 line or /reset starts over, /quit or end of input leaves. `--json` prints one JSON object per
 answer ({"text", "tokens", "prompt_tokens", "seconds", "tokens_per_second"})
 instead of streaming text. `--labels` / `--choice` print the most likely choice (with --json:
-{"text", "scores"}: each choice's log-likelihood). Errors are one line on stderr with exit code 2.
+{"text", "scores"}: each choice's log-likelihood). `--fields` prints one JSON object with exactly
+those fields (with --json: {"text", "fields"}). Errors are one line on stderr with exit code 2.
 """
 
 from __future__ import annotations
@@ -43,7 +46,10 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--choice", action="append", default=[], metavar="TEXT",
                            help="answer with the most likely of these strings (repeat it for each)")
             p.add_argument("--labels", action="store_true", help="answer with the most likely of the bundle's labels")
-        p.add_argument("--max-new-tokens", type=int, default=64 if name == "generate" else 256)
+            p.add_argument("--fields", nargs="?", const="", default=None, metavar="A,B,C",
+                           help="answer with one JSON object of these fields (alone: the bundle's fields)")
+        p.add_argument("--max-new-tokens", type=int, default=None,
+                       help="default 64 (generate), 128 (--fields), 256 (chat)")
         p.add_argument("--temperature", type=float, default=0.0)
         p.add_argument("--top-k", type=int, default=0)
         p.add_argument("--top-p", type=float, default=1.0)
@@ -100,6 +106,16 @@ def _choose(gen: Generator, args: argparse.Namespace) -> None:
     sys.stdout.write(line + "\n")
 
 
+def _extract(gen: Generator, args: argparse.Namespace) -> None:
+    """Print the JSON object of --fields (comma-separated names, or the bundle's fields)."""
+    if args.choice or args.labels:
+        raise UserError("give --fields or --choice/--labels, not both")
+    fields = [f.strip() for f in args.fields.split(",")] if args.fields else None
+    found = gen.extract(args.prompt, fields, max_new_tokens=args.max_new_tokens, raw=args.raw, truncate=args.truncate)
+    text = json.dumps(found, ensure_ascii=False)
+    sys.stdout.write((json.dumps({"text": text, "fields": found}, ensure_ascii=False) if args.json else text) + "\n")
+
+
 def _chat(gen: Generator, args: argparse.Namespace) -> None:
     messages: list[dict] = []
     interactive = sys.stdin.isatty()
@@ -121,8 +137,13 @@ def _chat(gen: Generator, args: argparse.Namespace) -> None:
 
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
+    if args.max_new_tokens is None:
+        fields = args.command == "generate" and args.fields is not None
+        args.max_new_tokens = 128 if fields else 64 if args.command == "generate" else 256
     gen = Generator(Bundle.open(args.bundle, verify=not args.no_verify), threads=args.threads)
-    if args.command == "generate" and (args.choice or args.labels):
+    if args.command == "generate" and args.fields is not None:
+        _extract(gen, args)
+    elif args.command == "generate" and (args.choice or args.labels):
         _choose(gen, args)
     elif args.command == "generate":
         _answer(gen, gen.bundle.format_prompt(clean_text(args.prompt), raw=args.raw), args)

@@ -23,8 +23,14 @@ from pathlib import Path
 from tokenizers import Tokenizer
 
 from edgestill.files import sha256_file
-from edgestill.runtime.errors import (BundleError, ChecksumError, FormatVersionError, ManifestError,  # noqa: F401 (re-export)
-                            MissingFileError, TokenizerError)
+from edgestill.runtime.errors import (  # noqa: F401 (re-export)
+    BundleError,
+    ChecksumError,
+    FormatVersionError,
+    ManifestError,
+    MissingFileError,
+    TokenizerError,
+)
 
 FORMAT = "edgestill-bundle"
 FORMAT_VERSION = 1
@@ -158,6 +164,11 @@ class Bundle:
     def labels(self) -> list[str] | None:
         """The task's closed label set (manifest "task": {"labels": [...]}), None for free text."""
         return (self.manifest.get("task") or {}).get("labels")
+
+    @property
+    def fields(self) -> list[str] | None:
+        """The fields of an extraction task's JSON answer (manifest "task": {"fields": [...]}), None otherwise."""
+        return (self.manifest.get("task") or {}).get("fields")
 
     def format_prompt(self, text: str, raw: bool = False) -> str:
         """The model's chat prompt for one user message: instruction + "\\n\\n" + text.

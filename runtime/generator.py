@@ -7,6 +7,7 @@
     gen.chat([{"role": "user", "content": "Hi!"}])            # the bundle's own chat template
     gen.generate_batch(["first text", "second text"])         # several prompts decoded together
     gen.generate("The council voted ...", prompt_lookup=3)    # greedy, drafts from the text (lookup.py)
+    gen.extract("Dinner at Rosa's, Friday 7 pm", ["day", "time", "place"])  # always that JSON object (fields.py)
 
 Every argument is checked before any work and a bad one raises a `runtime.errors.InputError`
 subclass (`PromptError`, `EncodingError`, `ContextLengthError`, `SamplingError`) that says what
@@ -18,6 +19,8 @@ so several threads may share one.
 
 from __future__ import annotations
 
+import json
+import threading
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
@@ -26,7 +29,20 @@ from edgestill.runtime.bundle import Bundle
 from edgestill.runtime.choices import Choice, check_choices, score
 from edgestill.runtime.detok import Answer
 from edgestill.runtime.engine import Model
-from edgestill.runtime.errors import ContextLengthError, EncodingError, PromptError, SamplingError
+from edgestill.runtime.errors import (
+    ContextLengthError,
+    EncodingError,
+    PromptError,
+    SamplingError,
+)
+from edgestill.runtime.fields import (
+    FieldsFormat,
+    FieldsGuide,
+    TokenTable,
+    check_fields,
+    decode,
+    token_pieces,
+)
 from edgestill.runtime.lookup import MAX_DRAFT, lookup_steps
 from edgestill.runtime.sampling import Sampling, penalize, pick
 
@@ -81,6 +97,8 @@ class Generator:
         self.eos = frozenset(bundle.eos_token_ids)
         self.vocab_size = self.model.vocab_size
         self.context_length = bundle.context_length
+        self._guides: dict[tuple[str, ...], FieldsGuide] = {}  # per field list, built at the first extract
+        self._guides_lock = threading.Lock()
 
     # ------------------------------------------------------------------ checks
 
@@ -228,6 +246,28 @@ class Generator:
         scores = score(self.model, prompt, ids)
         return Choice(choices[int(np.argmax(scores))], dict(zip(choices, scores)))
 
+    def extract(self, text, fields: Sequence[str] | None = None, max_new_tokens: int = 128, raw: bool = False,
+                truncate: str | None = None) -> dict:
+        """The JSON object of `fields` (default: the bundle's) that answers `text`, decoded greedily
+        among the tokens that keep the format valid (runtime/fields.py): always exactly those fields,
+        in order, each a string or None."""
+        if fields is None and not self.bundle.fields:
+            raise PromptError(f"bundle {self.bundle.path} has no task fields; pass fields=[...]")
+        fields = check_fields(self.bundle.fields if fields is None else fields)
+        max_new = self._max_new(max_new_tokens)
+        prompt = self.check_ids(self.encode(text, raw=raw), max_new, truncate)
+        return json.loads(decode(self.model, prompt, self.fields_guide(fields), max_new)[0])
+
+    def fields_guide(self, fields: list[str]) -> FieldsGuide:
+        """The token guide for `fields` on this bundle's tokenizer (built once per field list)."""
+        with self._guides_lock:
+            if tuple(fields) not in self._guides:
+                table = next(iter(self._guides.values())).table if self._guides else \
+                    TokenTable.of(token_pieces(self.bundle.tokenizer))
+                self._guides[tuple(fields)] = FieldsGuide(FieldsFormat(fields), table, self.vocab_size,
+                                                          self.bundle.eos_token_ids[0])
+            return self._guides[tuple(fields)]
+
     def stream(self, text, max_new_tokens: int = 64, stop: Sequence[str] = (), raw: bool = False,
                truncate: str | None = None, **sampling) -> Iterator[str]:
         """Yield text pieces of the answer to `text` (prompted with the bundle's template unless `raw`).
@@ -270,7 +310,10 @@ class Generator:
 
     def chat_prompt(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
         """The prompt text for `messages` as transformers' apply_chat_template renders it."""
-        from edgestill.runtime.chat_template import check_messages, render_chat  # jinja2 only when chatting
+        from edgestill.runtime.chat_template import (  # jinja2 only when chatting
+            check_messages,
+            render_chat,
+        )
         messages = check_messages(messages)
         for i, message in enumerate(messages):
             message["content"] = clean_text(message["content"], f"messages[{i}].content", allow_empty=True)

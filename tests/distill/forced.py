@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from edgestill.tensors import chat_prompt, user_message
 from edgestill.distill.train import Example
+from edgestill.tensors import chat_prompt, user_message
 
 
 def forced_examples(tok, instruction: str, texts: list[str], answers: list[str]) -> list[Example]:

@@ -22,7 +22,7 @@ def test_exact_match_and_label_scores_normalise_case_and_punctuation(tiny):
     records = [{"input": t, "output": a.upper() + ".", "label": a if i < 2 else "something else"}
                for i, (t, a) in enumerate(zip(TEXTS, answers))]
     examples = forced_examples(tok, INSTRUCTION, TEXTS, answers)
-    task = SimpleNamespace(instruction=INSTRUCTION, max_output_tokens=6, labels=[])
+    task = SimpleNamespace(instruction=INSTRUCTION, max_output_tokens=6, labels=[], fields=[])
     quality = evaluate(model, tok, records, examples, task)["quality"]
     assert quality["rouge_l_vs_teacher"] == 1.0
     assert quality["exact_match_vs_teacher"] == 1.0  # raw strings differ in case and the full stop

@@ -5,8 +5,14 @@ import numpy as np
 import pytest
 import torch
 
-from edgestill.distill.hidden import (HiddenStateLoss, LayerTap, default_layer_map, gather_answers, hidden_rows,
-                            teacher_answer_states)
+from edgestill.distill.hidden import (
+    HiddenStateLoss,
+    LayerTap,
+    default_layer_map,
+    gather_answers,
+    hidden_rows,
+    teacher_answer_states,
+)
 
 
 def tiny_llama(width: int, seed: int):

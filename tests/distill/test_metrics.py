@@ -2,7 +2,14 @@
 
 import pytest
 
-from edgestill.metrics import exact_match, exact_match_rate, lcs_length, mean_rouge_l, rouge_l, words
+from edgestill.metrics import (
+    exact_match,
+    exact_match_rate,
+    lcs_length,
+    mean_rouge_l,
+    rouge_l,
+    words,
+)
 
 
 def test_words_lowercase_and_drop_punctuation():

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from edgestill.distill.data import teacher_data
-from edgestill.distill.open_teacher import OpenTeacher
 from edgestill.distill.multi_teacher import average_topk, averaged, forced_topk
+from edgestill.distill.open_teacher import OpenTeacher
 from edgestill.distill.topk import TopkStore
 from edgestill.errors import UserError
 from edgestill.recipe import load_recipe

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
+from edgestill.distill import train as train_mod
 from edgestill.distill.answers import prepare_answers
 from edgestill.distill.inputs import prepare_inputs
 from edgestill.distill.prompts import STUDENT_CHAT_TEMPLATE
 from edgestill.distill.student import make_student
 from edgestill.distill.topk import TopkStore
-from edgestill.distill import train as train_mod
 from edgestill.distill.train import build_examples, collate, train
 from edgestill.recipe import load_recipe
 from tests.conftest import write_tiny_recipe

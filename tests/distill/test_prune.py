@@ -5,7 +5,12 @@ import copy
 import pytest
 import torch
 
-from edgestill.distill.prune import Importance, calibration_batches, importance, prune_width
+from edgestill.distill.prune import (
+    Importance,
+    calibration_batches,
+    importance,
+    prune_width,
+)
 from edgestill.errors import UserError
 
 TEXTS = [

@@ -48,7 +48,7 @@ def test_teacher_noise_scores_the_teacher_against_its_own_answers(tiny):
     def examples():  # the answers teacher-forced, in the teacher's ids
         return forced_examples(tok, INSTRUCTION, TEXTS, answers)
 
-    task = SimpleNamespace(instruction=INSTRUCTION, max_output_tokens=12, labels=[])
+    task = SimpleNamespace(instruction=INSTRUCTION, max_output_tokens=12, labels=[], fields=[])
     local = SimpleNamespace(source="local-folder", sources=[], combine="round_robin")
     recipe = SimpleNamespace(task=task, teacher=local, distill=SimpleNamespace(teacher_noise=[1e-7, 1.0], seed=0))
     result = teacher_noise(model, tok, records, examples, recipe)

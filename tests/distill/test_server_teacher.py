@@ -19,7 +19,13 @@ import pytest
 
 from edgestill.distill.answers import prepare_answers
 from edgestill.distill.data import teacher_data
-from edgestill.distill.server_teacher import ServerClient, TokenMap, server_answerer, server_writer, topk_answer
+from edgestill.distill.server_teacher import (
+    ServerClient,
+    TokenMap,
+    server_answerer,
+    server_writer,
+    topk_answer,
+)
 from edgestill.errors import UserError
 from edgestill.files import read_jsonl
 from edgestill.recipe import load_recipe

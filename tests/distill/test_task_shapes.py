@@ -54,3 +54,46 @@ def test_cli_exit_2_without_traceback(tmp_path):
     path = write(tmp_path, LABELLED, [{"input": "b", "output": "neutral"}])
     done = subprocess.run([sys.executable, "-m", "edgestill.recipe", str(path)], capture_output=True, text=True)
     assert done.returncode == 2 and "neutral" in done.stderr and "Traceback" not in done.stderr
+
+
+FIELDED = textwrap.dedent("""\
+    name: t
+    task:
+      instruction: "Extract the event."
+      fields: [day, time]
+      seed_examples:
+        - {input: "Lunch Friday at noon.", output: '{"day": "Friday", "time": "noon"}'}
+        - {input: "Call me later.", output: '{"day": null, "time": "later"}'}
+    """)
+
+
+def test_a_fields_task_loads(tmp_path):
+    recipe = load_recipe(write(tmp_path, FIELDED, [{"input": "Tea at 4 on Monday.", "output": '{"day": "Monday", "time": "4"}'}]))
+    assert recipe.task.fields == ["day", "time"]
+
+
+@pytest.mark.parametrize("text, labels_file, words", [
+    (FIELDED.replace("[day, time]", "[day, day]"), None, ["task.fields", "different"]),
+    (FIELDED.replace("[day, time]", "[day, '']"), None, ["task.fields", "non-empty"]),
+    (FIELDED + "  labels: [a, b]\n", None, ["task.fields and task.labels", "not both"]),
+    (FIELDED + "  rationale: true\n", None, ["task.rationale", "false"]),
+    (FIELDED.replace('{"day": null, "time": "later"}', '{"day": null}'), None,
+     ["task.seed_examples[2]", "lacks the field 'time'"]),
+    (FIELDED.replace('{"day": "Friday", "time": "noon"}', 'Friday, noon'), None,
+     ["task.seed_examples[1]", "is not JSON", '{"day": "...", "time": "..."}']),
+    (FIELDED, [{"input": "a", "output": '{"day": "a", "time": "b"}'},
+               {"input": "b", "output": '{"day": "a", "time": "b", "place": "c"}'}],
+     ["labels.jsonl", "record 2", "has the field 'place'"]),
+])
+def test_bad_fields_tasks_are_one_line_errors(tmp_path, text, labels_file, words):
+    with pytest.raises(UserError) as err:
+        load_recipe(write(tmp_path, text, labels_file))
+    assert "\n" not in str(err.value)
+    for word in words:
+        assert word in str(err.value)
+
+
+def test_fields_cli_exit_2_without_traceback(tmp_path):
+    path = write(tmp_path, FIELDED, [{"input": "b", "output": '{"day": "a"}'}])
+    done = subprocess.run([sys.executable, "-m", "edgestill.recipe", str(path)], capture_output=True, text=True)
+    assert done.returncode == 2 and "lacks the field 'time'" in done.stderr and "Traceback" not in done.stderr

@@ -5,10 +5,21 @@ import random
 import pytest
 import torch
 
-from edgestill.distill.generate import buffered_cache, common_prefix_len, greedy_topk, newline_counts, paragraph_stop, sample
-from edgestill.distill.prompts import chat_messages_prompt, input_generation_messages, pick_shown
-from edgestill.tensors import chat_prompt, user_message
+from edgestill.distill.generate import (
+    buffered_cache,
+    common_prefix_len,
+    greedy_topk,
+    newline_counts,
+    paragraph_stop,
+    sample,
+)
+from edgestill.distill.prompts import (
+    chat_messages_prompt,
+    input_generation_messages,
+    pick_shown,
+)
 from edgestill.recipe import Example, Task
+from edgestill.tensors import chat_prompt, user_message
 
 TEXTS = ["The bakery on Main Street now opens at six.",
          "A storm closed the mountain road for two days, and the town ran short of bread and milk.",

@@ -3,10 +3,10 @@
 import pytest
 
 from edgestill.distill.answers import answer_batch
-from edgestill.tensors import chat_prompt, user_message
 from edgestill.distill.teacher import load_teacher
 from edgestill.errors import UserError
 from edgestill.recipe import load_recipe
+from edgestill.tensors import chat_prompt, user_message
 from tests.conftest import write_tiny_recipe
 
 

@@ -7,10 +7,16 @@ import pytest
 import torch
 
 from edgestill.distill.prompts import STUDENT_CHAT_TEMPLATE
-from edgestill.tensors import chat_prompt, user_message
-from edgestill.distill.vocab import (new_ids_strict, plan_trim, remap_ids, task_texts, trim_model,
-                           trimmed_tokenizer)
+from edgestill.distill.vocab import (
+    new_ids_strict,
+    plan_trim,
+    remap_ids,
+    task_texts,
+    trim_model,
+    trimmed_tokenizer,
+)
 from edgestill.errors import UserError
+from edgestill.tensors import chat_prompt, user_message
 
 INSTRUCTION = "Summarize the following paragraph in one sentence."
 RECORDS = [

@@ -163,8 +163,8 @@ def test_quality_on_held_out_teacher_text(fp32_bundle, int8_bundle, tiny_llama_d
 
 
 def test_every_recipe_precision_is_a_preset_with_a_floor():
-    from edgestill.recipe import PRECISIONS
     from edgestill.export.quantize import PRESETS
+    from edgestill.recipe import PRECISIONS
 
     assert set(PRECISIONS) == set(PRESETS)
     assert all(0.5 < p.floor <= 1.0 for p in PRESETS.values())

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from edgestill.export.gptq import gptq_weight
 from edgestill.export.fakequant import fake_quant_weight
+from edgestill.export.gptq import gptq_weight
 from edgestill.runtime import Bundle
 from tests.export.test_export import _tiny_recipe, fragile_build_with_train_split
 
@@ -108,8 +108,8 @@ def test_int4_gptq_presets_build_the_gptq_weights_exactly(tmp_path, tiny_llama_d
     from safetensors.torch import load_file
 
     from edgestill.export.__main__ import main
-    from edgestill.export.gptq import GptqSettings, gptq_checkpoint
     from edgestill.export.calibration import calibration_ids
+    from edgestill.export.gptq import GptqSettings, gptq_checkpoint
     from edgestill.export.smooth import smooth_checkpoint
 
     build = fragile_build_with_train_split(tmp_path, tiny_llama_dir)
@@ -149,8 +149,8 @@ def test_a_tied_head_keeps_rtn_when_gptq_would_move_the_embedding_rows(tmp_path,
     guard off, the head's weight error is over the 2x limit."""
     from safetensors.torch import load_file
 
-    from edgestill.export.gptq import GptqSettings, gptq_checkpoint
     from edgestill.export.calibration import calibration_ids
+    from edgestill.export.gptq import GptqSettings, gptq_checkpoint
     from tests.export.tiny_bundles import INSTRUCTION, TEXTS
 
     ids = calibration_ids(tiny_llama_dir, None, INSTRUCTION, TEXTS)

@@ -106,8 +106,8 @@ def test_prefix_kl_equals_a_full_pass_for_every_node_group(tiny_llama_dir, tied)
     import torch
     from transformers import AutoModelForCausalLM
 
-    from edgestill.export.mixed import _PrefixKL, _Simulated
     from edgestill.export.calibration import Scorer, Seq
+    from edgestill.export.mixed import _PrefixKL, _Simulated
     from edgestill.export.quantize import preset
 
     def load():

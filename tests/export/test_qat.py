@@ -8,12 +8,20 @@ import torch
 
 from edgestill.export.calibrated import qat_pass
 from edgestill.export.fakequant import fake_quant_activation, fake_quant_weight
-from edgestill.export.qat import QatSettings, attach_fake_quant, detach_fake_quant, kl_to_reference
+from edgestill.export.qat import (
+    QatSettings,
+    attach_fake_quant,
+    detach_fake_quant,
+    kl_to_reference,
+)
 
 
 def _ort_dequantized(w: np.ndarray, bits: int, block: int) -> np.ndarray:
     """onnxruntime's own MatMulNBits symmetric quantization of w [N, K], dequantized, [N, K]."""
-    from onnxruntime.capi._pybind_state import quantize_matmul_4bits, quantize_matmul_8bits
+    from onnxruntime.capi._pybind_state import (
+        quantize_matmul_4bits,
+        quantize_matmul_8bits,
+    )
 
     n, k = w.shape
     kb = (k + block - 1) // block

@@ -5,8 +5,18 @@ import json
 import pytest
 import torch
 
-from edgestill.export.qat import attach_fake_quant, detach_fake_quant, kl_to_reference, QatSettings
-from edgestill.export.smooth import input_amax, smooth_checkpoint, smooth_model, supports
+from edgestill.export.qat import (
+    QatSettings,
+    attach_fake_quant,
+    detach_fake_quant,
+    kl_to_reference,
+)
+from edgestill.export.smooth import (
+    input_amax,
+    smooth_checkpoint,
+    smooth_model,
+    supports,
+)
 
 SEQS = [[1, 17, 300, 41, 5, 990, 12, 7, 64], [1, 33, 4, 2000, 81, 6, 15], [1, 8, 9, 700, 3, 3, 3, 45, 2, 11, 19]]
 

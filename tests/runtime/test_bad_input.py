@@ -12,9 +12,21 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edgestill.runtime import (Bundle, ContextLengthError, EncodingError, Generator, InputError, PromptError, RuntimeFailure,
-                     SamplingError)
-from edgestill.runtime.sampling import MAX_REPETITION_PENALTY, MAX_TEMPERATURE, MIN_REPETITION_PENALTY
+from edgestill.runtime import (
+    Bundle,
+    ContextLengthError,
+    EncodingError,
+    Generator,
+    InputError,
+    PromptError,
+    RuntimeFailure,
+    SamplingError,
+)
+from edgestill.runtime.sampling import (
+    MAX_REPETITION_PENALTY,
+    MAX_TEMPERATURE,
+    MIN_REPETITION_PENALTY,
+)
 
 
 @pytest.fixture(scope="module")

@@ -67,8 +67,16 @@ def test_refuses_no_manifest_and_other_version(bundle_copy, tmp_path):
 
 
 def test_each_damage_has_its_own_error_type(bundle_copy):
-    from edgestill.runtime import (ChecksumError, FormatVersionError, Generator, ManifestError, MissingFileError,
-                         ModelLoadError, RuntimeFailure, TokenizerError)
+    from edgestill.runtime import (
+        ChecksumError,
+        FormatVersionError,
+        Generator,
+        ManifestError,
+        MissingFileError,
+        ModelLoadError,
+        RuntimeFailure,
+        TokenizerError,
+    )
 
     model = bundle_copy / "model.onnx"
     whole = model.read_bytes()

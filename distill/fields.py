@@ -1,0 +1,111 @@
+"""Fields tasks (`task.fields`): answers that are one JSON object of exactly those fields.
+
+    answer = fields_answerer(model, tokenizer, task, eos_id)            # the teacher, for prepare_answers
+    texts = extract(model, tokenizer, messages, fields, max_new_tokens)  # constrained answers (evaluation)
+    kept, dropped = valid_answers(train_records, fields)                 # the training filter
+
+Teacher and student decode greedily among the tokens that keep the JSON valid, with the runtime's
+automaton (`edgestill.runtime.fields`: plain Python + numpy, so the bundle's answers are held to
+the very same format): one mask per row and step over the torch logits. The teacher sees the
+recipe's seeds as earlier turns (`prompts.few_shot_messages`; the record's `prompt` is that
+conversation), the student its one user turn. The teacher's soft targets are its top-k log-probs
+(unconstrained) at each position of its constrained answer, as for free text.
+
+The filter drops training answers that are not valid JSON with the fields (e.g. cut short by
+`task.max_output_tokens`) or whose non-null values are not spans of the input.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from edgestill.distill.generate import decode
+from edgestill.distill.prompts import chat_messages_prompt, few_shot_messages
+from edgestill.field_metrics import parse_fields
+from edgestill.runtime.fields import FieldsFormat, FieldsGuide, TokenTable, token_pieces
+
+
+def fields_guide(model, tokenizer, fields: list[str], eos_id: int) -> FieldsGuide:
+    """The token guide for `fields` over `model`'s vocabulary, in `tokenizer`'s pieces."""
+    table = TokenTable.of(token_pieces(tokenizer.backend_tokenizer))
+    return FieldsGuide(FieldsFormat(fields), table, model.config.vocab_size, eos_id)
+
+
+def constrained(model, tokenizer, prompts: list[str], guide: FieldsGuide, max_new_tokens: int,
+                k: int = 0) -> list[dict]:
+    """Greedy answers to chat `prompts` among the allowed tokens. Per prompt: tokens (the end token
+    included when the object closed in time), ended, text (the object, closed by the automaton's
+    completion when the budget ran out first), and with `k` the top-k log-probs per token."""
+    states = [guide.fmt.start] * len(prompts)
+    top_ids: list[list[torch.Tensor]] = [[] for _ in prompts]
+    top_logp: list[list[torch.Tensor]] = [[] for _ in prompts]
+
+    def choose(logits, rows):
+        masks = torch.from_numpy(np.stack([guide.allowed(states[r]) for r in rows])).to(logits.device)
+        logp = torch.log_softmax(logits, dim=-1)
+        picked = logp.masked_fill(~masks, float("-inf")).argmax(-1).cpu()
+        if k:
+            top = logp.topk(k, dim=-1)
+            for j, row in enumerate(rows):
+                top_ids[row].append(top.indices[j].cpu())
+                top_logp[row].append(top.values[j].cpu())
+        for j, row in enumerate(rows):
+            states[row] = guide.advance(states[row], int(picked[j]))
+        return picked
+
+    ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else guide.eos_id
+    out = decode(model, ids, max_new_tokens, pad, choose, lambda tokens: tokens[-1] == guide.eos_id)
+    answers = []
+    for row, tokens in enumerate(out):
+        ended = bool(tokens) and tokens[-1] == guide.eos_id
+        text = b"".join(guide.table.pieces[t] for t in (tokens[:-1] if ended else tokens)).decode("utf-8", "replace")
+        answer = {"tokens": tokens, "ended": ended, "text": text,
+                  "closed": text + guide.fmt.completion(states[row]).decode()}
+        if k:
+            answer.update(topk_ids=torch.stack(top_ids[row]).numpy(), topk_logp=torch.stack(top_logp[row]).numpy())
+        answers.append(answer)
+    return answers
+
+
+BATCH = 16  # prompts per decode batch in evaluation
+
+
+def extract(model, tokenizer, messages: list[str], fields: list[str], max_new_tokens: int) -> list[str]:
+    """The JSON answer of `model` to each user message, in its own chat template (always valid)."""
+    guide = fields_guide(model, tokenizer, fields, tokenizer.eos_token_id)
+    prompts = [chat_messages_prompt(tokenizer, [{"role": "user", "content": m}]) for m in messages]
+    return [a["closed"] for start in range(0, len(prompts), BATCH)
+            for a in constrained(model, tokenizer, prompts[start:start + BATCH], guide, max_new_tokens)]
+
+
+def fields_answerer(model, tokenizer, task, eos_id: int):
+    """`answer(user_messages, max_new_tokens, k)` for `prepare_answers`: the teacher's constrained
+    answer to its few-shot conversation, its tokens + end token as `target_ids`, the top-k along them."""
+    guide = fields_guide(model, tokenizer, task.fields, eos_id)
+
+    def answer(messages: list[str], max_new_tokens: int, k: int) -> list[dict]:
+        prompts = [chat_messages_prompt(tokenizer, few_shot_messages(task, m)) for m in messages]
+        rows = constrained(model, tokenizer, prompts, guide, max_new_tokens, k)
+        return [{"output": r["text"], "target_ids": r["tokens"], "ended": r["ended"], "prompt": p,
+                 "topk_ids": r["topk_ids"], "topk_logp": r["topk_logp"]} for r, p in zip(rows, prompts)]
+    return answer
+
+
+def answer_problem(record: dict, fields: list[str]) -> str | None:
+    """Why a teacher record is unfit for training ("invalid_json", "not_in_input"), or None."""
+    answer = parse_fields(record["output"], fields) if record.get("ended", True) else None
+    if answer is None:
+        return "invalid_json"
+    if any(v is not None and v not in record["input"] for v in answer.values()):
+        return "not_in_input"
+    return None
+
+
+def valid_answers(records: list[dict], fields: list[str]) -> tuple[list[dict], dict]:
+    """(The records whose answer is valid JSON with the fields and copies its values from the input,
+    {"invalid_json": n, "not_in_input": n} dropped)."""
+    problems = [answer_problem(r, fields) for r in records]
+    kept = [r for r, p in zip(records, problems) if p is None]
+    return kept, {name: problems.count(name) for name in ("invalid_json", "not_in_input")}
