@@ -121,7 +121,7 @@ def run(recipe: Recipe, build_root: str = "build") -> dict:
     report = {
         "tool_version": __version__, "recipe": recipe.to_dict(),
         "task": {"instruction": instruction, **({"labels": recipe.task.labels} if recipe.task.labels else {}),
-                 **({"fields": recipe.task.fields} if recipe.task.fields else {})},
+                 **({"fields": recipe.task.fields, "verbatim": recipe.task.verbatim} if recipe.task.fields else {})},
         "teacher": data.info,
         "student": {"params": count_params(built.model), "layers": recipe.student.layers,
                     "init": recipe.student.init, **built.info,

@@ -9,9 +9,10 @@ eval inputs a mean moves by a few points with the choice of inputs, so each mean
 behind it; `compare` gives a model's paired gain over a baseline scored on the same inputs
 (`comparisons` in distill_report.json).
 
-A fields task (`task.fields`) answers through constrained decoding (distill/fields.py) and is
-scored against the labels with `exact_match_vs_label` (every field equal), `field_f1_vs_label`
-(token F1 per field) and `json_valid` (edgestill/field_metrics.py), each with its interval.
+A fields task (`task.fields`) answers through constrained decoding (distill/fields.py; with
+`task.verbatim` every value a span of the input, as the teacher answered) and is scored against
+the labels with `exact_match_vs_label` (every field equal), `field_f1_vs_label` (token F1 per
+field) and `json_valid` (edgestill/field_metrics.py), each with its interval.
 
 `echo_input` scores a reference that needs no model: the input itself given as the answer. For
 tasks whose answers copy from the input (summaries, extraction) it is the bar a student must
@@ -91,7 +92,8 @@ def evaluate(model, tokenizer, eval_records: list[dict], eval_examples, task, de
     if task.labels:  # a label task answers with one label, chosen by likelihood: never free text
         predictions = choose(model, tokenizer, messages, task.labels)
     elif task.fields:  # a fields task: one JSON object of the fields, never anything else
-        predictions = extract(model, tokenizer, messages, task.fields, task.max_output_tokens)
+        predictions = extract(model, tokenizer, messages, task.fields, task.max_output_tokens,
+                              sources=texts if getattr(task, "verbatim", False) else None)
     else:
         predictions = greedy_answers(model, tokenizer, texts, task.instruction, task.max_output_tokens, desc=desc)
     teacher = [r["output"] for r in eval_records]

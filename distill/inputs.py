@@ -2,8 +2,9 @@
 
 Writes `data/inputs.jsonl` ({"id", "split", "input", "source"[, "label"]}), appended and fsynced
 record by record, so a killed run resumes with what it had. Generated texts are cleaned (no
-"Here is..." preambles, no cut-off last sentence), filtered (too short, too long, degenerate)
-and deduplicated against each other and the seeds by word 3-gram Jaccard overlap.
+"Here is..." preambles, no cut-off last sentence), filtered (too short: fewer words than
+`MIN_WORDS` or than the shortest seed input, whichever is fewer; too long; degenerate) and
+deduplicated against each other and the seeds by word 3-gram Jaccard overlap.
 
 The first `n_eval` accepted inputs form the held-out eval split (or the `eval_labels` file when
 given); training never sees them.
@@ -36,7 +37,7 @@ log = logging.getLogger(__name__)
 
 NEAR_DUPLICATE_JACCARD = 0.5
 SEED_COPY_SHARE = 0.1
-MIN_WORDS = 12
+MIN_WORDS = 12  # at most: a task whose seed inputs are shorter accepts inputs as short as its shortest seed
 # The teacher sometimes talks about the request instead of answering it; such texts are dropped.
 _META = re.compile(r"\b(examples?|task|summar\w*|rewrit\w*|rephras\w*|text|paragraph|smollm|ai assistant)\b", re.I)
 _PREAMBLE = re.compile(r"^(sure|here|certainly|okay|of course|example|new text|text)\b[^\n]*:\s*", re.I)
@@ -86,10 +87,17 @@ class Deduper:
         return True
 
 
-def acceptable(text: str, tokenizer, max_tokens: int) -> bool:
-    """Not empty, not too short or long, not degenerate (one word repeated), not about the request."""
+def min_words(task) -> int:
+    """The fewest words a teacher-written input may have: `MIN_WORDS`, or the shortest seed input's
+    word count when that is fewer (so a task of short messages keeps short training inputs)."""
+    return min([MIN_WORDS, *(len(words(ex.input)) for ex in task.seed_examples)])
+
+
+def acceptable(text: str, tokenizer, max_tokens: int, least_words: int = MIN_WORDS) -> bool:
+    """Not empty, not under `least_words` words or over `max_tokens` tokens, not degenerate (one word
+    repeated), not about the request."""
     w = words(text)
-    if len(w) < MIN_WORDS or _META.search(text) or len(tokenizer(text)["input_ids"]) > max_tokens:
+    if not w or len(w) < least_words or _META.search(text) or len(tokenizer(text)["input_ids"]) > max_tokens:
         return False
     return len(set(w)) / len(w) >= 0.4
 
@@ -149,6 +157,7 @@ def _generate_inputs(recipe: Recipe, records: list[dict], out: JsonlAppender, mo
     if not need:
         return
     dedup = Deduper([r["input"] for r in records], seeds=[ex.input for ex in task.seed_examples])
+    least_words = min_words(task)
     rng = random.Random(recipe.distill.seed * 1_000_003 + len(records))
     write = writer or local_writer(model, tokenizer)
     max_batches = 10 * (need // batch + 1)
@@ -161,7 +170,7 @@ def _generate_inputs(recipe: Recipe, records: list[dict], out: JsonlAppender, mo
             text = clean_generated(text)
             split = _next_split(recipe, records)
             sampled += split is not None
-            if split and acceptable(text, tokenizer, task.max_input_tokens) and dedup.add(text):
+            if split and acceptable(text, tokenizer, task.max_input_tokens, least_words) and dedup.add(text):
                 records.append(_append(out, records, split, text, "teacher"))
                 kept += 1
                 bar.update(1)

@@ -26,14 +26,33 @@ def label_ids(tokenizer, labels: list[str], eos_id: int) -> list[list[int]]:
 
 @torch.no_grad()
 def _rows(model, prompts: list[list[int]], choices: list[list[int]]) -> tuple[torch.Tensor, list[list[torch.Tensor]]]:
-    """For every prompt and choice, in one right-padded batch: (log p(choice | prompt) [n prompts,
-    n choices], log-softmax rows along each choice [len(choice), V] per prompt and choice)."""
-    ids, mask, at, pos = padded([(p + c, len(p)) for p in prompts for c in choices], 0)
-    # the LM head (most of a small model's cost) runs only where a choice's tokens are predicted
-    hidden = model.model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).last_hidden_state
-    logp = F.log_softmax(model.lm_head(hidden[at.to(model.device), pos.to(model.device)]).float().cpu(), -1)
-    flat = logp.split([len(c) for _ in prompts for c in choices])
-    rows = [list(flat[a * len(choices):(a + 1) * len(choices)]) for a in range(len(prompts))]
+    """For every prompt and choice: (log p(choice | prompt) [n prompts, n choices], log-softmax rows
+    along each choice [len(choice), V] per prompt and choice).
+
+    The prompts run once (right-padded, with a KV cache); each choice's tokens then run on that
+    cache at the positions right after each prompt (explicit position ids, the padding between
+    masked out), and the cache is cropped back. With one-token labels + end token that is one
+    token per label instead of a second pass over the whole prompt."""
+    dev = model.device
+    ids, mask, _, _ = padded([(p, len(p)) for p in prompts], 0)
+    lengths = torch.tensor([len(p) for p in prompts])
+    out = model.model(input_ids=ids.to(dev), attention_mask=mask.to(dev), use_cache=True)
+    cache = out.past_key_values
+    last = out.last_hidden_state[torch.arange(len(prompts)), (lengths - 1).to(dev)]  # predicts each choice's 1st token
+    per_choice = []
+    for c in choices:
+        states = [last[:, None]]
+        if len(c) > 1:
+            n = len(c) - 1
+            step_ids = torch.tensor(c[:-1]).expand(len(prompts), n)
+            pos = lengths[:, None] + torch.arange(n)[None]
+            step_mask = torch.cat([mask, torch.ones(len(prompts), n, dtype=mask.dtype)], 1)
+            h = model.model(input_ids=step_ids.to(dev), attention_mask=step_mask.to(dev), position_ids=pos.to(dev),
+                            past_key_values=cache, use_cache=True).last_hidden_state
+            cache.crop(-n)  # back to the prompts alone
+            states.append(h)
+        per_choice.append(F.log_softmax(model.lm_head(torch.cat(states, 1)).float().cpu(), -1))  # [B, len(c), V]
+    rows = [[per_choice[j][b] for j in range(len(choices))] for b in range(len(prompts))]
     totals = torch.tensor([[float(r[torch.arange(len(c)), torch.tensor(c)].sum()) for r, c in zip(row, choices)]
                            for row in rows])
     return totals, rows

@@ -10,14 +10,18 @@ teacher-forced token agreement against the unperturbed teacher's records.
 Why: greedy decoding amplifies small differences (one different token changes the rest of the
 answer), so ROUGE-L of greedy outputs punishes a student far more than its per-token agreement
 suggests; a student's ROUGE-L reads best next to these references (figures: docs/log.md). A quantized (bitsandbytes) or server teacher, or
-several round-robin teachers, are skipped, with the reason.
+several round-robin teachers, are skipped, with the reason; so is a fields task, whose teacher
+answered a few-shot conversation that the student-style evaluation here does not replay.
 """
 
 from __future__ import annotations
 
 import copy
+import logging
 
 from edgestill.distill.evaluate import evaluate
+
+log = logging.getLogger(__name__)
 
 
 def perturbed(model, sigma: float, seed: int):
@@ -33,8 +37,12 @@ def perturbed(model, sigma: float, seed: int):
     return noisy.eval()
 
 
-def skip_reason(model, several: bool = False, served: bool = False) -> str | None:
-    """Why the teacher cannot be perturbed here, or None (`served`: a server wrote the answers)."""
+def skip_reason(model, several: bool = False, served: bool = False, fields: bool = False) -> str | None:
+    """Why the teacher cannot be perturbed here, or None (`served`: a server wrote the answers;
+    `fields`: a fields task)."""
+    if fields:
+        return ("a fields task's teacher answered with the seeds shown few-shot, and the perturbed copy would be "
+                "prompted like the student (one user turn): its answers would not be comparable")
     if several:
         return "several teachers answered the records (round_robin); no one teacher's answers to compare with"
     if model is None or served:
@@ -54,8 +62,10 @@ def teacher_noise(model, tokenizer, eval_records: list[dict], teacher_examples, 
     what = ("the teacher with every weight scaled by 1 + sigma * N(0, 1), scored against its own "
             "answers: how far a near-identical model's greedy answers move")
     t = recipe.teacher
-    reason = skip_reason(model, several=bool(t.sources) and t.combine == "round_robin", served=t.source == "openai")
+    reason = skip_reason(model, several=bool(t.sources) and t.combine == "round_robin", served=t.source == "openai",
+                         fields=bool(getattr(recipe.task, "fields", None)))
     if reason or not eval_records:
+        log.info("teacher_noise skipped: %s", reason or "no eval split")
         return {"skipped": reason or "no eval split", "what": what}
     runs, examples = [], teacher_examples()
     for sigma in recipe.distill.teacher_noise:

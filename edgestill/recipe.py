@@ -56,6 +56,7 @@ class Task:
     eval_labels: Optional[str] = None  # labelled eval data (.jsonl with "input", "output")
     labels: list[str] = field(default_factory=list)  # a label task's closed label set (answers are one of them)
     fields: list[str] = field(default_factory=list)  # a fields task's JSON fields (answers are one JSON object of them)
+    verbatim: bool = False  # a fields task's values are spans copied from the input (constrained decoding)
     rationale: bool = False  # the teacher also explains each input step by step (teacher.jsonl "rationale")
     topics: list[str] = field(default_factory=list)  # optional topic hints that widen generated inputs
     max_input_tokens: int = 160

@@ -4,7 +4,8 @@ their seeds and labelled files.
 A label task (`task.labels: [positive, negative]`) answers with exactly one label; its seeds and
 its labelled eval file may hold no other answer. A fields task (`task.fields: [day, time, place]`)
 answers with one JSON object of exactly those fields, in order (values strings or null); so must
-its seeds and its labelled eval file. Checked when the recipe loads, before any work, each mistake
+its seeds and its labelled eval file. With `task.verbatim: true` each value is a span of the input,
+so each seed's values must be spans of its input. Checked when the recipe loads, before any work, each mistake
 one line naming the key, file or record and what to do.
 """
 
@@ -54,8 +55,12 @@ def _shape(fields: list[str]) -> str:
 
 def check_fields(task, where: str) -> None:
     """`task.fields`: none (free text) or distinct non-empty names, which every seed's output holds as
-    a JSON object; not with labels, no rationales."""
+    a JSON object; not with labels, no rationales. `task.verbatim` only with fields, and then every
+    seed's values are spans of its input."""
     fields = task.fields
+    if task.verbatim and not fields:
+        raise UserError(f"{where}: task.verbatim: only a fields task copies its values from the input; "
+                        "set task.fields or drop task.verbatim")
     if not fields:
         return
     if any(not isinstance(f, str) or not f.strip() for f in fields):
@@ -72,6 +77,12 @@ def check_fields(task, where: str) -> None:
         if problem:
             raise UserError(f"{where}: task.seed_examples[{i}]: output {problem}; answer each seed with "
                             f"{_shape(fields)} (values strings or null)")
+        if task.verbatim:
+            bad = next((k for k, v in json.loads(ex.output).items() if v is not None and (not v or v not in ex.input)),
+                       None)
+            if bad is not None:
+                raise UserError(f"{where}: task.seed_examples[{i}]: the value of {bad!r} is empty or not a span of the "
+                                "input; with task.verbatim: true copy each value from the input word for word (or null)")
 
 
 def check_field_file(fields: list[str], records: list[dict], where: str) -> None:

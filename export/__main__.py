@@ -84,7 +84,8 @@ def export_recipe(recipe: Recipe, build_root: str | Path = "build", force: bool 
                               force=force, overwrite=overwrite or recipe.export.overwrite, quality_pairs=tuple(pairs),
                               calibration=build / "data" / "teacher.jsonl", mixed_budget=recipe.export.mixed_budget,
                               labels=tuple((report.get("task") or {}).get("labels") or recipe.task.labels),
-                              fields=tuple((report.get("task") or {}).get("fields") or recipe.task.fields))
+                              fields=tuple((report.get("task") or {}).get("fields") or recipe.task.fields),
+                              verbatim=bool((report.get("task") or {}).get("verbatim", recipe.task.verbatim)))
     reference = _LazyReference(student)
     manifests = []
     for stale in build.glob(".calibrated-*"):  # left by a killed run

@@ -42,8 +42,10 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jin
                    "special_tokens_map.json")
 
 
-def existing_bundle(out_dir: Path, chosen: Preset, fingerprint: str, overwrite: bool) -> dict | None:
-    """The manifest of an up-to-date bundle at `out_dir`; None if there is none (then export).
+def existing_bundle(out_dir: Path, chosen: Preset, fingerprint: str, overwrite: bool,
+                    task: dict | None = None) -> dict | None:
+    """The manifest of an up-to-date bundle at `out_dir` (same preset, weights and, when given, manifest
+    `task`); None if there is none (then export).
 
     Raises UserError for an existing folder that is not an intact, up-to-date bundle of this
     preset, unless `overwrite`.
@@ -61,6 +63,8 @@ def existing_bundle(out_dir: Path, chosen: Preset, fingerprint: str, overwrite: 
             reason = "it was quantized with other settings"
         elif (manifest.get("source") or {}).get("fingerprint") != fingerprint:
             reason = "it was exported from other weights (stale)"
+        elif task is not None and _task_of(manifest) != task:
+            reason = f"its manifest task {manifest.get('task') or {}} is not this recipe's {task}"
         else:
             return manifest
     if overwrite:
@@ -68,6 +72,12 @@ def existing_bundle(out_dir: Path, chosen: Preset, fingerprint: str, overwrite: 
         return None
     raise UserError(f"output folder {out_dir} exists and is not an up-to-date {chosen.precision} bundle of "
                     f"this model ({reason}); pass --overwrite (recipe: export.overwrite=true) to replace it")
+
+
+def _task_of(manifest: dict) -> dict:
+    """A manifest's "task", a fields task's `verbatim` false when absent (bundles exported before it)."""
+    task = dict(manifest.get("task") or {})
+    return {**({"verbatim": False} if "fields" in task else {}), **task}
 
 
 def same_settings(recorded: dict | None, wanted: dict | None) -> bool:
@@ -114,6 +124,7 @@ class ExportSettings:
     mixed_budget: float | None = None
     labels: tuple[str, ...] = ()  # a label task's labels, carried in the manifest ("task": {"labels"})
     fields: tuple[str, ...] = ()  # a fields task's JSON fields, carried in the manifest ("task": {"fields"})
+    verbatim: bool = False  # a fields task's values are spans of the input ("task": {"fields", "verbatim"})
 
 
 def build_model(model_dir: Path, bundle_dir: Path, chosen: Preset, log_file: Path, calibration: Path | None = None,
@@ -142,7 +153,8 @@ def export_bundle(model_dir, out_dir, precision: str, settings: ExportSettings, 
     chosen = with_budget(preset(precision), s.mixed_budget)
     check_model_dir(model_dir)
     fingerprint = source_fingerprint(model_dir)
-    if not s.force and (manifest := existing_bundle(out_dir, chosen, fingerprint, s.overwrite)) is not None:
+    if not s.force and (manifest := existing_bundle(out_dir, chosen, fingerprint, s.overwrite,
+                                                     task_shape(s))) is not None:
         log.info("%s: up to date, skipped", out_dir)
         return manifest
     if not s.eval_texts:
@@ -170,8 +182,10 @@ def export_bundle(model_dir, out_dir, precision: str, settings: ExportSettings, 
 
 
 def task_shape(s: ExportSettings) -> dict:
-    """The manifest's "task": a label task's labels or a fields task's fields ({} for free text)."""
-    return {**({"labels": list(s.labels)} if s.labels else {}), **({"fields": list(s.fields)} if s.fields else {})}
+    """The manifest's "task": a label task's labels or a fields task's fields and verbatim flag ({} for
+    free text)."""
+    return {**({"labels": list(s.labels)} if s.labels else {}),
+            **({"fields": list(s.fields), "verbatim": s.verbatim} if s.fields else {})}
 
 
 def manifest_fields(model_dir: Path, bundle_dir: Path, precision: str, s: ExportSettings, quantization: dict | None,

@@ -14,7 +14,9 @@ line or /reset starts over, /quit or end of input leaves. `--json` prints one JS
 answer ({"text", "tokens", "prompt_tokens", "seconds", "tokens_per_second"})
 instead of streaming text. `--labels` / `--choice` print the most likely choice (with --json:
 {"text", "scores"}: each choice's log-likelihood). `--fields` prints one JSON object with exactly
-those fields (with --json: {"text", "fields"}). Errors are one line on stderr with exit code 2.
+those fields (with --json: {"text", "fields"}); `--verbatim` / `--no-verbatim` say whether each value
+must be a span of the prompt (default: the bundle's task.verbatim). Errors are one line on stderr
+with exit code 2.
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--labels", action="store_true", help="answer with the most likely of the bundle's labels")
             p.add_argument("--fields", nargs="?", const="", default=None, metavar="A,B,C",
                            help="answer with one JSON object of these fields (alone: the bundle's fields)")
+            p.add_argument("--verbatim", action=argparse.BooleanOptionalAction, default=None,
+                           help="with --fields: each value a span of the prompt (default: the bundle's task.verbatim)")
         p.add_argument("--max-new-tokens", type=int, default=None,
                        help="default 64 (generate), 128 (--fields), 256 (chat)")
         p.add_argument("--temperature", type=float, default=0.0)
@@ -111,7 +115,8 @@ def _extract(gen: Generator, args: argparse.Namespace) -> None:
     if args.choice or args.labels:
         raise UserError("give --fields or --choice/--labels, not both")
     fields = [f.strip() for f in args.fields.split(",")] if args.fields else None
-    found = gen.extract(args.prompt, fields, max_new_tokens=args.max_new_tokens, raw=args.raw, truncate=args.truncate)
+    found = gen.extract(args.prompt, fields, verbatim=args.verbatim, max_new_tokens=args.max_new_tokens, raw=args.raw,
+                        truncate=args.truncate)
     text = json.dumps(found, ensure_ascii=False)
     sys.stdout.write((json.dumps({"text": text, "fields": found}, ensure_ascii=False) if args.json else text) + "\n")
 
@@ -140,6 +145,8 @@ def main(argv: list[str]) -> int:
     if args.max_new_tokens is None:
         fields = args.command == "generate" and args.fields is not None
         args.max_new_tokens = 128 if fields else 64 if args.command == "generate" else 256
+    if args.command == "generate" and args.fields is None and args.verbatim is not None:
+        raise UserError("--verbatim/--no-verbatim go with --fields (a JSON answer whose values are spans of the prompt)")
     gen = Generator(Bundle.open(args.bundle, verify=not args.no_verify), threads=args.threads)
     if args.command == "generate" and args.fields is not None:
         _extract(gen, args)

@@ -170,6 +170,11 @@ class Bundle:
         """The fields of an extraction task's JSON answer (manifest "task": {"fields": [...]}), None otherwise."""
         return (self.manifest.get("task") or {}).get("fields")
 
+    @property
+    def verbatim(self) -> bool:
+        """Whether a fields task's values are spans copied from the input (manifest "task": {"verbatim": true})."""
+        return bool((self.manifest.get("task") or {}).get("verbatim", False))
+
     def format_prompt(self, text: str, raw: bool = False) -> str:
         """The model's chat prompt for one user message: instruction + "\\n\\n" + text.
 

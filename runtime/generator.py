@@ -246,17 +246,24 @@ class Generator:
         scores = score(self.model, prompt, ids)
         return Choice(choices[int(np.argmax(scores))], dict(zip(choices, scores)))
 
-    def extract(self, text, fields: Sequence[str] | None = None, max_new_tokens: int = 128, raw: bool = False,
-                truncate: str | None = None) -> dict:
+    def extract(self, text, fields: Sequence[str] | None = None, verbatim: bool | None = None,
+                max_new_tokens: int = 128, raw: bool = False, truncate: str | None = None) -> dict:
         """The JSON object of `fields` (default: the bundle's) that answers `text`, decoded greedily
         among the tokens that keep the format valid (runtime/fields.py): always exactly those fields,
-        in order, each a string or None."""
+        in order, each a string or None. `verbatim` (default: the bundle's `task.verbatim`): each
+        non-null value is a span copied from `text`."""
         if fields is None and not self.bundle.fields:
             raise PromptError(f"bundle {self.bundle.path} has no task fields; pass fields=[...]")
         fields = check_fields(self.bundle.fields if fields is None else fields)
+        if verbatim is not None and not isinstance(verbatim, bool):
+            raise PromptError(f"verbatim={verbatim!r}: use True, False or None (the bundle's task.verbatim)")
         max_new = self._max_new(max_new_tokens)
+        text = clean_text(text)
         prompt = self.check_ids(self.encode(text, raw=raw), max_new, truncate)
-        return json.loads(decode(self.model, prompt, self.fields_guide(fields), max_new)[0])
+        guide = self.fields_guide(fields)
+        if self.bundle.verbatim if verbatim is None else verbatim:
+            guide = guide.verbatim(text)
+        return json.loads(decode(self.model, prompt, guide, max_new)[0])
 
     def fields_guide(self, fields: list[str]) -> FieldsGuide:
         """The token guide for `fields` on this bundle's tokenizer (built once per field list)."""

@@ -1,6 +1,7 @@
 """A fields task on the tiny model: the teacher answers one JSON object through constrained decoding
-with the seeds shown few-shot, its top-k follows those tokens, invalid or invented answers are kept
-out of training, the report scores against the labels, and the exported bundle carries the fields."""
+with the seeds shown few-shot (verbatim: every value a span of the input), its top-k follows those
+tokens, invalid or invented answers are kept out of training, the report scores against the labels,
+the exported bundle carries the fields and the verbatim flag, and teacher_noise is skipped."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from edgestill.distill.fields import extract, fields_answerer, valid_answers
+from edgestill.distill.fields import extract, fields_answerer, input_of, valid_answers
+from edgestill.distill.sensitivity import teacher_noise
+from edgestill.errors import UserError
 from edgestill.files import read_jsonl
 from edgestill.recipe import Example
 from tests.conftest import write_tiny_recipe
@@ -39,6 +42,64 @@ def test_teacher_answers_parse_and_keep_the_few_shot_prompt(tiny):
     if a["ended"]:
         assert a["target_ids"][-1] == tok.eos_token_id and list(json.loads(a["output"])) == FIELDS
     assert all(list(json.loads(x)) == FIELDS for x in extract(model, tok, TEXTS[:3], FIELDS, max_new_tokens=12))
+
+
+def spans_only(text: str, source: str) -> bool:
+    return all(v is None or (v and v in source) for v in json.loads(text).values())
+
+
+def test_verbatim_teacher_and_evaluation_copy_spans_of_the_input(tiny):
+    """The random tiny model invents values when free; verbatim, every value is a span of the
+    message's input (not of the instruction or the seeds), for the teacher and in evaluation."""
+    model, tok = tiny
+    seeds = [Example(**s) for s in SEEDS]
+    free = SimpleNamespace(instruction="Extract the event.", fields=FIELDS, seed_examples=seeds, verbatim=False)
+    copying = SimpleNamespace(**{**vars(free), "verbatim": True})
+    messages = [f"Extract the event.\n\n{t}" for t in TEXTS[2:6]]
+    assert [input_of(copying, m) for m in messages] == TEXTS[2:6]
+    answers = fields_answerer(model, tok, copying, tok.eos_token_id)(messages, 40, 4)
+    assert all(a["ended"] and spans_only(a["output"], t) for a, t in zip(answers, TEXTS[2:6]))
+    assert valid_answers([{"input": t, "output": a["output"], "ended": True} for a, t in zip(answers, TEXTS[2:6])],
+                         FIELDS)[1] == {"invalid_json": 0, "not_in_input": 0}
+    invented = fields_answerer(model, tok, free, tok.eos_token_id)(messages, 40, 4)
+    assert not all(a["ended"] and spans_only(a["output"], t) for a, t in zip(invented, TEXTS[2:6]))
+    texts = extract(model, tok, messages, FIELDS, max_new_tokens=12, sources=TEXTS[2:6])  # cut short too
+    assert all(list(json.loads(x)) == FIELDS and spans_only(x, t) for x, t in zip(texts, TEXTS[2:6]))
+
+
+def test_the_bundle_manifest_carries_verbatim(fp32_bundle, tmp_path):
+    """export writes task {"fields", "verbatim"}; the runtime reads it back; an existing bundle of
+    another task shape is not taken as up to date."""
+    import shutil
+
+    from edgestill.export.bundle import ExportSettings, existing_bundle, task_shape
+    from edgestill.export.manifest import write_manifest
+    from edgestill.export.quantize import preset
+    from edgestill.runtime import Bundle
+
+    settings = ExportSettings("Extract the event.", (TEXTS[0],), fields=tuple(FIELDS), verbatim=True)
+    assert task_shape(settings) == {"fields": FIELDS, "verbatim": True}
+    out = tmp_path / "bundle"
+    shutil.copytree(fp32_bundle, out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    header = ("format", "format_version", "tool_version", "files")
+    write_manifest(out, {**{k: v for k, v in manifest.items() if k not in header}, "task": task_shape(settings)})
+    bundle = Bundle.open(out)  # checksums verified
+    assert bundle.fields == FIELDS and bundle.verbatim is True and Bundle.open(fp32_bundle).verbatim is False
+    fingerprint = bundle.manifest["source"]["fingerprint"]
+    chosen = preset("fp32")
+    assert existing_bundle(out, chosen, fingerprint, False, task_shape(settings))["task"]["verbatim"] is True
+    with pytest.raises(UserError, match="manifest task"):
+        existing_bundle(out, chosen, fingerprint, False, {"fields": FIELDS, "verbatim": False})
+
+
+def test_teacher_noise_is_skipped_for_a_fields_task(tiny):
+    model, tok = tiny
+    recipe = SimpleNamespace(task=SimpleNamespace(fields=FIELDS), distill=SimpleNamespace(teacher_noise=[0.01], seed=0),
+                             teacher=SimpleNamespace(source="local-folder", sources=[], combine="round_robin"))
+    records = [{"input": TEXTS[0], "output": SEEDS[0]["output"]}]
+    result = teacher_noise(model, tok, records, lambda: pytest.fail("no examples needed when skipped"), recipe)
+    assert "fields task" in result["skipped"] and "runs" not in result
 
 
 def test_the_training_filter_counts_what_it_drops():
@@ -114,6 +175,7 @@ def test_fields_task_end_to_end(tmp_path, tiny_llama_dir):
     from edgestill.runtime import Bundle, Generator
 
     bundle = Bundle.open(tmp_path / "build" / "ev" / "bundle-fp32")
+    assert bundle.manifest["task"] == {"fields": FIELDS, "verbatim": False}
     assert bundle.fields == FIELDS and Bundle.open(tmp_path / "build" / "ev" / "teacher-bundle-fp32").fields == FIELDS
     teacher = Generator(Bundle.open(tmp_path / "build" / "ev" / "teacher-bundle-fp32"), threads=1)
     assert teacher.extract("Tea at home on Monday at 4.") == dict.fromkeys(FIELDS, "")  # as in PyTorch

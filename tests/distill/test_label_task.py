@@ -77,3 +77,27 @@ def test_gate_stops_a_teacher_no_better_than_the_majority_label(tmp_path, tiny_l
     assert done.returncode == 2 and "teacher gate" in done.stderr and "distill.force=true" in done.stderr
     assert done.stderr.strip().splitlines()[-1].startswith("error: teacher gate") and "Traceback" not in done.stderr
     assert not (tmp_path / "build" / "lab" / "data" / "teacher.jsonl").exists()
+
+
+def test_label_scores_on_a_shared_prompt_cache_equal_each_sequence_alone():
+    """`_rows` runs the prompts once and each label on their KV cache; the scores and the rows
+    along each label must equal a plain forward pass over prompt + label, for prompts of
+    different lengths (the padding between prompt and label is masked) and labels of 1-4 tokens."""
+    import torch
+    import torch.nn.functional as F
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from edgestill.distill.labels import _rows
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                         num_attention_heads=4, num_key_value_heads=2)).eval()
+    prompts = [[5, 6, 7, 8, 9], [11, 12], [20, 21, 22, 23, 24, 25, 26, 27]]
+    choices = [[40, 41, 2], [50, 2], [60, 61, 62, 63, 2], [70]]
+    totals, rows = _rows(model, prompts, choices)
+    with torch.no_grad():
+        for i, p in enumerate(prompts):
+            for j, c in enumerate(choices):
+                logp = F.log_softmax(model(torch.tensor([p + c])).logits[0], -1)[len(p) - 1:len(p) - 1 + len(c)]
+                assert torch.allclose(rows[i][j], logp, atol=1e-4)
+                assert abs(float(totals[i, j]) - float(logp[torch.arange(len(c)), torch.tensor(c)].sum())) < 1e-4

@@ -1,16 +1,19 @@
 """A label task's recipe: its label set, seeds and labelled file are checked when it loads, each
-mistake one line naming the key, file or record (edgestill/task_shapes.py)."""
+mistake one line naming the key, file or record (edgestill/task_shapes.py); a fields task's too,
+with `task.verbatim`; and the shortest teacher-written input follows the seeds (distill/inputs.py)."""
 
 import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
 from edgestill.errors import UserError
 from edgestill.recipe import load_recipe
 
+EVENTS = Path(__file__).resolve().parents[2] / "recipes" / "events.yaml"
 LABELLED = textwrap.dedent("""\
     name: t
     task:
@@ -91,6 +94,50 @@ def test_bad_fields_tasks_are_one_line_errors(tmp_path, text, labels_file, words
     assert "\n" not in str(err.value)
     for word in words:
         assert word in str(err.value)
+
+
+def test_verbatim_is_a_fields_task_key(tmp_path):
+    assert load_recipe(write(tmp_path, FIELDED)).task.verbatim is False  # the default
+    assert load_recipe(write(tmp_path, FIELDED + "  verbatim: true\n")).task.verbatim is True
+    events = load_recipe(EVENTS)
+    assert events.task.verbatim is True and events.task.fields == ["day", "time", "place"]
+
+
+@pytest.mark.parametrize("text, words", [
+    (FIELDED + "  verbatim: yes please\n", ["task.verbatim", "true/false", "'yes please'"]),
+    (FIELDED + "  verbatim: 1\n", ["task.verbatim", "true/false"]),
+    (LABELLED + "  verbatim: true\n", ["task.verbatim", "only a fields task"]),
+    (FIELDED.replace('"time": "later"', '"time": "Later"') + "  verbatim: true\n",
+     ["task.seed_examples[2]", "'time'", "not a span of the input"]),
+    (FIELDED.replace('"day": null', '"day": ""') + "  verbatim: true\n", ["task.seed_examples[2]", "'day'", "empty"]),
+])
+def test_bad_verbatim_keys_are_one_line_errors(tmp_path, text, words):
+    with pytest.raises(UserError) as err:
+        load_recipe(write(tmp_path, text))
+    assert "\n" not in str(err.value)
+    for word in words:
+        assert word in str(err.value)
+
+
+def test_the_shortest_input_follows_the_seeds():
+    from types import SimpleNamespace
+
+    from edgestill.distill.inputs import MIN_WORDS, acceptable, min_words
+    from edgestill.recipe import Example
+
+    def task(*inputs):
+        return SimpleNamespace(seed_examples=[Example(x, "") for x in inputs])
+
+    long_seed = "The council voted on Tuesday to keep the library open until nine on weekdays."
+    assert MIN_WORDS == 12 and min_words(task(long_seed)) == 12  # never above 12
+    assert min_words(task(long_seed, "Lunch Friday at noon.")) == 4
+    assert min_words(load_recipe(EVENTS).task) == 10  # "Soccer practice moved to ... 8:30am sharp."
+    def tokens(text):  # a whitespace "tokenizer"
+        return {"input_ids": text.split()}
+
+    ten = "Yoga class moved to the gym, Monday at 6 pm."
+    assert acceptable(ten, tokens, 64, 10) and not acceptable(ten, tokens, 64)  # 10 words: below 12, not below 10
+    assert not acceptable("Lunch at noon.", tokens, 64, 4) and acceptable("Lunch Friday at noon.", tokens, 64, 4)
 
 
 def test_fields_cli_exit_2_without_traceback(tmp_path):
