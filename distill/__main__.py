@@ -32,7 +32,7 @@ from edgestill.distill.sensitivity import teacher_noise
 from edgestill.distill.student import build_student, count_params, resolve_layers
 from edgestill.distill.teacher import write_compat_fields
 from edgestill.distill.topk import TopkStore
-from edgestill.distill.train import build_examples, load_trained, sft_loss, train
+from edgestill.distill.train import build_examples, load_trained, seed_examples, seeds_recipe, sft_loss, train
 from edgestill.errors import UserError, cli_main
 from edgestill.files import atomic_write_json
 from edgestill.intervals import verdict
@@ -75,7 +75,8 @@ def run(recipe: Recipe, build_root: str = "build") -> dict:
     hidden = recipe.distill.loss.hidden_states > 0  # the teacher then runs at train time
     teacher_side = {"teacher": data.model, "teacher_pad_id": data.tokenizer.pad_token_id} if hidden else {}
     examples = build_examples(train_recs, tok, instruction, store, built.id_map, rationale=recipe.task.rationale,
-                              teacher_tok=data.tokenizer if hidden else None)
+                              teacher_tok=data.tokenizer if hidden else None,
+                              all_positions=recipe.distill.loss.hidden_positions == "all")
     eval_examples = build_examples(eval_recs, tok, instruction, store, built.id_map)
 
     def score(model, desc):
@@ -90,6 +91,7 @@ def run(recipe: Recipe, build_root: str = "build") -> dict:
     # The SFT baseline starts from the same weights: a copy before training, not a second
     # build_student (which repeats layer cutting, pruning and vocabulary trimming: ~12 s here).
     sft = copy.deepcopy(built.model) if "sft" in recipe.distill.baselines else None
+    seeds_only = copy.deepcopy(built.model) if "seeds" in recipe.distill.baselines else None
 
     def train_sft(position: int = 0) -> dict:
         return train(recipe, sft, tok, examples, student_dir / "checkpoint-sft", loss_cfg=sft_loss(recipe.distill.loss),
@@ -107,6 +109,15 @@ def run(recipe: Recipe, build_root: str = "build") -> dict:
     if sft is not None and procs.is_main_process:
         baselines["sft"] = {**_scored(score(sft, "SFT baseline")),
                             "train": {k: v for k, v in sft_summary.items() if k != "history"}}
+    if seeds_only is not None:
+        seed_exs = seed_examples(recipe.task.seed_examples, tok, instruction, recipe.distill.loss.top_k)
+        seeds_summary = train(seeds_recipe(recipe, len(seed_exs)), seeds_only, tok, seed_exs,
+                              student_dir / "checkpoint-seeds", loss_cfg=sft_loss(recipe.distill.loss),
+                              desc="training seeds-only baseline")
+        if procs.is_main_process:
+            baselines["seeds"] = {**_scored(score(seeds_only, "seeds-only baseline")),
+                                  "train": {k: v for k, v in seeds_summary.items() if k != "history"},
+                                  "what": "the same student trained on the recipe's seed examples alone (hard targets)"}
     if not procs.is_main_process:
         return {}
     if "teacher_noise" in recipe.distill.baselines:
@@ -132,7 +143,7 @@ def run(recipe: Recipe, build_root: str = "build") -> dict:
         "warnings": warnings_from(comparisons), "seconds": round(time.perf_counter() - t0, 1),
     }
     atomic_write_json(student_dir / "distill_report.json", report)
-    for ckpt in ("checkpoint", "checkpoint-sft"):
+    for ckpt in ("checkpoint", "checkpoint-sft", "checkpoint-seeds"):
         shutil.rmtree(student_dir / ckpt, ignore_errors=True)
     (student_dir / "sft-summary.json").unlink(missing_ok=True)
     return report

@@ -41,6 +41,13 @@ def default_layer_map(student_layers: Sequence[int]) -> list[tuple[int, int]]:
     return [(j, int(t)) for j, t in enumerate(student_layers)]
 
 
+def spread_layer_map(n_student: int, n_teacher: int) -> list[tuple[int, int]]:
+    """Pairs (student layer j, teacher layer round((j + 1) * n_teacher / n_student) - 1): the student's
+    layers spread over the teacher's depth, its last matched with the teacher's last (TinyBERT's
+    uniform map)."""
+    return [(j, round((j + 1) * n_teacher / n_student) - 1) for j in range(n_student)]
+
+
 def hidden_rows(kind: str, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     """Per-token distance between projected student and teacher states.
 

@@ -39,6 +39,7 @@ from edgestill.distill.hidden import (
     LayerTap,
     default_layer_map,
     gather_answers,
+    spread_layer_map,
     teacher_answer_states,
 )
 from edgestill.distill.losses import distill_loss
@@ -59,6 +60,8 @@ class Example:
     topk_logp: np.ndarray  # [n_answer, k]
     t_input_ids: list[int] | None = None  # teacher prompt + answer in teacher ids (hidden-state loss)
     t_n_prompt: int = 0
+    h_cols: list[int] | None = None  # hidden-state loss positions in input_ids (default: the answer's)
+    t_h_cols: list[int] | None = None  # the same tokens' positions in t_input_ids
 
 
 RATIONALE_PREFIX = "[rationale] "  # distilling step-by-step: the auxiliary task's prompt prefix
@@ -66,7 +69,7 @@ RATIONALE_PREFIX = "[rationale] "  # distilling step-by-step: the auxiliary task
 
 def build_examples(records: list[dict], tokenizer, instruction: str, store: TopkStore,
                    id_map: np.ndarray | None = None, rationale: bool = False,
-                   teacher_tok=None) -> list[Example]:
+                   teacher_tok=None, all_positions: bool = False) -> list[Example]:
     """Student-side examples from teacher records; `id_map` maps teacher ids to a trimmed student
     vocabulary (-1 for ids the student lacks: masked in the soft-target loss).
 
@@ -75,7 +78,8 @@ def build_examples(records: list[dict], tokenizer, instruction: str, store: Topk
     second task; the label task keeps the plain prompt, so inference and bundles are unchanged).
     Rationale tokens have hard targets only: their top-k rows are all -1 (masked).
     With `teacher_tok`, each example also carries the teacher-side tokens (its own prompt + the
-    answer in teacher ids) for the hidden-state loss.
+    answer in teacher ids) for the hidden-state loss; with `all_positions`, that loss covers every
+    student token whose teacher twin is found (`aligned_positions`), not only the answer.
     """
     out = []
     for r, p_ids in zip(records, tokenized_prompts(tokenizer, instruction, [r["input"] for r in records])):
@@ -90,10 +94,29 @@ def build_examples(records: list[dict], tokenizer, instruction: str, store: Topk
         if teacher_tok is not None:
             t_prompt = teacher_tok(r["prompt"], add_special_tokens=False)["input_ids"]
             ex.t_input_ids, ex.t_n_prompt = t_prompt + list(r["target_ids"]), len(t_prompt)
+            if all_positions:
+                ex.h_cols, ex.t_h_cols = aligned_positions(ex, id_map)
         out.append(ex)
         if rationale and r.get("rationale"):
             out.append(_rationale_example(tokenizer, instruction, r, ids.shape[1]))
     return out
+
+
+def aligned_positions(ex: Example, id_map: np.ndarray | None) -> tuple[list[int], list[int]]:
+    """(student positions, teacher positions) of the same tokens for the hidden-state loss at every
+    position, each predicting the next token: the student's sequence aligned from the end with
+    the teacher's (whose chat template may add a system turn before the same user turn). Where the
+    tail differs (other tokenization), only the answer positions, as by default."""
+    s, t = ex.input_ids, ex.t_input_ids
+    t_tail = t[len(t) - len(s):] if len(t) >= len(s) else None
+    if t_tail is not None and id_map is not None:
+        t_tail = id_map[np.asarray(t_tail, dtype=np.int64)].tolist()
+    if t_tail != s:
+        n_ans = len(s) - ex.n_prompt
+        return (list(range(ex.n_prompt - 1, ex.n_prompt - 1 + n_ans)),
+                list(range(ex.t_n_prompt - 1, ex.t_n_prompt - 1 + n_ans)))
+    offset = len(t) - len(s)
+    return list(range(len(s) - 1)), [offset + i for i in range(len(s) - 1)]
 
 
 def _retokenized(tokenizer, record: dict, k: int):
@@ -102,6 +125,29 @@ def _retokenized(tokenizer, record: dict, k: int):
     t_ids += [tokenizer.eos_token_id] if record.get("ended", True) else []
     n = len(t_ids)
     return t_ids, np.full((n, k), -1, dtype=np.int64), np.zeros((n, k), np.float16)
+
+
+SEED_EPOCHS = 20  # the seeds-only baseline sees each seed example about this many times
+
+
+def seed_examples(seeds, tokenizer, instruction: str, k: int) -> list[Example]:
+    """The recipe's seed examples with their own outputs as hard targets: the seeds-only baseline."""
+    out = []
+    for s in seeds:
+        p_ids = _prompt_ids(tokenizer, instruction, s.input)
+        t_ids, ids, logp = _retokenized(tokenizer, {"output": s.output}, k)
+        out.append(Example(p_ids + t_ids, len(p_ids), ids, logp))
+    return out
+
+
+def seeds_recipe(recipe: Recipe, n_seeds: int) -> Recipe:
+    """The recipe with the steps that show each of `n_seeds` seeds about SEED_EPOCHS times (at most
+    the recipe's own steps), in batches of at most `n_seeds`."""
+    d = recipe.distill
+    batch = min(d.batch_size, n_seeds)
+    steps = min(d.steps, max(1, -(-SEED_EPOCHS * n_seeds // batch)))
+    return dataclasses.replace(recipe, distill=dataclasses.replace(
+        d, steps=steps, batch_size=batch, warmup_steps=min(d.warmup_steps, steps // 10)))
 
 
 def _prompt_ids(tokenizer, instruction: str, text: str) -> list[int]:
@@ -130,6 +176,10 @@ def collate(examples: list[Example], pad_id: int, t_pad_id: int | None = None) -
     if examples[0].t_input_ids is not None:
         t = padded([(e.t_input_ids, e.t_n_prompt) for e in examples], pad_id if t_pad_id is None else t_pad_id)
         out.update(zip(("t_input_ids", "t_attention_mask", "t_rows", "t_cols"), t))
+        if examples[0].h_cols is not None:  # the hidden-state loss at its own positions
+            out["h_rows"] = torch.tensor([b for b, e in enumerate(examples) for _ in e.h_cols], dtype=torch.long)
+            out["h_cols"] = torch.tensor([c for e in examples for c in e.h_cols], dtype=torch.long)
+            out["t_h_cols"] = torch.tensor([c for e in examples for c in e.t_h_cols], dtype=torch.long)
     return out
 
 
@@ -152,12 +202,14 @@ class AnswerLogitsAndHidden(AnswerLogits):
         super().__init__(model)
         self.hidden_loss = hidden_loss  # a submodule: its projections train and sync with the student
 
-    def forward(self, input_ids, attention_mask, rows, cols, teacher_states):
+    def forward(self, input_ids, attention_mask, rows, cols, teacher_states, h_rows=None, h_cols=None):
+        """`h_rows`/`h_cols`: where the hidden-state loss is taken (default: the answer positions)."""
         hl = self.hidden_loss
         with LayerTap(self.model, hl.student_layers) as outputs:
             logits = super().forward(input_ids, attention_mask, rows, cols)
-        states = gather_answers(outputs, hl.student_layers, rows, cols)
-        return logits, hl(states, teacher_states, torch.ones_like(rows, dtype=torch.bool))
+        h_rows, h_cols = (rows, cols) if h_rows is None else (h_rows, h_cols)
+        states = gather_answers(outputs, hl.student_layers, h_rows, h_cols)
+        return logits, hl(states, teacher_states, torch.ones_like(h_rows, dtype=torch.bool))
 
 
 def batch_indices(n: int, batch_size: int, step: int, seed: int) -> list[int]:
@@ -280,8 +332,9 @@ def _trainable(recipe: Recipe, student, cfg: Loss, teacher) -> torch.nn.Module:
     if teacher is None:
         raise UserError("distill.loss.hidden_states needs a local teacher model (the teacher runs at train time)")
     teacher.eval().requires_grad_(False)
-    hl = HiddenStateLoss(default_layer_map(recipe.student.layers), student.config.hidden_size,
-                         teacher.config.hidden_size, cfg.hidden_kind)
+    layer_map = (spread_layer_map(student.config.num_hidden_layers, teacher.config.num_hidden_layers)
+                 if cfg.hidden_map == "spread" else default_layer_map(recipe.student.layers))
+    hl = HiddenStateLoss(layer_map, student.config.hidden_size, teacher.config.hidden_size, cfg.hidden_kind)
     return AnswerLogitsAndHidden(student, hl)
 
 
@@ -315,10 +368,12 @@ def step_loss(module, batch: dict, cfg: Loss, teacher=None) -> tuple[torch.Tenso
     args = (batch["input_ids"], batch["attention_mask"], batch["rows"], batch["cols"])
     hidden = None
     if cfg.hidden_states > 0:
+        at_all = "h_cols" in batch  # the hidden-state loss at every aligned position
+        t_rows, t_cols = (batch["h_rows"], batch["t_h_cols"]) if at_all else (batch["t_rows"], batch["t_cols"])
         with torch.no_grad():
             t_states = teacher_answer_states(teacher, batch["t_input_ids"], batch["t_attention_mask"],
-                                             batch["t_rows"], batch["t_cols"], _unwrap(module).hidden_loss.teacher_layers)
-        logits, hidden = module(*args, t_states)
+                                             t_rows, t_cols, _unwrap(module).hidden_loss.teacher_layers)
+        logits, hidden = module(*args, t_states, *((batch["h_rows"], batch["h_cols"]) if at_all else ()))
     else:
         logits = module(*args)
     valid = torch.ones_like(batch["targets"], dtype=torch.bool)

@@ -117,6 +117,12 @@ class Loss:
     tail: Literal["renormalise", "residual"] = "renormalise"  # teacher mass outside the top-k
     hidden_states: float = 0.0  # weight of the hidden-state loss (distill/hidden.py); 0 = off
     hidden_kind: Literal["cosine", "mse"] = "cosine"
+    # which teacher layer each student layer matches: the one it was copied from, or spread over the
+    # teacher's depth (student layer j of n <-> teacher layer round((j + 1) * L / n) - 1: last <-> last)
+    hidden_map: Literal["copied", "spread"] = "copied"
+    # where: the answer tokens only, or every token of prompt + answer (aligned from the end with the
+    # teacher's own prompt, which may carry a longer system turn)
+    hidden_positions: Literal["answer", "all"] = "answer"
 
 
 @dataclass
@@ -132,8 +138,9 @@ class Distill:
     # several percent each; on one default dataset that stalled training (docs/log.md).
     norm_lr_scale: float = 0.1
     # trained/evaluated in the same run; teacher_noise: the teacher itself under tiny weight noise
-    # (distill/sensitivity.py), the reference for how much a near-identical model's scores move
-    baselines: list[Literal["sft", "init", "teacher_noise"]] = field(
+    # (distill/sensitivity.py), the reference for how much a near-identical model's scores move;
+    # seeds: the student trained on the seed examples alone (what the teacher's data adds)
+    baselines: list[Literal["sft", "init", "teacher_noise", "seeds"]] = field(
         default_factory=lambda: ["sft", "init", "teacher_noise"])
     teacher_noise: list[float] = field(default_factory=lambda: [0.01])  # relative weight noise (sigma), one run each
     grad_accum: int = 1  # micro-batches per step (per process); the step still sees batch_size examples

@@ -121,3 +121,25 @@ def test_same_model_same_tokens_gives_zero_loss():
         model.model(input_ids=seqs)
     loss = loss_fn(gather_answers(out, [0, 1], rows, cols), t_states, torch.ones(3, dtype=torch.bool))
     assert loss.item() == pytest.approx(0.0, abs=1e-8)
+
+
+def test_spread_layer_map_ends_on_the_teachers_last_layer():
+    from edgestill.distill.hidden import spread_layer_map
+
+    assert spread_layer_map(8, 30) == [(0, 3), (1, 7), (2, 10), (3, 14), (4, 18), (5, 21), (6, 25), (7, 29)]
+    assert spread_layer_map(2, 2) == [(0, 0), (1, 1)]
+
+
+def test_aligned_positions_match_the_students_tokens_with_the_teachers_tail():
+    from edgestill.distill.train import Example, aligned_positions
+
+    empty = np.zeros((0, 1))
+    # teacher = system turn [40, 41] + the same prompt and answer; the student's vocabulary is trimmed:
+    # teacher id t -> student id t - 30 (id_map), so the tails agree only through the map
+    id_map = np.full(100, -1)
+    id_map[30:100] = np.arange(70)
+    s = Example([1, 2, 3, 4, 5], 3, empty, empty, t_input_ids=[40, 41, 31, 32, 33, 34, 35], t_n_prompt=5)
+    assert aligned_positions(s, id_map) == ([0, 1, 2, 3], [2, 3, 4, 5])
+    # another tokenization of the prompt: only the answer positions, as without all_positions
+    other = Example([1, 2, 3, 4, 5], 3, empty, empty, t_input_ids=[40, 31, 39, 32, 34, 35], t_n_prompt=4)
+    assert aligned_positions(other, id_map) == ([2, 3], [3, 4])

@@ -43,7 +43,7 @@ def run(*args, cwd=None):
 
 @pytest.mark.slow
 def test_label_task_end_to_end(tmp_path, tiny_llama_dir):
-    recipe = label_recipe(tmp_path, tiny_llama_dir, force=True)
+    recipe = label_recipe(tmp_path, tiny_llama_dir, force=True, baselines=["init", "seeds"])
     done = run("distill", recipe, "--build-root", tmp_path / "build")
     assert done.returncode == 0, done.stderr[-3000:]
     records = read_jsonl(tmp_path / "build" / "lab" / "data" / "teacher.jsonl")
@@ -57,6 +57,9 @@ def test_label_task_end_to_end(tmp_path, tiny_llama_dir):
         assert 0.0 <= q[key] <= 1.0
     assert q["accuracy_vs_label_ci95"][0] <= q["accuracy_vs_label"] <= q["accuracy_vs_label_ci95"][1]
     assert "accuracy_vs_label" in report["comparisons"]["init"]
+    seeds = report["baselines"]["seeds"]  # 2 seeds x 20 passes would be 20 steps: capped at the recipe's 4
+    assert seeds["train"]["steps"] == 4 and 0.0 <= seeds["quality"]["accuracy_vs_label"] <= 1.0
+    assert "accuracy_vs_label" in report["comparisons"]["seeds"]
     assert all(e["student"] in LABELS for e in report["examples"])
 
     done = run("export", recipe, "--build-root", tmp_path / "build", "export.precisions=[fp32]")
@@ -101,3 +104,15 @@ def test_label_scores_on_a_shared_prompt_cache_equal_each_sequence_alone():
                 logp = F.log_softmax(model(torch.tensor([p + c])).logits[0], -1)[len(p) - 1:len(p) - 1 + len(c)]
                 assert torch.allclose(rows[i][j], logp, atol=1e-4)
                 assert abs(float(totals[i, j]) - float(logp[torch.arange(len(c)), torch.tensor(c)].sum())) < 1e-4
+
+
+def test_seeds_baseline_sees_each_seed_about_twenty_times_within_the_recipes_steps(tmp_path, tiny_llama_dir):
+    from edgestill.distill.train import seeds_recipe
+    from edgestill.recipe import load_recipe
+
+    recipe = load_recipe(label_recipe(tmp_path, tiny_llama_dir), ["distill.steps=100", "distill.batch_size=8",
+                                                                   "distill.warmup_steps=10"])
+    six = seeds_recipe(recipe, 6).distill  # batches of the 6 seeds, 20 passes = 20 steps
+    assert (six.steps, six.batch_size, six.warmup_steps) == (20, 6, 2)
+    many = seeds_recipe(recipe, 50).distill  # 50 x 20 / 8 = 125 steps, capped at the recipe's 100
+    assert (many.steps, many.batch_size, many.warmup_steps) == (100, 8, 10)

@@ -235,17 +235,25 @@ def test_rationales_become_a_second_task_with_hard_targets_only(tiny):
     assert (second.topk_ids == -1).all()
 
 
-def test_hidden_state_loss_runs_the_teacher_and_lowers_the_distance(tiny, tmp_path):
+@pytest.mark.parametrize("where", ["answer", "all"])
+def test_hidden_state_loss_runs_the_teacher_and_lowers_the_distance(tiny, tmp_path, where):
     recipe, teacher, tok, data, records = tiny
     stok = copy.deepcopy(tok)
     stok.chat_template = STUDENT_CHAT_TEMPLATE
     store = TopkStore(data, 8, len(tok))
     train_recs = [r for r in records if r["split"] == "train"]
-    examples = build_examples(train_recs, stok, "Summarize.", store, teacher_tok=tok)
+    examples = build_examples(train_recs, stok, "Summarize.", store, teacher_tok=tok, all_positions=where == "all")
     assert examples[0].t_input_ids[examples[0].t_n_prompt:] == train_recs[0]["target_ids"]
+    if where == "all":  # the student's whole sequence (but its last token) is matched with the teacher's tail
+        ex = examples[0]
+        assert ex.h_cols == list(range(len(ex.input_ids) - 1))
+        shift = len(ex.t_input_ids) - len(ex.input_ids)
+        assert [ex.t_input_ids[c] for c in ex.t_h_cols] == ex.input_ids[:-1] and ex.t_h_cols[0] == shift
     recipe = copy.deepcopy(recipe)
     recipe.distill.steps = 8
     recipe.distill.loss.hidden_states = 1.0
+    recipe.distill.loss.hidden_map, recipe.distill.loss.hidden_positions = ("spread", "all") if where == "all" else (
+        "copied", "answer")
     torch.manual_seed(0)
     summary = train(recipe, make_student(teacher, [1]), stok, examples, tmp_path / "h", teacher=teacher,
                     teacher_pad_id=tok.pad_token_id)
