@@ -63,6 +63,8 @@ def run(recipe: Recipe, build_root: str = "build") -> dict:
             raise UserError("fields task: no teacher answer is valid JSON with task.fields copied from its input; "
                             "reword task.instruction, give clearer task.seed_examples, raise task.max_output_tokens "
                             "or use a stronger teacher")
+    if recipe.task.labels:  # written for one label, answered with another: an unclear example
+        train_recs, dropped = agreeing(train_recs)
     eval_recs = [r for r in data.records if r["split"] == "eval"]
     store = TopkStore(data_dir, recipe.distill.loss.top_k, len(data.tokenizer))
 
@@ -76,7 +78,8 @@ def run(recipe: Recipe, build_root: str = "build") -> dict:
     teacher_side = {"teacher": data.model, "teacher_pad_id": data.tokenizer.pad_token_id} if hidden else {}
     examples = build_examples(train_recs, tok, instruction, store, built.id_map, rationale=recipe.task.rationale,
                               teacher_tok=data.tokenizer if hidden else None,
-                              all_positions=recipe.distill.loss.hidden_positions == "all")
+                              all_positions=recipe.distill.loss.hidden_positions == "all",
+                              labels=recipe.task.labels if recipe.distill.loss.labels > 0 else None)
     eval_examples = build_examples(eval_recs, tok, instruction, store, built.id_map)
 
     def score(model, desc):
@@ -147,6 +150,21 @@ def run(recipe: Recipe, build_root: str = "build") -> dict:
         shutil.rmtree(student_dir / ckpt, ignore_errors=True)
     (student_dir / "sft-summary.json").unlink(missing_ok=True)
     return report
+
+
+def agreeing(records: list[dict]) -> tuple[list[dict], dict | None]:
+    """A label task's training records without those the teacher labels otherwise than it was asked
+    to write them (`asked`, distill/inputs.py); (kept, {"label_disagrees": n}) or (records, None)
+    when no record was asked for a label."""
+    if not any("asked" in r for r in records):
+        return records, None
+    kept = [r for r in records if r.get("asked", r["output"]) == r["output"]]
+    log.info("label task: %d teacher-written inputs kept for training; dropped %d the teacher labels otherwise "
+             "than they were written", len(kept), len(records) - len(kept))
+    if not kept:
+        raise UserError("label task: the teacher labels none of its own inputs as it was asked to write them; "
+                        "set task.label_request (e.g. \"a short {label} customer review\") or use a stronger teacher")
+    return kept, {"label_disagrees": len(records) - len(kept)}
 
 
 def _scored(result: dict) -> dict:

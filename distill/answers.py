@@ -2,7 +2,7 @@
 
 Writes `data/teacher.jsonl`, one record per input, in input order:
 {"id", "split", "input", "output", "target_ids", "ended", "prompt", "teacher",
- "topk_offset", "topk_len"[, "label"]}; with `task.rationale` also "rationale" (str, the
+ "topk_offset", "topk_len"[, "label"][, "label_logp", "asked"]}; with `task.rationale` also "rationale" (str, the
 teacher's greedy answer to `rationale_message`), "rationale_ids", "rationale_topk_offset",
 "rationale_topk_len" (its top-k rows, stored after the answer's). `target_ids` are the
 answer's token ids (plus the end token when the teacher stopped by itself); row t of the top-k store holds the teacher's top-k
@@ -135,6 +135,8 @@ def _write(out: JsonlAppender, store: TopkStore, rec: dict, prompt: str, ans: di
                        "rationale_topk_len": len(why["target_ids"])})
     if "label" in rec:
         record["label"] = rec["label"]
+    if "asked" in rec:  # a label task's input written for this label
+        record["asked"] = rec["asked"]
     if "label_logp" in ans:  # a label task: the teacher's log-likelihood of each label
         record["label_logp"] = ans["label_logp"]
     out.write(record)

@@ -25,6 +25,7 @@ from edgestill.distill.generate import newline_counts, sample
 from edgestill.distill.prompts import (
     chat_messages_prompt,
     input_generation_messages,
+    label_generation_messages,
     pick_shown,
 )
 from edgestill.errors import UserError
@@ -121,10 +122,12 @@ def prepare_inputs(recipe: Recipe, data_dir: Path, model, tokenizer, writer=None
 
 
 def _append(out: JsonlAppender, records: list[dict], split: str, text: str, source: str,
-            label: str | None = None) -> dict:
+            label: str | None = None, asked: str | None = None) -> dict:
     rec = {"id": len(records), "split": split, "input": text, "source": source}
     if label is not None:
         rec["label"] = label
+    if asked is not None:  # a label task's teacher-written input: the label it was asked to have
+        rec["asked"] = asked
     out.write(rec)
     return rec
 
@@ -163,15 +166,19 @@ def _generate_inputs(recipe: Recipe, records: list[dict], out: JsonlAppender, mo
     max_batches = 10 * (need // batch + 1)
     bar = tqdm(total=need, desc="teacher writes inputs", unit="input")
     sampled = kept = 0
-    for _ in range(max_batches):
-        shown = pick_shown(task, rng)  # one choice of seeds per batch: the rows share their prefix
-        conversations = [input_generation_messages(task, rng, shown) for _ in range(batch)]
+    for b in range(max_batches):
+        # one choice of seeds per batch: the rows share their prefix; a label task asks for one label
+        # per batch, in turn, shown seeds of that label
+        asked = task.labels[b % len(task.labels)] if task.labels else None
+        shown = pick_shown(task, rng, of=asked)
+        conversations = [label_generation_messages(task, rng, shown, asked) if asked else
+                         input_generation_messages(task, rng, shown) for _ in range(batch)]
         for text in write(conversations, task.max_input_tokens, rng.randrange(2**31)):
             text = clean_generated(text)
             split = _next_split(recipe, records)
             sampled += split is not None
             if split and acceptable(text, tokenizer, task.max_input_tokens, least_words) and dedup.add(text):
-                records.append(_append(out, records, split, text, "teacher"))
+                records.append(_append(out, records, split, text, "teacher", asked=asked))
                 kept += 1
                 bar.update(1)
         if _next_split(recipe, records) is None:

@@ -205,8 +205,30 @@ def topk_forward_kl(logits: torch.Tensor, topk_ids: torch.Tensor, topk_logp: tor
     return soft_loss(logits, mask, "forward_kl", temperature, tail=tail, topk_ids=topk_ids, topk_logp=topk_logp)
 
 
+def label_set_loss(first_logits: torch.Tensor, label_ids: torch.Tensor, teacher_label_logp: torch.Tensor,
+                   alpha: float) -> torch.Tensor:
+    """A label task's decision, learned as a classifier: over the labels' first tokens only,
+    alpha * CE on the teacher's label + (1 - alpha) * KL(teacher's label distribution || student's).
+
+    Args:
+        first_logits: [B, V] student logits at each example's first answer position.
+        label_ids: [n_labels] the first token of each label (distinct), in the student's ids.
+        teacher_label_logp: [B, n_labels] the teacher's log-likelihood of each whole label
+            (normalised over the labels here).
+        alpha: the hard-label weight, as the recipe's loss.alpha.
+    Returns:
+        scalar tensor.
+    """
+    s = F.log_softmax(first_logits.float()[:, label_ids], -1)
+    t = F.log_softmax(teacher_label_logp.float(), -1)
+    ce = -s.gather(1, t.argmax(-1, keepdim=True)).mean()
+    kl = (t.exp() * (t - s)).sum(-1).mean()
+    return alpha * ce + (1 - alpha) * kl
+
+
 def distill_loss(logits, targets, topk_ids, topk_logp, mask, cfg, *,
-                 teacher_logits: torch.Tensor | None = None, hidden: torch.Tensor | None = None):
+                 teacher_logits: torch.Tensor | None = None, hidden: torch.Tensor | None = None,
+                 labels: torch.Tensor | None = None):
     """The training loss of one batch: alpha * CE + (1 - alpha) * soft [+ hidden_states * hidden].
 
     Args:
@@ -218,8 +240,9 @@ def distill_loss(logits, targets, topk_ids, topk_logp, mask, cfg, *,
         teacher_logits: optional [N, V] full teacher logits; used instead of the top-k.
         hidden: optional scalar hidden-state loss (`distill.hidden.HiddenStateLoss`), weighted by
             `cfg.hidden_states`.
+        labels: optional scalar `label_set_loss`, weighted by `cfg.labels`.
     Returns:
-        (total scalar, parts {"ce", "soft" (absent for kind sft), "hidden" (when given)}).
+        (total scalar, parts {"ce", "soft" (absent for kind sft), "hidden", "labels" (when given)}).
     """
     parts = {"ce": hard_ce(logits, targets, mask)}
     if cfg.kind == "sft":
@@ -231,4 +254,7 @@ def distill_loss(logits, targets, topk_ids, topk_logp, mask, cfg, *,
     if hidden is not None:
         parts["hidden"] = hidden
         total = total + cfg.hidden_states * hidden
+    if labels is not None:
+        parts["labels"] = labels
+        total = total + cfg.labels * labels
     return total, parts

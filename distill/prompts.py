@@ -30,9 +30,12 @@ def chat_messages_prompt(tokenizer, messages: list[dict]) -> str:
     return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
 
-def pick_shown(task: Task, rng: random.Random, k: int = 2) -> list:
-    """`k` seed examples to show, a different random choice each call."""
-    return rng.sample(task.seed_examples, k=min(len(task.seed_examples), k))
+def pick_shown(task: Task, rng: random.Random, k: int = 2, of: str | None = None) -> list:
+    """`k` seed examples to show, a different random choice each call; with `of`, seeds whose output
+    is that label (all seeds when none is)."""
+    pool = [ex for ex in task.seed_examples if ex.output == of] if of is not None else []
+    pool = pool or task.seed_examples
+    return rng.sample(pool, k=min(len(pool), k))
 
 
 def input_generation_messages(task: Task, rng: random.Random, shown: list) -> list[dict]:
@@ -52,6 +55,24 @@ def input_generation_messages(task: Task, rng: random.Random, shown: list) -> li
         messages += [{"role": "user", "content": ask}, {"role": "assistant", "content": ex.input}]
     topic = f"about {rng.choice(task.topics)}" if task.topics else "on a new subject"
     return messages + [{"role": "user", "content": f"Write another one, {topic}."}]
+
+
+def label_generation_messages(task: Task, rng: random.Random, shown: list, label: str) -> list[dict]:
+    """`input_generation_messages` for a label task: a new input whose answer should be `label`,
+    shown seeds of that label. With `task.label_request` (e.g. "a short {label} customer review")
+    the request names the kind of text; without, it names the answer. Measured on the reviews
+    recipe (32 texts, half per label): the teacher's own label agrees with the asked one on 0.84
+    with "a short {label} customer review", 0.69 with the generic wording; unconditioned, its
+    texts are mostly neutral and its labels on them near coin flips (median margin 0.24 nats)."""
+    first = (f"Write {task.label_request.format(label=label)}." if task.label_request else
+             f'Write a short text like the ones this task takes as input: "{task.instruction}" Its answer: {label}.')
+    again = (f"Write another {label} one" if task.label_request else f"Write another one whose answer is {label}")
+    messages = []
+    for i, ex in enumerate(shown):
+        messages += [{"role": "user", "content": first if i == 0 else f"{again}, on a different subject."},
+                     {"role": "assistant", "content": ex.input}]
+    topic = f"about {rng.choice(task.topics)}" if task.topics else "on a new subject"
+    return messages + [{"role": "user", "content": f"{again}, {topic}."}]
 
 
 def few_shot_messages(task: Task, message: str) -> list[dict]:

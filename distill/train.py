@@ -42,7 +42,7 @@ from edgestill.distill.hidden import (
     spread_layer_map,
     teacher_answer_states,
 )
-from edgestill.distill.losses import distill_loss
+from edgestill.distill.losses import distill_loss, label_set_loss
 from edgestill.distill.topk import TopkStore
 from edgestill.errors import UserError
 from edgestill.files import atomic_write_json
@@ -62,6 +62,8 @@ class Example:
     t_n_prompt: int = 0
     h_cols: list[int] | None = None  # hidden-state loss positions in input_ids (default: the answer's)
     t_h_cols: list[int] | None = None  # the same tokens' positions in t_input_ids
+    label_ids: list[int] | None = None  # label task: each label's first token (student ids)
+    label_logp: list[float] | None = None  # the teacher's log-likelihood of each label
 
 
 RATIONALE_PREFIX = "[rationale] "  # distilling step-by-step: the auxiliary task's prompt prefix
@@ -69,7 +71,7 @@ RATIONALE_PREFIX = "[rationale] "  # distilling step-by-step: the auxiliary task
 
 def build_examples(records: list[dict], tokenizer, instruction: str, store: TopkStore,
                    id_map: np.ndarray | None = None, rationale: bool = False,
-                   teacher_tok=None, all_positions: bool = False) -> list[Example]:
+                   teacher_tok=None, all_positions: bool = False, labels: list[str] | None = None) -> list[Example]:
     """Student-side examples from teacher records; `id_map` maps teacher ids to a trimmed student
     vocabulary (-1 for ids the student lacks: masked in the soft-target loss).
 
@@ -79,8 +81,11 @@ def build_examples(records: list[dict], tokenizer, instruction: str, store: Topk
     Rationale tokens have hard targets only: their top-k rows are all -1 (masked).
     With `teacher_tok`, each example also carries the teacher-side tokens (its own prompt + the
     answer in teacher ids) for the hidden-state loss; with `all_positions`, that loss covers every
-    student token whose teacher twin is found (`aligned_positions`), not only the answer.
+    student token whose teacher twin is found (`aligned_positions`), not only the answer. With
+    `labels` (a label task's label set, for the label-set loss), each example carries the labels'
+    first tokens and the teacher's log-likelihood of each label.
     """
+    first = label_first_ids(tokenizer, labels) if labels else None
     out = []
     for r, p_ids in zip(records, tokenized_prompts(tokenizer, instruction, [r["input"] for r in records])):
         ids, logp = store.read(r["topk_offset"], r["topk_len"])
@@ -96,10 +101,22 @@ def build_examples(records: list[dict], tokenizer, instruction: str, store: Topk
             ex.t_input_ids, ex.t_n_prompt = t_prompt + list(r["target_ids"]), len(t_prompt)
             if all_positions:
                 ex.h_cols, ex.t_h_cols = aligned_positions(ex, id_map)
+        if first is not None and "label_logp" in r:
+            ex.label_ids, ex.label_logp = first, [float(r["label_logp"][label]) for label in labels]
         out.append(ex)
         if rationale and r.get("rationale"):
             out.append(_rationale_example(tokenizer, instruction, r, ids.shape[1]))
     return out
+
+
+def label_first_ids(tokenizer, labels: list[str]) -> list[int]:
+    """Each label's first token id; UserError when two labels share it (the label-set loss decides
+    among first tokens)."""
+    ids = [tokenizer(label, add_special_tokens=False)["input_ids"][0] for label in labels]
+    if len(set(ids)) < len(ids):
+        raise UserError(f"task.labels {labels}: two labels start with the same token, so distill.loss.labels cannot "
+                        "tell them apart at the first answer token; reword the labels or set distill.loss.labels=0")
+    return ids
 
 
 def aligned_positions(ex: Example, id_map: np.ndarray | None) -> tuple[list[int], list[int]]:
@@ -180,6 +197,11 @@ def collate(examples: list[Example], pad_id: int, t_pad_id: int | None = None) -
             out["h_rows"] = torch.tensor([b for b, e in enumerate(examples) for _ in e.h_cols], dtype=torch.long)
             out["h_cols"] = torch.tensor([c for e in examples for c in e.h_cols], dtype=torch.long)
             out["t_h_cols"] = torch.tensor([c for e in examples for c in e.t_h_cols], dtype=torch.long)
+    if all(e.label_logp is not None for e in examples):  # the label-set loss: first answer rows
+        sizes = [len(e.input_ids) - e.n_prompt for e in examples]
+        out["first_rows"] = torch.tensor([sum(sizes[:b]) for b in range(len(examples))], dtype=torch.long)
+        out["label_ids"] = torch.tensor(examples[0].label_ids, dtype=torch.long)
+        out["label_logp"] = torch.tensor([e.label_logp for e in examples])
     return out
 
 
@@ -377,8 +399,11 @@ def step_loss(module, batch: dict, cfg: Loss, teacher=None) -> tuple[torch.Tenso
     else:
         logits = module(*args)
     valid = torch.ones_like(batch["targets"], dtype=torch.bool)
+    labels = None
+    if cfg.labels > 0 and "label_logp" in batch:
+        labels = label_set_loss(logits[batch["first_rows"]], batch["label_ids"], batch["label_logp"], cfg.alpha)
     loss, parts = distill_loss(logits, batch["targets"], batch["topk_ids"], batch["topk_logp"], valid, cfg,
-                               hidden=hidden)
+                               hidden=hidden, labels=labels)
     return loss, {"loss": loss, **parts}
 
 

@@ -55,6 +55,9 @@ class Task:
     n_eval: int = 24
     eval_labels: Optional[str] = None  # labelled eval data (.jsonl with "input", "output")
     labels: list[str] = field(default_factory=list)  # a label task's closed label set (answers are one of them)
+    # a label task's teacher-written inputs: what to ask for, with {label}, e.g. "a short {label} customer
+    # review" (distill/prompts.py label_generation_messages); empty: a generic request naming the answer
+    label_request: str = ""
     fields: list[str] = field(default_factory=list)  # a fields task's JSON fields (answers are one JSON object of them)
     verbatim: bool = False  # a fields task's values are spans copied from the input (constrained decoding)
     rationale: bool = False  # the teacher also explains each input step by step (teacher.jsonl "rationale")
@@ -123,6 +126,9 @@ class Loss:
     # where: the answer tokens only, or every token of prompt + answer (aligned from the end with the
     # teacher's own prompt, which may carry a longer system turn)
     hidden_positions: Literal["answer", "all"] = "answer"
+    # label tasks: weight of the label-set loss (distill/losses.py label_set_loss): CE + KL over the
+    # labels' first tokens against the teacher's label log-likelihoods; 0 = off
+    labels: float = 0.0
 
 
 @dataclass
@@ -376,6 +382,8 @@ def _check(recipe: Recipe, where: str, base: Path) -> None:
         raise UserError(f"{where}: distill.grad_accum ({d.grad_accum}) cannot exceed distill.batch_size ({d.batch_size})")
     if not 0.0 <= d.loss.alpha <= 1.0 or d.loss.temperature <= 0 or d.loss.top_k < 1:
         raise UserError(f"{where}: distill.loss: alpha in [0, 1], temperature > 0, top_k >= 1")
+    if d.loss.labels < 0.0 or (d.loss.labels > 0 and not recipe.task.labels):
+        raise UserError(f"{where}: distill.loss.labels: a weight >= 0, and only for a label task (task.labels)")
     if not 0.0 <= d.loss.beta <= 1.0 or d.loss.hidden_states < 0.0:
         raise UserError(f"{where}: distill.loss: beta in [0, 1] (0 = forward KL, 1 = reverse KL), "
                         f"hidden_states >= 0 (0 turns the hidden-state loss off)")

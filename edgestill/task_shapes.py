@@ -21,6 +21,10 @@ def check_labels(task, where: str) -> None:
     """`task.labels`: none (free text) or at least two distinct non-empty strings, which every seed
     answers with; no rationales (a label has none to learn)."""
     labels = task.labels
+    if task.label_request and (not labels or "{label}" not in task.label_request
+                               or task.label_request.replace("{label}", "").count("{")):
+        raise UserError(f"{where}: task.label_request: a request with {{label}} in it (e.g. \"a short {{label}} "
+                        f"customer review\"), for a label task only; got {task.label_request!r}")
     if not labels:
         return
     if len(labels) < 2:

@@ -263,3 +263,20 @@ def test_recipe_accepts_every_loss_kind_and_tail():
 def test_recipe_refuses_bad_loss_settings(override, words):
     with pytest.raises(UserError, match=words):
         load_recipe(DEFAULT_RECIPE, [override])
+
+
+def test_label_set_loss_looks_only_at_the_labels_first_tokens():
+    from edgestill.distill.losses import label_set_loss
+
+    logits = torch.tensor([[0.0, 2.0, 0.0, 9.0], [0.0, 0.0, 1.0, -9.0]])  # token 3 is no label: ignored
+    label_ids = torch.tensor([1, 2])
+    teacher = torch.log(torch.tensor([[0.75, 0.25], [0.5, 0.5]]))  # row 1's tie: argmax picks label 0
+    s = torch.log_softmax(torch.tensor([[2.0, 0.0], [0.0, 1.0]]), -1)
+    t = torch.log(torch.tensor([[0.75, 0.25], [0.5, 0.5]]))
+    ce = -(s[0, 0] + s[1, 0]) / 2
+    kl = ((t.exp() * (t - s)).sum(-1)).mean()
+    assert label_set_loss(logits, label_ids, teacher, 1.0).item() == pytest.approx(ce.item(), abs=1e-6)
+    assert label_set_loss(logits, label_ids, teacher, 0.0).item() == pytest.approx(kl.item(), abs=1e-6)
+    # the teacher's log-likelihoods need not be normalised: only their differences count
+    assert label_set_loss(logits, label_ids, teacher - 5.0, 0.3).item() == pytest.approx(
+        label_set_loss(logits, label_ids, teacher, 0.3).item(), abs=1e-6)

@@ -43,6 +43,11 @@ def test_a_label_task_loads(tmp_path):
     (LABELLED.replace("[positive, negative]", "[positive, '']"), None, ["task.labels", "non-empty"]),
     (LABELLED.replace("output: negative", "output: meh"), None, ["task.seed_examples[2]", "'meh'", "task.labels"]),
     (LABELLED + "  rationale: true\n", None, ["task.rationale", "false"]),
+    (LABELLED + "  label_request: a short customer review\n", None, ["task.label_request", "{label}"]),
+    (LABELLED + "  label_request: a {label} {kind} review\n", None, ["task.label_request", "{label}"]),
+    (LABELLED.replace("  labels: [positive, negative]\n", "").replace(", output: positive}", ", output: fine}").replace(
+        ", output: negative}", ", output: poor}") + "  label_request: a {label} review\n", None,
+     ["task.label_request", "label task only"]),
     (LABELLED, [{"input": "a", "output": "positive"}, {"input": "b", "output": "neutral"}],
      ["labels.jsonl", "record 2", "'neutral'", "task.labels"]),
 ])
@@ -144,3 +149,27 @@ def test_fields_cli_exit_2_without_traceback(tmp_path):
     path = write(tmp_path, FIELDED, [{"input": "b", "output": '{"day": "a"}'}])
     done = subprocess.run([sys.executable, "-m", "edgestill.recipe", str(path)], capture_output=True, text=True)
     assert done.returncode == 2 and "lacks the field 'time'" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_label_task_asks_for_inputs_of_one_label_and_keeps_those_the_teacher_agrees_with(tmp_path):
+    import random
+
+    from edgestill.distill.__main__ import agreeing
+    from edgestill.distill.prompts import label_generation_messages, pick_shown
+
+    task = load_recipe(write(tmp_path, LABELLED + "  label_request: a short {label} customer review\n")).task
+    shown = pick_shown(task, random.Random(0), of="negative")
+    assert [ex.input for ex in shown] == ["Awful."]  # only the seeds of the asked label
+    turns = label_generation_messages(task, random.Random(0), shown, "negative")
+    assert turns[0]["content"] == "Write a short negative customer review." and turns[1]["content"] == "Awful."
+    assert turns[-1]["content"] == "Write another negative one, on a new subject."
+    task.label_request = ""  # the generic request names the answer
+    assert "Its answer: negative." in label_generation_messages(task, random.Random(0), shown, "negative")[0]["content"]
+
+    records = [{"output": "positive", "asked": "positive"}, {"output": "negative", "asked": "positive"},
+               {"output": "negative", "asked": "negative"}, {"output": "positive"}]  # the last: a user's input
+    kept, dropped = agreeing(records)
+    assert kept == [records[0], records[2], records[3]] and dropped == {"label_disagrees": 1}
+    assert agreeing([{"output": "positive"}]) == ([{"output": "positive"}], None)
+    with pytest.raises(UserError, match="label_request"):
+        agreeing([{"output": "negative", "asked": "positive"}])
