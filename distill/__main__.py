@@ -32,7 +32,14 @@ from edgestill.distill.sensitivity import teacher_noise
 from edgestill.distill.student import build_student, count_params, resolve_layers
 from edgestill.distill.teacher import write_compat_fields
 from edgestill.distill.topk import TopkStore
-from edgestill.distill.train import build_examples, load_trained, seed_examples, seeds_recipe, sft_loss, train
+from edgestill.distill.train import (
+    build_examples,
+    load_trained,
+    seed_examples,
+    seeds_recipe,
+    sft_loss,
+    train,
+)
 from edgestill.errors import UserError, cli_main
 from edgestill.files import atomic_write_json
 from edgestill.intervals import verdict
