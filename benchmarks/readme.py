@@ -83,12 +83,20 @@ def section(report: dict) -> str:
     return "\n".join(lines)
 
 
+def markers(text: str, recipe: str) -> tuple[str, str]:
+    """The recipe's own section markers (`<!-- results:NAME:start -->`) when `text` has them, else the
+    plain ones: one README can show several recipes, each regenerated from its own report."""
+    named = f"<!-- results:{recipe}:start -->", f"<!-- results:{recipe}:end -->"
+    return named if recipe and named[0] in text else (START, END)
+
+
 def update(text: str, report: dict, where: str = "README.md") -> str:
     """`text` with its results section replaced; UserError when the markers are missing or misplaced."""
-    start, end = text.find(START), text.find(END)
+    start_mark, end_mark = markers(text, (report.get("settings") or {}).get("recipe", ""))
+    start, end = text.find(start_mark), text.find(end_mark)
     if start < 0 or end < start:
-        raise UserError(f"{where}: no `{START}` ... `{END}` lines to put the results between; add them")
-    return text[:start + len(START)] + "\n" + section(report) + "\n" + text[end:]
+        raise UserError(f"{where}: no `{start_mark}` ... `{end_mark}` lines to put the results between; add them")
+    return text[:start + len(start_mark)] + "\n" + section(report) + "\n" + text[end:]
 
 
 def main(argv: list[str]) -> int:

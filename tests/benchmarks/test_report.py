@@ -138,3 +138,14 @@ def test_readme_results_section_is_generated_between_its_markers(report, tmp_pat
     assert update(text, report) == text  # regenerating changes nothing
     with pytest.raises(UserError, match="results:start"):
         update("# no markers\n", report)
+
+
+def test_a_recipe_with_its_own_readme_markers_updates_only_its_section(report):
+    from edgestill.benchmarks.readme import END, START, update
+
+    name = report["settings"]["recipe"]
+    text = f"{START}\nplain\n{END}\n<!-- results:{name}:start -->\nmine\n<!-- results:{name}:end -->\n"
+    out = update(text, report)
+    assert "plain" in out and "mine" not in out and out.index(f"results:{name}:start") < out.index("bundle-int8")
+    other = dict(report, settings=dict(report["settings"], recipe="someone-else"))
+    assert "plain" not in update(text, other)  # no markers of its own: the plain section
