@@ -92,6 +92,7 @@ readme: $(B)/report/report.json
 
 # The benchmark alone, any bundles, any targets (see benchmarks/README.md):
 #   make bench [BUNDLES="build/default/bundle-int8 ..."] [TARGET="local ssh://pi@board adb://SERIAL"] [ARGS="bench.threads=[1,2]"]
+# (a run without `local` writes build/<name>/report-<targets>/: the local report stays)
 BUNDLES ?=
 TARGET ?=
 bench: | $(VENV)

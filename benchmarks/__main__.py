@@ -1,4 +1,5 @@
-"""Benchmark every bundle of a recipe, with its peers, on every target, and write `build/<name>/report/`.
+"""Benchmark every bundle of a recipe, with its peers, on every target, and write `build/<name>/report/`
+(`report-<target>/` for a run that does not measure this machine, e.g. `report-ssh-pi-board/`).
 
     edgestill bench RECIPE [key=value ...] [--build-root build] [--bundles DIR ...] [--target T ...]
     edgestill bench compare A/records.jsonl B/records.jsonl
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 from pathlib import Path
 
@@ -221,8 +223,16 @@ def given_bundles(paths: list[str]) -> list[Path]:
 def check_targets(targets: list[str]) -> list[str]:
     for t in targets:
         if not BENCH_TARGET.match(t):
-            raise UserError(f"--target: '{t}' is not a target; use local, ssh://user@host[:port] or adb://serial")
+            raise UserError(f"--target: '{t}' is not a target; use local, ssh://[user@]host[:port] or adb://serial")
     return targets
+
+
+def report_folder(targets: list[str]) -> str:
+    """`report` when the run measures this machine; else `report-<targets>` (`report-ssh-pi-board`), so
+    a board's run never replaces the local report or another board's."""
+    if "local" in targets:
+        return "report"
+    return "report-" + "_".join(re.sub(r"[^A-Za-z0-9]+", "-", t).strip("-") for t in targets)
 
 
 def run(recipe: Recipe, build_root: str | Path = "build", bundles: list[str] | None = None,
@@ -250,7 +260,7 @@ def run(recipe: Recipe, build_root: str | Path = "build", bundles: list[str] | N
     report["headline"] = build_headline(distill_report(build_dir), report["models"], rows_by_model, evals,
                                         request_tokens(paths, recipe), as_list(recipe.bench.prompt_tokens)[0],
                                         getattr(recipe.task, "fields", None))
-    out = build_dir / "report"
+    out = build_dir / report_folder(targets)
     paths_written = write_report(out, report, records)
     log.info("wrote %s", ", ".join(str(p) for p in paths_written))
     return out, records
@@ -269,7 +279,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--bundles", nargs="+", metavar="DIR", help="bundle folders to measure (default: all of "
                         "build/<name>/); quality and ratios still use build/<name>/data and student/")
     parser.add_argument("--target", nargs="+", metavar="T", dest="targets",
-                        help="local, ssh://user@host[:port], adb://serial (default: the recipe's bench.targets)")
+                        help="local, ssh://[user@]host[:port], adb://serial (default: the recipe's bench.targets)")
     args = parser.parse_args(rest)
     report_dir, records = run(load_recipe(args.recipe, overrides), args.build_root, args.bundles, args.targets)
     print(report_dir / "report.md")

@@ -14,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from edgestill.machine import one_line
+from edgestill.machine import device_line, one_line
 from edgestill.markdown import cell, table
 
 COLUMNS = ("model", "role", "precision", "params", "size MB", "peak RSS MB", "load s", "TTFT ms p50",
@@ -200,10 +200,19 @@ def settings_line(s: dict) -> str:
     return ", ".join(f"{k} {v}" for k, v in s.items())
 
 
+def machine_lines(report: dict) -> list[str]:
+    """The header's machines: one line when everything ran here; else each measured device (from its
+    records) and, separately, the machine that ran the harness."""
+    measured = report.get("devices") or {}
+    if set(measured) <= {"local"}:
+        return [f"**Machine:** {one_line(report['machine'])}", ""]
+    return ["**Measured on:**", "", *[f"- `{target}`: {device_line(m)}" for target, m in measured.items()], "",
+            f"**Harness** (ran the benchmark and scored quality): {one_line(report['machine'])}", ""]
+
+
 def render(report: dict) -> str:
     """The whole report.md text."""
-    lines = [f"# Benchmark: {report['settings'].get('recipe', '')}", "",
-             f"**Machine:** {one_line(report['machine'])}", "",
+    lines = [f"# Benchmark: {report['settings'].get('recipe', '')}", "", *machine_lines(report),
              f"**Settings:** {settings_line(report['settings'])}", ""]
     if report.get("headline"):
         lines += [*headline_lines(report["headline"]), "## Speed, memory and every quality figure", ""]

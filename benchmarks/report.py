@@ -2,7 +2,7 @@
 
 A record (benchmarks/record.schema.json) is one model measured by one engine on one target with
 one setting, plus its `quality` dict and the `machine` it ran on. `build_report` turns the records
-into `{"machine", "settings", "models", "peers", "ratios", "rows", "errors", "notes", "examples"}`
+into `{"machine" (the harness's), "devices" (each target's), "settings", "models", "peers", "ratios", "rows", "errors", "notes", "examples"}`
 (benchmarks/__main__.py adds `gains_over_fp32_student`: each bundle's paired ROUGE-L gain over
 the fp32 student bundle, benchmarks.quality.gains_over; and `headline`: the ground-truth score and
 retention of every model, benchmarks.headline.build_headline):
@@ -113,6 +113,16 @@ def merge_examples(rows_by_model: dict[str, list[dict]], n: int = 3) -> list[dic
     return merged
 
 
+def devices(records: list[dict]) -> dict[str, dict]:
+    """The device each target's measurements ran on, by target, from its first measured record's
+    `machine` (a board's or phone's own facts, not the harness's); targets with no measured row are left out."""
+    out: dict[str, dict] = {}
+    for r in records:
+        if r.get("status", "ok") == "ok" and r.get("machine"):
+            out.setdefault(r.get("target", "local"), r["machine"])
+    return out
+
+
 def build_report(machine: dict, settings: dict, records: list[dict],
                  examples: list[dict] | None = None, notes: list[str] | None = None) -> dict:
     """The report dict from the run's records (one per model x engine x target x setting)."""
@@ -122,7 +132,7 @@ def build_report(machine: dict, settings: dict, records: list[dict],
     errors = [{"label": label(r), "target": r.get("target", "local"), "threads": r.get("threads"),
                "prompt_tokens": r.get("prompt_tokens"), "gen_tokens": r.get("gen_tokens"), "error": r.get("error")}
               for r in records if r.get("status", "ok") != "ok"]
-    return {"machine": machine, "settings": settings, "models": models, "peers": peers,
+    return {"machine": machine, "devices": devices(records), "settings": settings, "models": models, "peers": peers,
             "ratios": ratios(models + peers), "rows": [row_entry(r) for r in records], "errors": errors, "notes": list(notes or []),
             "examples": examples or []}
 

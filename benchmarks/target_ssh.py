@@ -1,11 +1,15 @@
-"""The `ssh://user@host[:port]` target: an edge board (Raspberry Pi, Jetson, any Linux box with Python 3).
+"""The `ssh://[user@]host[:port]` target: an edge board (Raspberry Pi, Jetson, any Linux box with Python 3).
 
-Uses the system's OpenSSH client (`ssh`, so ~/.ssh/config, agents and known_hosts work as usual;
-`bench.ssh_key` and `bench.ssh_options` add `-i` and `-o`). For one target:
+Uses the system's OpenSSH client (`ssh`), and passes `-p` and the user only when the URL gives them,
+so the user's ~/.ssh/config applies as it does for `ssh host` (Host aliases, HostName, Port, User,
+IdentityFile, ProxyJump), with agents and known_hosts as usual. `bench.ssh_config` names another
+config file (`ssh -F`); `bench.ssh_key` and `bench.ssh_options` add `-i` and `-o` on top. The files
+travel through the same ssh connection (tar streams), so the config applies to them too. For one target:
 
-1. logs in (BatchMode: never prompts) and finds Python: `bench.remote_python`, else `python3`;
-2. checks it can import onnxruntime, numpy, tokenizers, jinja2; if not and `bench.remote_install`,
-   makes (or reuses) a venv in `~/.cache/edgestill-bench/venv` there and pip-installs them;
+1. logs in (BatchMode: never prompts) and finds Python: `bench.remote_python`, used as given (it must
+   import onnxruntime, numpy, tokenizers, jinja2); without it, `python3` when it imports them, else
+   the venv `~/.cache/edgestill-bench/venv` there, made (and pip-installed) when `bench.remote_install`;
+   the record's `machine.executable` says which Python ran;
 3. copies the runtime (`runtime/`, `edgestill/`, the measuring modules of `benchmarks/`) and each
    bundle into a fresh `mktemp -d` folder, as one tar stream per copy;
 4. runs `python -m edgestill.benchmarks.measure` there once per (bundle, point): a fresh process each,
@@ -45,7 +49,7 @@ def code_files() -> list[tuple[Path, str]]:
     return runtime_files() + [(here / name, f"edgestill/benchmarks/{name}") for name in BENCH_CODE]
 PACKAGES = ["onnxruntime", "numpy", "tokenizers", "jinja2"]
 VENV = "~/.cache/edgestill-bench/venv"
-TARGET = re.compile(r"^ssh://(?P<user>[^@/\s]+)@(?P<host>[^:/\s]+)(:(?P<port>\d{1,5}))?$")
+TARGET = re.compile(r"^ssh://((?P<user>[^@/:\s]+)@)?(?P<host>[^@:/\s]+)(:(?P<port>\d{1,5}))?$")
 CONNECT_TIMEOUT_S = 10
 MEASURE_TIMEOUT_S = 3600
 
@@ -54,35 +58,81 @@ class TargetError(Exception):
     """The target cannot run anything (login, Python, packages): every row of it is an error."""
 
 
-def parse(target: str) -> tuple[str, str, int]:
+def parse(target: str) -> tuple[str | None, str, int | None]:
+    """(user, host, port) of `ssh://[user@]host[:port]`; None where the URL leaves it to the ssh config."""
     m = TARGET.match(target)
     if not m:
-        raise UserError(f"target '{target}': expected ssh://user@host[:port]")
-    return m["user"], m["host"], int(m["port"] or 22)
+        raise UserError(f"target '{target}': expected ssh://[user@]host[:port]")
+    return m["user"], m["host"], int(m["port"]) if m["port"] else None
 
 
 def ssh_command(target: str, bench: Bench) -> list[str]:
-    """`ssh ... user@host` without the remote command: never prompts, gives up after 10 s."""
+    """`ssh ... [user@]host` without the remote command: never prompts, gives up after 10 s; `-p`
+    and the user only when the URL has them, so the ssh config's Port and User apply otherwise."""
     user, host, port = parse(target)
-    cmd = ["ssh", "-p", str(port), "-o", "BatchMode=yes", "-o", f"ConnectTimeout={CONNECT_TIMEOUT_S}",
-           "-o", "LogLevel=ERROR"]
+    cmd = ["ssh"]
+    if bench.ssh_config:
+        cmd += ["-F", str(Path(bench.ssh_config).expanduser())]
+    if port is not None:
+        cmd += ["-p", str(port)]
+    cmd += ["-o", "BatchMode=yes", "-o", f"ConnectTimeout={CONNECT_TIMEOUT_S}", "-o", "LogLevel=ERROR"]
     if bench.ssh_key:
         cmd += ["-i", str(Path(bench.ssh_key).expanduser()), "-o", "IdentitiesOnly=yes"]
     for option in bench.ssh_options:
         cmd += ["-o", option]
-    return cmd + [f"{user}@{host}"]
+    return cmd + ["--", f"{user}@{host}" if user else host]
 
 
-def login_error(target: str, stderr: str) -> str:
-    """One line for an ssh failure (exit 255), with what to check."""
-    line = (stderr.strip().splitlines() or ["no message"])[-1]
-    hints = {"Permission denied": "the key is not accepted: check bench.ssh_key and the board's authorized_keys",
-             "Connection refused": "nothing listens there: check the port and that sshd runs on the board",
-             "timed out": "no answer: check the host is up and reachable",
-             "Could not resolve": "unknown host name: check the spelling or use the IP address",
-             "Host key verification failed": "the host key is unknown or changed: check known_hosts"}
-    hint = next((h for k, h in hints.items() if k in line), "check the target and bench.ssh_options")
-    return f"{target}: cannot log in ({line}); {hint}"
+DEFAULT_KEYS = {f"id_{k}" for k in ("rsa", "ecdsa", "ecdsa_sk", "ed25519", "ed25519_sk", "xmss", "dsa")}
+
+
+def resolved_config(ssh: list[str]) -> dict[str, list[str]]:
+    """What ssh makes of the target after its config (`ssh -G`): {keyword: [values]}; {} if it cannot say."""
+    try:
+        proc = subprocess.run([ssh[0], "-G", *ssh[1:]], capture_output=True, text=True, timeout=CONNECT_TIMEOUT_S)
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    config: dict[str, list[str]] = {}
+    for line in proc.stdout.splitlines():
+        key, _, value = line.partition(" ")
+        config.setdefault(key.lower(), []).append(value.strip())
+    return config
+
+
+def missing_identities(config: dict[str, list[str]]) -> list[str]:
+    """IdentityFiles the config names that do not exist here (ssh skips them without a word); ssh's
+    default key names are left out, they are only tried when there."""
+    return [f for f in config.get("identityfile", [])
+            if Path(f).name not in DEFAULT_KEYS and not Path(f).expanduser().exists()]
+
+
+LOGIN_HINTS = {
+    "Permission denied": "the key is not accepted: check bench.ssh_key (or the ssh config's IdentityFile) and the "
+                         "board's authorized_keys",
+    "Connection refused": "nothing listens there: check the port (the URL's, else the ssh config's Port) and that "
+                          "sshd runs on the board",
+    "timed out": "no answer: check the host is up and reachable",
+    "Could not resolve": "unknown host: neither a Host alias of the ssh config nor a name that resolves; check the "
+                         "spelling, the config (bench.ssh_config, else ~/.ssh/config) or use the IP address",
+    "Host key verification failed": "the host key is unknown or changed: check known_hosts",
+}
+
+
+def login_error(target: str, stderr: str, config: dict[str, list[str]] | None = None) -> str:
+    """One line for an ssh failure (exit 255), with what to check; `config` (ssh -G) names a missing
+    IdentityFile or a ProxyJump that failed."""
+    lines = [ln.strip() for ln in stderr.strip().splitlines() if ln.strip()] or ["no message"]
+    message, last = " / ".join(lines[-2:]), lines[-1]
+    hint = next((h for k, h in LOGIN_HINTS.items() if k in last), "check the target and bench.ssh_options")
+    config = config or {}
+    jump = [j for j in config.get("proxyjump", []) if j and j != "none"]
+    if jump and ("kex_exchange_identification" in last or "UNKNOWN port" in last or "Connection closed" in last):
+        hint = (f"the jump host (ProxyJump {jump[0]}) did not carry the connection: check that it is reachable "
+                "and can reach the board")
+    missing = missing_identities(config)
+    if missing and "Permission denied" in last:
+        hint = f"the IdentityFile {missing[0]} does not exist: fix the ssh config or set bench.ssh_key"
+    return f"{target}: cannot log in ({message}); {hint}"
 
 
 class Board:
@@ -94,7 +144,7 @@ class Board:
     def run(self, command: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess:
         proc = subprocess.run([*self.ssh, command], capture_output=True, text=True, timeout=timeout)
         if proc.returncode == 255:
-            raise TargetError(login_error(self.target, proc.stderr))
+            raise TargetError(login_error(self.target, proc.stderr, resolved_config(self.ssh)))
         if check and proc.returncode != 0:
             raise TargetError(f"{self.target}: `{command}` failed (exit {proc.returncode}): "
                               f"{(proc.stderr.strip().splitlines() or ['no message'])[-1]}")
@@ -114,7 +164,7 @@ class Board:
             proc.stdin.close()
         stderr = proc.stderr.read().decode(errors="replace")
         if proc.wait(timeout=timeout) != 0:
-            raise TargetError(login_error(self.target, stderr) if proc.returncode == 255 else
+            raise TargetError(login_error(self.target, stderr, resolved_config(self.ssh)) if proc.returncode == 255 else
                               f"{self.target}: copying to {remote_dir} failed: {stderr.strip()[-300:]}")
 
 
@@ -124,13 +174,18 @@ def imports_ok(board: Board, python: str) -> bool:
 
 
 def find_python(board: Board, bench: Bench) -> str:
-    """A Python on the board that imports onnxruntime & co, made there when allowed."""
+    """A Python on the board that imports onnxruntime & co: `bench.remote_python` as given, else
+    python3, else the cached venv (made there when allowed)."""
     python = shlex.quote(bench.remote_python or "python3")
     if board.run(f"{python} -c 'import sys; assert sys.version_info >= (3, 10)'", check=False).returncode != 0:
         raise TargetError(f"{board.target}: no Python 3.10+ at '{bench.remote_python or 'python3'}' on the board; "
                           "install python3 there or set bench.remote_python to its path")
     if imports_ok(board, python):
         return python
+    if bench.remote_python:  # named by the user: never swapped for the cached venv behind their back
+        raise TargetError(f"{board.target}: bench.remote_python {bench.remote_python} cannot import "
+                          f"{', '.join(PACKAGES)}; `{bench.remote_python} -m pip install {' '.join(PACKAGES)}` there, "
+                          "or leave bench.remote_python unset to use python3 or the venv of bench.remote_install")
     venv_python = f"{VENV}/bin/python"
     if imports_ok(board, venv_python):
         return venv_python

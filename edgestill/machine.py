@@ -12,6 +12,7 @@ import json
 import os
 import platform
 import subprocess
+import sys
 from importlib import metadata
 from pathlib import Path
 
@@ -96,6 +97,7 @@ def machine_info() -> dict:
         "ram_gb": ram_gb(),
         "os": platform.platform(),
         "python": platform.python_version(),
+        "executable": sys.executable,  # which Python ran (a board's bench.remote_python, or its venv)
         "onnxruntime": package_version("onnxruntime"),
         "tool_version": edgestill.__version__,
         "git_commit": git_commit(),
@@ -110,6 +112,17 @@ def one_line(machine: dict) -> str:
             f"{machine.get('ram_gb')} GiB RAM, {machine.get('os')}, Python {machine.get('python')}, "
             f"onnxruntime {machine.get('onnxruntime')}, edgestill {machine.get('tool_version')} ({commit}), "
             f"load average {machine.get('load_avg_1m')} at start")
+
+
+def device_line(machine: dict) -> str:
+    """A measured device in a line: phone model and Android version when there, CPU, cores, RAM, OS,
+    the Python that ran and onnxruntime."""
+    phone = [machine[k] if k == "device_model" else f"Android {machine[k]}"
+             for k in ("device_model", "android_version") if machine.get(k)]
+    python = f"Python {machine.get('python')}" + (f" ({machine['executable']})" if machine.get("executable") else "")
+    return ", ".join([*phone, f"{machine.get('cpu')} ({machine.get('arch')})", f"{machine.get('cores_logical')} cores",
+                      f"{machine.get('ram_gb')} GiB RAM", str(machine.get("os")), python,
+                      f"onnxruntime {machine.get('onnxruntime')}"])
 
 
 if __name__ == "__main__":

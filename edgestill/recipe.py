@@ -173,13 +173,13 @@ class Export:
 
 
 BENCH_ENGINES = ("edgestill-runtime", "onnxruntime-genai", "transformers-eager", "llama.cpp")
-BENCH_TARGET = re.compile(r"^(local|ssh://[^@/\s]+@[^:/\s]+(:\d{1,5})?|adb://[^/\s]*)$")
+BENCH_TARGET = re.compile(r"^(local|ssh://([^@/:\s]+@)?[^@:/\s]+(:\d{1,5})?|adb://[^/\s]*)$")
 
 
 @dataclass
 class Bench:
     # Grids: threads, prompt_tokens and gen_tokens may each be a list; every combination is measured.
-    targets: list[str] = field(default_factory=lambda: ["local"])  # local | ssh://user@host[:port] | adb://serial
+    targets: list[str] = field(default_factory=lambda: ["local"])  # local | ssh://[user@]host[:port] | adb://serial
     threads: int | list[int] = 2
     prompt_tokens: int | list[int] = 64
     gen_tokens: int | list[int] = 32
@@ -189,9 +189,10 @@ class Bench:
     # Peers measured beside our runtime (benchmarks/peers.py); llama.cpp runs only where llama-bench is on PATH.
     engines: list[str] = field(default_factory=lambda: list(BENCH_ENGINES))
     pin_threads: bool = True  # pin the measuring process to `threads` CPUs
+    ssh_config: Optional[str] = None  # an ssh config file for ssh:// targets (`ssh -F`; null: ~/.ssh/config)
     ssh_key: Optional[str] = None  # private key for ssh:// targets (else ssh's own config/agent)
     ssh_options: list[str] = field(default_factory=list)  # extra `ssh -o` options, e.g. "UserKnownHostsFile=..."
-    remote_python: Optional[str] = None  # python on the board; null: python3, or a venv made there
+    remote_python: Optional[str] = None  # python on the board, used as given; null: python3, or a venv made there
     remote_install: bool = True  # may pip-install onnxruntime, numpy, tokenizers, jinja2 into that venv
     adb_package: str = "dev.edgestill.demo"  # the android_demo app
 
@@ -404,11 +405,11 @@ def _check_bench(b: Bench, where: str) -> None:
     if b.quality_examples is not None and b.quality_examples < 0:
         raise UserError(f"{where}: bench.quality_examples: must be >= 0 (0 skips quality) or null (all)")
     if not b.targets:
-        raise UserError(f"{where}: bench.targets: give at least one of local, ssh://user@host[:port], adb://serial")
+        raise UserError(f"{where}: bench.targets: give at least one of local, ssh://[user@]host[:port], adb://serial")
     for target in b.targets:
         if not BENCH_TARGET.match(target):
             raise UserError(f"{where}: bench.targets: '{target}' is not a target; use local, "
-                            "ssh://user@host[:port] or adb://serial")
+                            "ssh://[user@]host[:port] or adb://serial")
     for engine in b.engines:
         if engine not in BENCH_ENGINES:
             raise UserError(f"{where}: bench.engines: '{engine}' unknown; allowed: {', '.join(BENCH_ENGINES)}")

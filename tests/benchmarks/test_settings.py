@@ -20,8 +20,8 @@ def test_every_grid_setting_may_be_a_list(tmp_path):
 
 
 @pytest.mark.parametrize("override, words", [
-    ("bench.targets=[ftp://board]", ["bench.targets", "ssh://user@host[:port]"]),
-    ("bench.targets=[ssh://board]", ["bench.targets", "'ssh://board'"]),
+    ("bench.targets=[ftp://board]", ["bench.targets", "ssh://[user@]host[:port]"]),
+    ("bench.targets=[ssh://pi@board/path]", ["bench.targets", "'ssh://pi@board/path'"]),
     ("bench.targets=[]", ["bench.targets", "at least one"]),
     ("bench.threads=[2, 0]", ["bench.threads", ">= 1"]),
     ("bench.prompt_tokens=[]", ["bench.prompt_tokens"]),
