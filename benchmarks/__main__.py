@@ -27,7 +27,14 @@ from tqdm import tqdm
 
 from edgestill.benchmarks.headline import answer_tokens, build_headline
 from edgestill.benchmarks.peers import find_gguf, llama_bench_path, run_llama_bench
-from edgestill.benchmarks.plan import Point, as_list, distill_report, models_for, points
+from edgestill.benchmarks.plan import (
+    Point,
+    as_list,
+    distill_report,
+    llama_cpp_installed,
+    models_for,
+    points,
+)
 from edgestill.benchmarks.quality import (
     bundle_quality,
     carried_figures,
@@ -121,8 +128,8 @@ def llama_rows(build_dir: Path, grid: list[Point], recipe: Recipe, notes: list[s
     """llama-bench on the student's GGUF at every point, when both are there; else a note why not."""
     exe = llama_bench_path()
     if exe is None:
-        notes.append("llama.cpp: llama-bench is not on PATH, so no llama.cpp rows; install llama.cpp "
-                     "and put a GGUF of the student in build/<name>/gguf/ to add them")
+        notes.append("llama.cpp: neither llama-cpp-python (pip install 'edgestill[llama]') nor llama-bench is "
+                     "installed, so no llama.cpp rows")
         return []
     ggufs = find_gguf(build_dir)
     if not ggufs:
@@ -154,7 +161,7 @@ def measure_targets(bundles: list[Path], recipe: Recipe, targets: list[str], bui
         if target == "local":
             notes += skipped
             records += run_local(models, grid, b)
-            if "llama.cpp" in b.engines:
+            if "llama.cpp" in b.engines and not llama_cpp_installed():  # llama-bench, when on PATH
                 records += llama_rows(build_dir, grid, recipe, notes)
         elif target.startswith("ssh://"):
             records += run_ssh(target, models, grid, b)

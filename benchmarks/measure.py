@@ -46,6 +46,8 @@ TIMING_SCOPE = {
                          "generate_next_token per token; no tokenization, no chat template",
     "transformers-eager": "PyTorch forward with KV cache (eager attention, fp32) + argmax: prefill (TTFT), then one "
                           "forward per token; no tokenization, no chat template",
+    "llama.cpp": "llama-cpp-python Llama.eval on token ids + argmax over the logits: prefill (TTFT), then one eval "
+                 "per token; no tokenization, no chat template, no sampler",
 }
 
 # Real text (not token soup) so the prefill sees ordinary subword statistics.
@@ -182,6 +184,10 @@ def model_facts(path: Path, engine: str, name: str | None, role: str | None) -> 
         from edgestill.benchmarks.peers import hf_facts
 
         return hf_facts(path, name, role or "teacher")
+    if engine == "llama.cpp" and path.is_file():
+        from edgestill.benchmarks.peers import gguf_facts
+
+        return gguf_facts(path, name, role)
     facts = manifest_facts(path)
     return facts | ({"name": name} if name else {}) | ({"role": role} if role else {})
 
@@ -201,11 +207,11 @@ def measure_bundle(bundle_dir: str | Path, threads: int, prompt_tokens: int, gen
     machine = machine_info()
     busy0, own0, wall0 = busy_cpu_seconds(), own_cpu_seconds(), time.perf_counter()
     start = time.perf_counter()
-    gen, tokenizer = open_engine(engine, bundle_dir, threads)
+    gen, tokenizer = open_engine(engine, bundle_dir, threads, n_ctx=prompt_tokens + gen_tokens + 8)
     load_s = time.perf_counter() - start
     if engine == "transformers-eager":
         record["params"] = gen.params()
-    else:
+    elif engine != "llama.cpp":
         check_context(json.loads((bundle_dir / "manifest.json").read_text(encoding="utf-8")),
                       prompt_tokens + gen_tokens, bundle_dir)
     ids = prompt_ids(tokenizer, prompt_tokens)
@@ -236,7 +242,7 @@ def engine_version(engine: str) -> str | None:
     from edgestill.machine import package_version
 
     package = {"edgestill-runtime": "edgestill", "onnxruntime-genai": "onnxruntime-genai",
-               "transformers-eager": "transformers"}.get(engine)
+               "transformers-eager": "transformers", "llama.cpp": "llama_cpp_python"}.get(engine)
     return package_version(package) if package else None
 
 
@@ -307,7 +313,7 @@ def check_settings(args: argparse.Namespace) -> None:
             raise UserError(f"--{flag.replace('_', '-')}: must be >= 1, got {getattr(args, flag)}")
     if args.warmup < 0:
         raise UserError(f"--warmup: must be >= 0, got {args.warmup}")
-    if not Path(args.bundle).is_dir():
+    if not Path(args.bundle).is_dir() and not (args.engine == "llama.cpp" and Path(args.bundle).is_file()):
         raise UserError(f"bundle folder not found: {args.bundle}; run `edgestill export RECIPE` first")
 
 

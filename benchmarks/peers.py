@@ -4,7 +4,9 @@
 - `onnxruntime-genai`: the same bundle through `onnxruntime_genai` (its own KV cache and greedy search).
 - `transformers-eager`: a Hugging Face folder (the teacher) in PyTorch, `attn_implementation="eager"`,
   fp32 on the CPU, greedy, with the KV cache.
-- `llama.cpp`: `llama-bench` on a GGUF, run as a program (not through `stream_ids`); see `llama_bench_record`.
+- `llama.cpp`: a GGUF (an exported `gguf-*/` folder, or the teacher's .gguf file) through llama-cpp-python
+  (`Llama.eval` + argmax, no sampling code in the loop); where llama-cpp-python is missing and
+  `llama-bench` is on PATH, that program instead (not through `stream_ids`; see `llama_bench_record`).
 
 `open_engine(engine, path, threads)` returns (streamer, tokenizer, facts) for `benchmarks.measure`,
 which runs in a fresh process per record so each engine's peak RSS is its own.
@@ -75,6 +77,66 @@ class TorchStreamer:
                                      use_cache=True)
 
 
+class LlamaCppStreamer:
+    """A GGUF in llama.cpp through llama-cpp-python: `threads` threads, greedy by argmax over the logits."""
+
+    def __init__(self, gguf: Path, threads: int, n_ctx: int):
+        from llama_cpp import Llama
+
+        self.llm = Llama(model_path=str(gguf), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
+                         n_batch=n_ctx, verbose=False)
+
+    def stream_ids(self, ids: list[int], max_new_tokens: int, ignore_eos: bool = True):
+        import numpy as np
+
+        llm = self.llm
+        llm.reset()
+        llm.eval(ids)  # the prefill runs here, so it counts in the time to the first id
+        for step in range(max_new_tokens):
+            token = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+            yield token
+            if step + 1 < max_new_tokens:
+                llm.eval([token])
+
+
+class LlamaCppTokenizer:
+    """The GGUF's own tokenizer behind the `encode(text).ids` call the benchmark's prompt uses."""
+
+    def __init__(self, llm):
+        self.llm = llm
+
+    def encode(self, text: str, add_special_tokens: bool = False):
+        from types import SimpleNamespace
+
+        return SimpleNamespace(ids=self.llm.tokenize(text.encode(), add_bos=add_special_tokens, special=False))
+
+
+def gguf_file(path: Path) -> Path:
+    """The .gguf file of a `gguf-*` folder (its model.gguf), or `path` itself when it is one."""
+    if path.is_dir():
+        files = sorted(path.glob("*.gguf"))
+        if not files:
+            raise UserError(f"{path}: no .gguf file; export one with export.precisions=[gguf-q8_0]")
+        return files[0]
+    return path
+
+
+def gguf_facts(path: Path, name: str | None, role: str | None) -> dict:
+    """Record identity for a GGUF: the folder's manifest when there is one, else the file's own header
+    (params, the dominant matrix type as `gguf-q4_1`, bytes)."""
+    if path.is_dir():
+        return {}  # measure.manifest_facts reads the folder's manifest.json
+    from collections import Counter
+
+    import gguf
+
+    reader = gguf.GGUFReader(str(path))
+    kinds = Counter(t.tensor_type.name.lower() for t in reader.tensors if len(t.shape) == 2)
+    return {"name": name or path.stem, "bundle": str(path), "bundle_sha256": None, "role": role or "teacher",
+            "precision": f"gguf-{kinds.most_common(1)[0][0]}" if kinds else None, "quantization": None,
+            "params": int(sum(int(t.n_elements) for t in reader.tensors)), "file_bytes": path.stat().st_size}
+
+
 def hf_facts(model_dir: Path, name: str | None, role: str) -> dict:
     """Record identity for a Hugging Face folder: size of its weight files, fp32 (as loaded)."""
     files = [p for pattern in HF_WEIGHTS for p in model_dir.glob(pattern)]
@@ -85,10 +147,13 @@ def hf_facts(model_dir: Path, name: str | None, role: str) -> dict:
             "file_bytes": sum(p.stat().st_size for p in files)}
 
 
-def open_engine(engine: str, path: Path, threads: int):
-    """(streamer, tokenizers.Tokenizer) for `engine` on `path` (a bundle, or an HF folder for torch)."""
+def open_engine(engine: str, path: Path, threads: int, n_ctx: int = 4096):
+    """(streamer, tokenizer) for `engine` on `path` (a bundle, an HF folder for torch, a GGUF for llama.cpp)."""
     from tokenizers import Tokenizer
 
+    if engine == "llama.cpp":
+        streamer = LlamaCppStreamer(gguf_file(path), threads, n_ctx)
+        return streamer, LlamaCppTokenizer(streamer.llm)
     if engine == "edgestill-runtime":
         from edgestill.runtime import Bundle, Generator
 
@@ -102,7 +167,7 @@ def open_engine(engine: str, path: Path, threads: int):
     if engine == "transformers-eager":
         return TorchStreamer(path, threads), Tokenizer.from_file(str(tokenizer_file))
     raise UserError(f"engine '{engine}' is not timed in-process; allowed: edgestill-runtime, onnxruntime-genai, "
-                    "transformers-eager")
+                    "transformers-eager, llama.cpp")
 
 
 # ---------------------------------------------------------------- llama.cpp (a program, when installed)
@@ -114,8 +179,9 @@ def llama_bench_path() -> str | None:
 
 
 def find_gguf(build_dir: Path) -> list[Path]:
-    """GGUF files of the student: `build/<name>/student/*.gguf` or `build/<name>/gguf/*.gguf`."""
-    return sorted([*build_dir.glob("student/*.gguf"), *build_dir.glob("gguf/*.gguf")])
+    """GGUF files of the student for llama-bench: the exported `build/<name>/gguf-*/model.gguf`, or
+    files put in `build/<name>/gguf/` or `student/` by hand."""
+    return sorted([*build_dir.glob("gguf-*/*.gguf"), *build_dir.glob("student/*.gguf"), *build_dir.glob("gguf/*.gguf")])
 
 
 def gguf_type(model_type: str | None) -> str | None:

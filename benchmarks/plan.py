@@ -1,7 +1,8 @@
 """What one benchmark run measures: the models (bundle x engine) and the grid of settings.
 
 A `Model` is something one engine runs: every bundle in our runtime, the same bundle in
-onnxruntime-genai, the teacher's Hugging Face folder in PyTorch (`transformers-eager`).
+onnxruntime-genai, the teacher's Hugging Face folder in PyTorch (`transformers-eager`), and in
+llama.cpp (llama-cpp-python) the student's exported `gguf-*/` folders and the teacher's GGUF file.
 A `Point` is one (threads, prompt_tokens, gen_tokens) of the grid: every recipe setting may be a
 list and every combination is measured (`bench.threads=[1,2] bench.prompt_tokens=[64,256]`).
 Each (model, point, target) gives one record.
@@ -9,6 +10,7 @@ Each (model, point, target) gives one record.
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import json
 from dataclasses import dataclass
@@ -85,12 +87,33 @@ def models_for(bundles: list[Path], engines: list[str], build_dir: Path) -> tupl
             notes.append("transformers-eager: skipped, the run has no teacher bundle to compare with")
         else:
             models.append(Model(teacher, "transformers-eager", teacher_bundles[0].name, "teacher"))
+    if "llama.cpp" in engines and llama_cpp_installed():
+        ggufs = gguf_models(build_dir)
+        models += ggufs
+        if not ggufs:
+            notes.append("llama.cpp: no GGUF to run (add gguf-q8_0 to export.precisions; the teacher's GGUF is "
+                         "named in distill_report.json when it came from one)")
     return models, notes
+
+
+def llama_cpp_installed() -> bool:
+    return importlib.util.find_spec("llama_cpp") is not None
+
+
+def gguf_models(build_dir: Path) -> list[Model]:
+    """The student's `gguf-*/` folders (exported, with a manifest) and the teacher's GGUF file (the
+    distill report's teacher.gguf), for the llama.cpp engine."""
+    models = [bundle_model(folder, "llama.cpp") for folder in sorted(build_dir.glob("gguf-*"))
+              if (folder / "manifest.json").is_file()]
+    teacher = (distill_report(build_dir).get("teacher") or {}).get("gguf")
+    if teacher and Path(teacher).is_file():
+        models.append(Model(Path(teacher), "llama.cpp", f"teacher-{Path(teacher).stem}", "teacher"))
+    return models
 
 
 def facts(model: Model) -> dict:
     """What an error record says about the model (no file is opened beyond manifest.json)."""
-    manifest = manifest_of(model.path)
+    manifest = manifest_of(model.path) if model.path.is_dir() else {}
     return {"name": model.name, "bundle": str(model.path), "role": model.role, "precision": manifest.get("precision"),
             "params": manifest.get("params"), "engine": model.engine}
 

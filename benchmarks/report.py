@@ -30,7 +30,7 @@ ROW_FIELDS = ("label", "name", "engine", "target", "threads", "prompt_tokens", "
               "peak_rss_mb", "others_cpu_pct", "noisy", "noise")
 OUR_ENGINE = "edgestill-runtime"
 SHIPPED_ENGINES = (OUR_ENGINE, "android-demo")  # what a user ships; the other engines are peers
-PRECISION_ORDER = {"fp32": 0, "fp16": 1, "int8": 2, "int4": 3}
+PRECISION_ORDER = {"fp32": 0, "fp16": 1, "int8": 2, "int4": 3, "gguf-f16": 1, "gguf-q8_0": 2, "gguf-q4_0": 3}
 
 
 def label(record: dict) -> str:
@@ -102,6 +102,32 @@ def ratios(models: list[dict]) -> dict:
     return out
 
 
+# our runtime's bundle precision that each GGUF type is compared with (same weight width)
+LIKE_FOR_LIKE = {"gguf-q8_0": ("int8", "int8-b32", "int8-b16"), "gguf-q4_0": ("int4", "int4-b64", "int4-gptq"),
+                 "gguf-f16": ("fp16", "fp32")}
+
+
+def llama_cpp_vs_ours(models: list[dict]) -> list[str]:
+    """One line per llama.cpp student GGUF against our runtime's bundle of the same weight width, both
+    measured in this run on the same target: which decodes faster and by how much, and first tokens."""
+    lines = []
+    for g in [m for m in models if m.get("engine") == "llama.cpp" and m["role"] == "student"]:
+        ours = [m for want in LIKE_FOR_LIKE.get(g.get("precision"), ()) for m in models
+                if m.get("engine", OUR_ENGINE) == OUR_ENGINE and m["role"] == "student"
+                and m.get("precision") == want and m.get("target") == g.get("target")]
+        if not ours or not g.get("decode_tok_s_p50") or not ours[0].get("decode_tok_s_p50"):
+            continue
+        o = ours[0]
+        speed = g["decode_tok_s_p50"] / o["decode_tok_s_p50"]
+        faster = "llama.cpp" if speed > 1 else "our runtime"
+        ttft = (o["ttft_ms_p50"] / g["ttft_ms_p50"]) if g.get("ttft_ms_p50") and o.get("ttft_ms_p50") else None
+        lines.append(f"llama.cpp {g['precision']} vs our runtime {o['precision']} ({o['label']}): {faster} decodes "
+                     f"{max(speed, 1 / speed):.2f}x faster ({g['decode_tok_s_p50']:.1f} vs {o['decode_tok_s_p50']:.1f} "
+                     f"tok/s)" + (f"; first token {ttft:.2f}x ({g['ttft_ms_p50']:.1f} vs {o['ttft_ms_p50']:.1f} ms)"
+                                  if ttft else ""))
+    return lines
+
+
 def merge_examples(rows_by_model: dict[str, list[dict]], n: int = 3) -> list[dict]:
     """The first `n` eval examples with every model's answer: {id, input, teacher, label, outputs}."""
     merged: list[dict] = []
@@ -133,7 +159,8 @@ def build_report(machine: dict, settings: dict, records: list[dict],
                "prompt_tokens": r.get("prompt_tokens"), "gen_tokens": r.get("gen_tokens"), "error": r.get("error")}
               for r in records if r.get("status", "ok") != "ok"]
     return {"machine": machine, "devices": devices(records), "settings": settings, "models": models, "peers": peers,
-            "ratios": ratios(models + peers), "rows": [row_entry(r) for r in records], "errors": errors, "notes": list(notes or []),
+            "ratios": ratios(models + peers), "rows": [row_entry(r) for r in records], "errors": errors,
+            "notes": [*(notes or []), *llama_cpp_vs_ours(models + peers)],
             "examples": examples or []}
 
 

@@ -26,7 +26,7 @@ from edgestill.distill.multi_teacher import combined_answerer
 from edgestill.distill.open_teacher import OpenTeacher, soft_targets_asked
 from edgestill.distill.server_teacher import open_server_teacher
 from edgestill.distill.student import count_params
-from edgestill.distill.teacher import load_teacher, teacher_dir
+from edgestill.distill.teacher import load_teacher, source_gguf, teacher_dir
 from edgestill.errors import UserError
 from edgestill.recipe import Recipe, TeacherSource
 
@@ -54,8 +54,10 @@ def open_teacher(t: TeacherSource, recipe: Recipe) -> OpenTeacher:
 
     device = torch_device(recipe.device)
     model, tok = load_teacher(t.source, t.load_in, device)
+    gguf = source_gguf(t.source)
     info = {"source": t.source, "dir": str(Path(teacher_dir(t.source)).resolve()),
-            "params": count_params(model), "layers": model.config.num_hidden_layers}
+            "params": count_params(model), "layers": model.config.num_hidden_layers,
+            **({"gguf": str(gguf)} if gguf else {})}
     write = input_writer(t, model, tok, device)
     answer = (label_answerer(model, tok, recipe.task.labels, eos_ids(model, tok)) if recipe.task.labels
               else fields_answerer(model, tok, recipe.task, eos_ids(model, tok)[0]) if recipe.task.fields

@@ -48,6 +48,15 @@ def bundled_gguf(name: str) -> Path:
     return files[0]
 
 
+def source_gguf(source: str) -> Path | None:
+    """The GGUF file a teacher comes from (the bundled one, or a .gguf source), else None: the
+    benchmark runs it in llama.cpp beside the student's GGUF."""
+    if source in BUNDLED:
+        return bundled_gguf(source).resolve()
+    path = Path(source)
+    return path.resolve() if path.suffix == ".gguf" and path.is_file() else None
+
+
 def teacher_dir(source: str) -> Path:
     """A local HF folder (config.json + safetensors + tokenizer) for `source`, converting once."""
     if source in BUNDLED:

@@ -32,6 +32,7 @@ from edgestill.errors import UserError, cli_main
 from edgestill.export.bnb_preview import bitsandbytes_quality
 from edgestill.export.bundle import ExportSettings, export_bundle
 from edgestill.export.calibrated import CalibratedCopies, qat_pass
+from edgestill.export.gguf_bundle import GGUF_PRESETS, export_gguf
 from edgestill.export.inputs import source_fingerprint
 from edgestill.export.qat import QatSettings, read_report
 from edgestill.export.quality import eval_pairs
@@ -92,10 +93,14 @@ def export_recipe(recipe: Recipe, build_root: str | Path = "build", force: bool 
         shutil.rmtree(stale, ignore_errors=True)
     with tempfile.TemporaryDirectory(dir=build, prefix=".calibrated-") as tmp:
         copies = CalibratedCopies(Path(tmp))  # smoothed/GPTQ copies shared by the presets
-        for p in recipe.export.precisions:
+        for p in [p for p in recipe.export.precisions if p not in GGUF_PRESETS]:
             model_dir, qat = qat_source(recipe, build, student, instruction, p, copies)
             manifests.append(export_bundle(model_dir, build / f"bundle-{p}", p, replace(settings, name=f"{recipe.name}-{p}"),
                                            reference=reference, qat=qat, copies=copies))
+    fp32 = build / "bundle-fp32" if (build / "bundle-fp32" / "manifest.json").is_file() else None
+    for p in [p for p in recipe.export.precisions if p in GGUF_PRESETS]:  # after bundle-fp32, their greedy reference
+        manifests.append(export_gguf(student, build / p, p, replace(settings, name=f"{recipe.name}-{p}"),
+                                     reference, fp32))
     manifests.append(export_bundle(teacher, build / "teacher-bundle-fp32", "fp32",
                                    replace(settings, role="teacher", name="teacher-fp32")))
     return manifests
@@ -134,11 +139,13 @@ class _LazyReference:
 
 def summary_row(m: dict) -> dict:
     """One line of the export summary: size, quality figures and the floor verdict."""
-    floor = m.get("quality_floor") or {}
+    floor, validation = m.get("quality_floor") or {}, m.get("validation") or {}
     return {"name": m["name"], "precision": m["precision"],
             "bytes": sum(f["bytes"] for f in m["files"].values()),
-            "max_abs_logit_diff": m["validation"]["max_abs_logit_diff"],
+            "max_abs_logit_diff": validation.get("max_abs_logit_diff"),
+            "top1_agreement_vs_fp32": validation.get("top1_agreement_vs_fp32"),  # GGUF files: from llama.cpp
             **(m.get("quality") or {}), "floor": floor.get("floor"), "passed": floor.get("passed", True),
+            **({"not_validated": validation["skipped"]} if "skipped" in validation else {}),
             "export_seconds": m.get("export_seconds"),
             **({"qat_simulated_top1_vs_fp32": m["qat"]["simulated_top1_vs_fp32"]} if m.get("qat") else {})}
 
@@ -149,6 +156,9 @@ def print_summary(rows: list[dict]) -> None:
         if "top1_agreement_vs_teacher" in r:
             extra = (f", top-1 vs teacher {r['top1_agreement_vs_teacher']:.3f}, "
                      f"ppl {r['perplexity_teacher_text']:.2f}")
+        if "not_validated" in r:
+            print(f"{r['name']}: {r['bytes'] / 1e6:.1f} MB, not validated: {r['not_validated']}")
+            continue
         verdict = "ok" if r["passed"] else f"FAILS its floor {r['floor']}"
         print(f"{r['name']}: {r['bytes'] / 1e6:.1f} MB, top-1 vs fp32 {r['top1_agreement_vs_fp32']:.3f}{extra}, "
               f"max |logit diff| {r['max_abs_logit_diff']:.2g}: {verdict}")
