@@ -80,6 +80,9 @@ def section(report: dict) -> str:
     ratios = {name: r for name, r in (report.get("ratios") or {}).items() if name in ours}
     if ratios:
         lines += ["", *ratio_lines(ratios)]
+    llama = [n for n in report.get("notes") or [] if n.startswith("llama.cpp gguf-")]  # report.llama_cpp_vs_ours
+    if llama:
+        lines += ["", *[f"- {n}" for n in llama]]
     return "\n".join(lines)
 
 

@@ -120,11 +120,11 @@ def llama_cpp_vs_ours(models: list[dict]) -> list[str]:
         o = ours[0]
         speed = g["decode_tok_s_p50"] / o["decode_tok_s_p50"]
         faster = "llama.cpp" if speed > 1 else "our runtime"
-        ttft = (o["ttft_ms_p50"] / g["ttft_ms_p50"]) if g.get("ttft_ms_p50") and o.get("ttft_ms_p50") else None
+        ttft = (f"; first token: llama.cpp {g['ttft_ms_p50']:.1f} ms, ours {o['ttft_ms_p50']:.1f} ms"
+                if g.get("ttft_ms_p50") and o.get("ttft_ms_p50") else "")
         lines.append(f"llama.cpp {g['precision']} vs our runtime {o['precision']} ({o['label']}): {faster} decodes "
                      f"{max(speed, 1 / speed):.2f}x faster ({g['decode_tok_s_p50']:.1f} vs {o['decode_tok_s_p50']:.1f} "
-                     f"tok/s)" + (f"; first token {ttft:.2f}x ({g['ttft_ms_p50']:.1f} vs {o['ttft_ms_p50']:.1f} ms)"
-                                  if ttft else ""))
+                     f"tok/s){ttft}")
     return lines
 
 

@@ -149,3 +149,27 @@ def test_a_recipe_with_its_own_readme_markers_updates_only_its_section(report):
     assert "plain" in out and "mine" not in out and out.index(f"results:{name}:start") < out.index("bundle-int8")
     other = dict(report, settings=dict(report["settings"], recipe="someone-else"))
     assert "plain" not in update(text, other)  # no markers of its own: the plain section
+
+
+def test_llama_cpp_gguf_is_set_against_our_bundle_of_the_same_width(records):
+    from edgestill.benchmarks.readme import section
+
+    gguf = record("x-gguf-q8_0", "student", "gguf-q8_0", 50_000_000, 55_000_000, 100.0, 0.6) | {"engine": "llama.cpp"}
+    f16 = record("x-gguf-f16", "student", "gguf-f16", 50_000_000, 100_000_000, 30.0, 0.6) | {"engine": "llama.cpp"}
+    report = build_report(MACHINE, {"recipe": "x", "threads": 2}, [*records, gguf, f16])
+    half, q8 = (n for n in report["notes"] if n.startswith("llama.cpp gguf-"))
+    assert q8.startswith("llama.cpp gguf-q8_0 vs our runtime int8 (bundle-int8): llama.cpp decodes 1.25x faster "
+                         "(100.0 vs 80.0 tok/s)")
+    assert half == ("llama.cpp gguf-f16 vs our runtime fp32 (bundle-fp32): our runtime decodes 1.33x faster "
+                    "(30.0 vs 40.0 tok/s); first token: llama.cpp 133.3 ms, ours 100.0 ms")
+    assert [m["label"] for m in report["peers"]] == ["x-gguf-f16 (llama.cpp)", "x-gguf-q8_0 (llama.cpp)"]
+    assert q8 in section(report) and half in section(report)
+
+
+def test_a_board_report_names_the_measured_device_and_the_harness(records):
+    board = {**MACHINE, "cpu": "Cortex-A76", "arch": "aarch64", "executable": "/opt/venv/bin/python"}
+    on_board = [r | {"target": "ssh://edgebox", "machine": board} for r in records]
+    text = render(build_report(MACHINE, {"recipe": "x"}, on_board))
+    assert "- `ssh://edgebox`: Cortex-A76 (aarch64)" in text and "(/opt/venv/bin/python)" in text
+    assert "**Harness** (ran the benchmark and scored quality): Test CPU" in text
+    assert "**Machine:** Test CPU" in render(build_report(MACHINE, {"recipe": "x"}, records))
