@@ -19,7 +19,7 @@ B := $(BUILD)/$(NAME)
 VENV := .venv/.installed
 VENV_TEST := .venv/.installed-test
 
-.PHONY: student test test-fast venv clean-run clean bench optimum-venv optimum-peer arm64-check lookup-speed readme
+.PHONY: student test test-fast venv clean-run clean bench sweep optimum-venv optimum-peer arm64-check lookup-speed readme
 
 student: $(B)/report/report.json
 	@echo "done: $(B)/report/report.md"
@@ -97,6 +97,12 @@ BUNDLES ?=
 TARGET ?=
 bench: | $(VENV)
 	$(ES) bench $(RECIPE) --build-root $(BUILD) $(if $(strip $(BUNDLES)),--bundles $(BUNDLES)) $(if $(strip $(TARGET)),--target $(TARGET)) $(ARGS)
+
+# Several student sizes (the recipe's `sweep:` list) on the same teacher data, each exported and
+# benchmarked, then the score-vs-latency/size chart in build/<name>-sweep/ (distill/sweep.py):
+#   make sweep RECIPE=recipes/summaries.yaml
+sweep: | $(VENV)
+	$(ES) sweep $(RECIPE) --build-root $(BUILD) $(ARGS)
 
 test: $(VENV_TEST)
 	$(PY) -m pytest $(PYTEST_ARGS)

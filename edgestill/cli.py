@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str, tuple[str, ...], str]] = {
     "bench": ("edgestill.benchmarks.__main__", "main", (), "bundles -> report (size, memory, latency, quality); `bench compare A B`"),
     "generate": ("edgestill.runtime.__main__", "main", ("generate",), "answer one prompt with a bundle (numpy + onnxruntime)"),
     "chat": ("edgestill.runtime.__main__", "main", ("chat",), "chat with a bundle in the terminal"),
+    "sweep": ("edgestill.distill.sweep", "main", (), "several student sizes on the same data -> score vs latency/size chart"),
     "compare": ("edgestill.distill.compare", "main", (), "two distill_report.json files: paired gains with 95% intervals"),
     "csv": ("edgestill.benchmarks.csv_printer", "main", (), "benchmark records (records.jsonl) as CSV"),
     "gptq": ("edgestill.export.passes", "gptq_main", (), "GPTQ-round a student checkpoint onto the bundle's int grid"),

@@ -200,6 +200,17 @@ class Bench:
 
 
 @dataclass
+class SweepPoint:
+    """One student size of `edgestill sweep` (distill/sweep.py): what it changes in `student:`."""
+    name: Optional[str] = None  # the point's build folder is <recipe name>-<name> (default: size<i>)
+    layers: list[int] | int | None = None
+    hidden_size: Optional[int] = None
+    intermediate_size: Optional[int] = None
+    num_attention_heads: Optional[int] = None
+    num_key_value_heads: Optional[int] = None
+
+
+@dataclass
 class Recipe:
     name: str
     task: Task
@@ -208,6 +219,8 @@ class Recipe:
     distill: Distill = field(default_factory=Distill)
     export: Export = field(default_factory=Export)
     bench: Bench = field(default_factory=Bench)
+    # student sizes trained on the same data by `edgestill sweep` / `make sweep` (distill/sweep.py)
+    sweep: list[SweepPoint] = field(default_factory=list)
     # where PyTorch runs the local teacher, the student's training and its evaluation:
     # auto (the first CUDA GPU when torch sees one, else the CPU), cpu, cuda or cuda:N
     device: str = "auto"

@@ -12,8 +12,10 @@ on the held-out prompts:
   `top1_agreement_vs_fp32` at the answer positions of the held-out teacher text (prompt + the
   teacher's answer, up to 16 of them; the prompts' own positions when there is none), as the ONNX
   bundles' figure;
-- greedy decoding: llama.cpp's first 64 tokens against our runtime's fp32 bundle (PyTorch's greedy
-  when there is none): `greedy_tokens_identical` and the identical prefix per prompt, recorded.
+- greedy decoding against our runtime's fp32 bundle (PyTorch's greedy when there is none): the
+  answers up to the first end token (`greedy_answers_identical`, what an app receives), and the
+  first 64 tokens with the end token ignored (`greedy_tokens_identical`, the identical prefix per
+  prompt), recorded.
 
 The quality floor: top-1 agreement at least 0.99 (f16), 0.98 (q8_0), 0.90 (q4_0), the same
 tokens as tokenizer.json, and for f16 every logit within 0.25 of PyTorch's (f16 weights measured
@@ -35,7 +37,7 @@ import numpy as np
 
 from edgestill.errors import UserError
 from edgestill.export.bundle import ExportSettings, task_shape
-from edgestill.export.gguf_file import GGUF_TYPES, write_gguf
+from edgestill.export.gguf_file import GGUF_TYPES, special_ids, write_gguf
 from edgestill.export.inputs import source_fingerprint
 from edgestill.export.manifest import file_table
 from edgestill.export.validate import GREEDY_TOKENS, Reference
@@ -128,6 +130,12 @@ def runtime_greedy(fp32_bundle: Path | None, reference: Reference, ids: list[int
     return list(Generator(Bundle.open(fp32_bundle), threads=threads).stream_ids(ids, GREEDY_TOKENS, ignore_eos=True))
 
 
+def answer_part(ids: list[int], eos: set[int]) -> list[int]:
+    """`ids` up to and with the first end token."""
+    end = next((i for i, t in enumerate(ids) if t in eos), len(ids) - 1)
+    return ids[:end + 1]
+
+
 def validate_gguf(path: Path, student: Path, reference: Reference, s: ExportSettings,
                   fp32_bundle: Path | None) -> dict:
     """llama.cpp on the file against the student's tokenizer, PyTorch logits and the fp32 bundle's greedy."""
@@ -139,12 +147,14 @@ def validate_gguf(path: Path, student: Path, reference: Reference, s: ExportSett
     sequences = answer_sequences(student, s) or [(ids, 1) for ids in all_ids]
     n_ctx = max(max(len(i) for i in all_ids) + GREEDY_TOKENS, max(len(i) for i, _ in sequences)) + 8
     llm = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=s.threads or 2, logits_all=True, verbose=False)
-    tokens_equal, max_diff, identical, prefixes = True, 0.0, True, []
+    tokens_equal, max_diff, identical, answers_equal, prefixes = True, 0.0, True, True, []
+    eos = set(special_ids(student)["eos"])
     for prompt, ids in zip(prompts, all_ids):
         tokens_equal &= llm.tokenize(prompt.encode(), add_bos=False, special=True) == ids
         max_diff = max(max_diff, float(np.abs(llama_logits(llm, ids) - reference.logits(ids)).max()))
         want, have = runtime_greedy(fp32_bundle, reference, ids, s.threads), llama_greedy(llm, ids, GREEDY_TOKENS)
         identical &= want == have
+        answers_equal &= answer_part(want, eos) == answer_part(have, eos)
         prefixes.append(next((i for i, (a, b) in enumerate(zip(want, have)) if a != b), len(want)))
     top1 = agreement(llm, reference, sequences)
     llm.close()
@@ -153,7 +163,8 @@ def validate_gguf(path: Path, student: Path, reference: Reference, s: ExportSett
             "tokenizer_identical": tokens_equal, "max_abs_logit_diff": round(max_diff, 5),
             "top1_agreement_vs_fp32": top1, "greedy_tokens": GREEDY_TOKENS,
             "greedy_reference": "runtime fp32 bundle" if fp32_bundle else "PyTorch fp32",
-            "greedy_tokens_identical": identical, "greedy_identical_prefix": prefixes}
+            "greedy_answers_identical": answers_equal, "greedy_tokens_identical": identical,
+            "greedy_identical_prefix": prefixes}
 
 
 def judge_gguf(kind: str, validation: dict) -> dict | None:

@@ -52,7 +52,8 @@ def trimmed_dir(tmp_path_factory, tiny_llama_dir) -> Path:
 def test_f16_matches_pytorch_and_the_fp32_bundle_token_for_token(tmp_path, tiny_llama_dir, reference, fp32_bundle):
     m = export_gguf(tiny_llama_dir, tmp_path / "gguf-f16", "gguf-f16", settings(), reference, fp32_bundle)
     v = m["validation"]
-    assert v["tokenizer_identical"] and v["greedy_tokens_identical"] and v["greedy_reference"] == "runtime fp32 bundle"
+    assert v["tokenizer_identical"] and v["greedy_tokens_identical"] and v["greedy_answers_identical"]
+    assert v["greedy_reference"] == "runtime fp32 bundle"
     assert v["max_abs_logit_diff"] < 0.05 and v["top1_agreement_vs_fp32"] >= 0.99
     assert v["agreement_on"] == "teacher answers" and v["sequences"] == len(PAIRS)
     assert m["quality_floor"]["passed"] and m["precision"] == "gguf-f16"
