@@ -179,9 +179,11 @@ class Shape:
         return gold_scores(answers, records, key or self.key, list(self.fields))
 
 
-def teacher_entries(distill: dict, evals: list[dict], shape: Shape, params: int | None) -> list[dict]:
-    """The teacher zero-shot (from its recorded answers, else the distill report's `teacher_*`
-    figures) and its best prompted procedure when the distill report has one."""
+def teacher_entries(distill: dict, evals: list[dict], shape: Shape, params: int | None,
+                    name: str = "teacher, zero-shot") -> list[dict]:
+    """The teacher as it answered the training data (`name`: zero-shot, or few-shot for a fields task;
+    from its recorded answers, else the distill report's `teacher_*` figures) and its best prompted
+    procedure when the distill report has one."""
     quality = distill.get("quality") or {}
     own, best = prefixed(quality, "teacher_"), prefixed(quality, "teacher_best_")
     outputs = [r["output"] for r in evals]
@@ -190,7 +192,7 @@ def teacher_entries(distill: dict, evals: list[dict], shape: Shape, params: int 
         return None if k == IMITATION[0] else (from_scores(scores) or figure(own, k))
 
     scores = shape.scores(outputs, evals)
-    rows = [entry("teacher, zero-shot", "its answers in data/teacher.jsonl", "teacher", score_of(shape.key, scores),
+    rows = [entry(name, "its answers in data/teacher.jsonl", "teacher", score_of(shape.key, scores),
                   {k: score_of(k, shape.scores(outputs, evals, k)) for k, _ in shape.columns}, "bench", scores,
                   params=params, reference=True)]
     if number(best.get(shape.key)) is not None:
@@ -298,7 +300,10 @@ def build_headline(distill: dict, models: list[dict], rows_by_model: dict[str, l
         (b["params"] for b in bundles if b["role"] == "teacher"), None)
     student_params = (distill.get("student") or {}).get("params")
     student = distilled_entry("student (fp32, PyTorch)", "student", distill, shape, student_params)
-    rows = [*teacher_entries(distill, evals, shape, teacher_params),
+    # a fields task's teacher answers few-shot (distill/fields.py); the others zero-shot
+    rows = [*teacher_entries(distill, evals, shape, teacher_params,
+                             "teacher, few-shot" if fields or (distill.get("task") or {}).get("fields")
+                             else "teacher, zero-shot"),
             *[b for b in bundles if b["role"] == "teacher"], *([student] if student else []),
             *[b for b in bundles if b["role"] != "teacher"],
             *baseline_entries(distill, evals, shape, student_params)]

@@ -334,8 +334,8 @@ def test_extraction_rows_use_the_label_keys():
     assert h["metric"] == "exact_match_vs_label"
     assert h["secondary"] == [["field_f1_vs_label", "field F1"], ["json_valid", "valid JSON"]]
     r = by_name(h)
-    assert list(r) == ["teacher, zero-shot", "student (fp32, PyTorch)", "tiny-int8"]  # no echo for JSON answers
-    assert r["teacher, zero-shot"]["score"]["value"] == 0.75  # from its recorded answers
+    assert list(r) == ["teacher, few-shot", "student (fp32, PyTorch)", "tiny-int8"]  # no echo for JSON answers
+    assert r["teacher, few-shot"]["score"]["value"] == 0.75  # from its recorded answers (few-shot, as it answers)
     assert r["tiny-int8"]["score"] == {"value": 0.5, "ci95": [0.0, 1.0]}
     assert r["tiny-int8"]["secondary"]["json_valid"]["value"] == 0.75
     int8 = r["tiny-int8"]["retention"]
