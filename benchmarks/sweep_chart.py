@@ -82,8 +82,14 @@ def summary(points: list[dict], teacher: dict | None) -> dict:
             "smallest_keeping": smallest_keeping(points)}
 
 
+def params_text(params: int | None) -> str:
+    if not params:
+        return "–"
+    return f"{params / 1e6:.1f}M" if params >= 1e5 else f"{params / 1e3:.1f}K"
+
+
 def markdown(s: dict) -> str:
-    rows = [[p["name"], p["bundle"], f"{p['params'] / 1e6:.1f}M" if p.get("params") else "–",
+    rows = [[p["name"], p["bundle"], params_text(p.get("params")),
              f"{p['bundle_mb']}", f"{p['request_ms']:.1f}",
              f"{p['score']:.3f}" + (f" ({p['score_ci95'][0]:.3f}-{p['score_ci95'][1]:.3f})" if p.get("score_ci95") else ""),
              "–" if p.get("retention") is None else f"{p['retention']:.3f}",
@@ -94,9 +100,11 @@ def markdown(s: dict) -> str:
              *table(["size", "bundle", "params", "bundle MB", "request ms", f"{s['metric']} (95% CI)", "retention",
                      "Pareto (latency)"], rows), ""]
     if t:
-        lines += [f"Teacher ({t['name']}): {t['score']:.3f} at {t['request_ms']:.1f} ms per request, "
-                  f"{t['bundle_mb']} MB.", ""]
+        score = "the reference of the scores" if t["score"] is None else f"{t['score']:.3f}"
+        lines += [f"Teacher ({t['name']}): {score}, {t['request_ms']:.1f} ms per request, {t['bundle_mb']} MB.", ""]
     keep = s["smallest_keeping"]
+    if all(p.get("retention") is None for p in s["points"]):
+        return "\n".join([*lines, "No retention: the scores are against the teacher itself (no ground truth)."]) + "\n"
     lines.append(f"★ the smallest student keeping at least {KEEP:.2f} of the teacher's score: {keep}." if keep else
                  f"No student keeps {KEEP:.2f} of the teacher's score.")
     return "\n".join(lines) + "\n"

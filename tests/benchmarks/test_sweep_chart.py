@@ -11,14 +11,15 @@ from edgestill.benchmarks.sweep_chart import main
 from edgestill.errors import UserError
 
 
-def report(tmp_path, name, mb, ms, score, retention):
+def report(tmp_path, name, mb, ms, score, retention, teacher=0.80):
     rows = [{"name": "teacher-fp32", "role": "teacher", "precision": "fp32", "params": 134_000_000,
-             "file_bytes": 540_000_000, "request_ms": 500.0, "score": {"value": 0.80, "ci95": [0.7, 0.9]}},
+             "file_bytes": 540_000_000, "request_ms": 500.0,
+             "score": None if teacher is None else {"value": teacher, "ci95": [0.7, 0.9]}},
             {"name": f"{name}-fp32", "role": "student", "precision": "fp32", "params": 10_000_000,
              "file_bytes": int(mb * 4e6), "request_ms": ms * 2, "score": {"value": score, "ci95": None}},
             {"name": f"{name}-int8", "role": "student", "precision": "int8", "params": 10_000_000,
              "file_bytes": int(mb * 1e6), "request_ms": ms, "score": {"value": score, "ci95": [score - 0.1, score + 0.1]},
-             "retention": {"value": retention, "ci95": [retention - 0.1, retention + 0.1]}}]
+             "retention": None if retention is None else {"value": retention, "ci95": [retention - 0.1, retention + 0.1]}}]
     path = tmp_path / name / "report.json"
     path.parent.mkdir()
     path.write_text(json.dumps({"headline": {"name": "accuracy", "rows": rows}}))
@@ -43,6 +44,17 @@ def test_no_student_keeping_is_said(tmp_path):
     out = tmp_path / "sweep"
     assert main(["--out", str(out), report(tmp_path, "small", 10, 20, 0.60, 0.75)]) == 0
     assert "No student keeps 0.95" in (out / "sweep.md").read_text()
+    assert json.loads((out / "sweep.json").read_text())["smallest_keeping"] is None
+
+
+def test_scores_against_the_teacher_itself(tmp_path):
+    """No ground truth: the teacher is the reference (no score of its own) and there is no retention."""
+    out = tmp_path / "sweep"
+    assert main(["--out", str(out), report(tmp_path, "small", 10, 20, 0.40, None, teacher=None)]) == 0
+    md = (out / "sweep.md").read_text()
+    assert "Teacher (teacher-fp32): the reference of the scores, 500.0 ms per request" in md
+    assert "No retention: the scores are against the teacher itself" in md
+    assert (out / "sweep.png").is_file()
     assert json.loads((out / "sweep.json").read_text())["smallest_keeping"] is None
 
 
