@@ -25,6 +25,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from edgestill.benchmarks.gguf_quality import gguf_outputs
 from edgestill.benchmarks.headline import answer_tokens, build_headline
 from edgestill.benchmarks.peers import find_gguf, llama_bench_path, run_llama_bench
 from edgestill.benchmarks.plan import (
@@ -41,6 +42,8 @@ from edgestill.benchmarks.quality import (
     eval_records,
     gains_note,
     gains_over,
+    label_figures,
+    score,
 )
 from edgestill.benchmarks.record import (
     SCHEMA_NAME,
@@ -196,9 +199,34 @@ def score_all(bundles: list[Path], records: list[dict], recipe: Recipe, evals: l
         by_name[name].update(quality)
         rows_by_model[name] = rows
         log.info("  %s: %s", path.name, quality)
+    if evals and "llama.cpp" in recipe.bench.engines and llama_cpp_installed():
+        by_name.update(gguf_scores(build_dir, evals, recipe, threads))
     for rec in records:
         rec["quality"] = {**by_name.get(rec["name"], {}), **(rec.get("quality") or {})}
     return rows_by_model
+
+
+def gguf_scores(build_dir: Path, evals: list[dict], recipe: Recipe, threads: int) -> dict[str, dict]:
+    """The task score of each exported GGUF in llama.cpp (benchmarks/gguf_quality.py), by manifest name,
+    beside its export figures; a fields task's GGUFs keep only the export figures."""
+    out = {}
+    for folder in sorted(build_dir.glob("gguf-*")):
+        if not (folder / "manifest.json").is_file():
+            continue
+        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+        figures = {k: v for k, v in (manifest.get("validation") or {}).items() if k == "top1_agreement_vs_fp32"}
+        try:
+            with tqdm(total=len(evals), desc=f"quality {folder.name}", unit="ex", leave=False) as bar:
+                outputs = gguf_outputs(folder, evals, recipe.task.max_output_tokens, threads, bar)
+        except Exception as err:  # a file llama.cpp cannot run: its speed rows already say why
+            log.error("  %s: no quality figures (%s)", folder.name, " ".join(str(err).split())[:300])
+            continue
+        if outputs is not None:
+            task = manifest.get("task") or {}
+            figures.update(score(outputs, evals), **label_figures(outputs, evals, task.get("labels")))
+        out[manifest.get("name") or folder.name] = figures
+        log.info("  %s: %s", folder.name, figures)
+    return out
 
 
 def fp32_student(bundles: list[Path]) -> str | None:

@@ -107,6 +107,17 @@ LIKE_FOR_LIKE = {"gguf-q8_0": ("int8", "int8-b32", "int8-b16"), "gguf-q4_0": ("i
                  "gguf-f16": ("fp16", "fp32")}
 
 
+SCORES = (("accuracy_vs_label", "accuracy"), ("rouge_l_vs_label", "ROUGE-L vs the references"),
+          ("rouge_l_vs_teacher", "ROUGE-L vs the teacher"))
+
+
+def task_score(gguf: dict, ours: dict) -> str:
+    """`; accuracy: llama.cpp 0.720, ours 0.720` with the first task score both have, else ''."""
+    a, b = gguf.get("quality") or {}, ours.get("quality") or {}
+    key = next(((k, name) for k, name in SCORES if k in a and k in b), None)
+    return f"; {key[1]}: llama.cpp {a[key[0]]:.3f}, ours {b[key[0]]:.3f}" if key else ""
+
+
 def llama_cpp_vs_ours(models: list[dict]) -> list[str]:
     """One line per llama.cpp student GGUF against our runtime's bundle of the same weight width, both
     measured in this run on the same target: which decodes faster and by how much, and first tokens."""
@@ -124,7 +135,7 @@ def llama_cpp_vs_ours(models: list[dict]) -> list[str]:
                 if g.get("ttft_ms_p50") and o.get("ttft_ms_p50") else "")
         lines.append(f"llama.cpp {g['precision']} vs our runtime {o['precision']} ({o['label']}): {faster} decodes "
                      f"{max(speed, 1 / speed):.2f}x faster ({g['decode_tok_s_p50']:.1f} vs {o['decode_tok_s_p50']:.1f} "
-                     f"tok/s){ttft}")
+                     f"tok/s){ttft}{task_score(g, o)}")
     return lines
 
 

@@ -39,7 +39,7 @@ from edgestill.errors import UserError
 from edgestill.export.bundle import ExportSettings, task_shape
 from edgestill.export.gguf_file import GGUF_TYPES, special_ids, write_gguf
 from edgestill.export.inputs import source_fingerprint
-from edgestill.export.manifest import file_table
+from edgestill.export.manifest import file_table, prompt_template
 from edgestill.export.validate import GREEDY_TOKENS, Reference
 from edgestill.files import atomic_write_json, atomic_write_text
 from edgestill.tensors import chat_prompt, user_message
@@ -216,7 +216,7 @@ def export_gguf(student: Path, out_dir: Path, precision: str, s: ExportSettings,
         manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, "name": s.name or f"student-{precision}",
                     "role": s.role, "precision": precision, "params": reference.params, "gguf": info,
                     **({"task": t} if (t := task_shape(s)) else {}),
-                    "prompt": {"instruction": s.instruction},
+                    "prompt": {"template": prompt_template(student), "instruction": s.instruction},
                     "source": {"model_dir": str(student.resolve()), "fingerprint": fingerprint, **s.source},
                     "validation": validation, "quality_floor": judge_gguf(kind, validation),
                     "files": file_table(tmp)}

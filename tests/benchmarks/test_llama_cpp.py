@@ -26,7 +26,7 @@ def test_llama_cpp_rows_for_student_and_teacher_beside_our_runtime(build_copy, t
     write_gguf(tiny_llama_dir, teacher_gguf, "q8_0", name="teacher")  # stands in for the teacher's own file
     (build_copy / "student").mkdir()
     (build_copy / "student" / "distill_report.json").write_text(json.dumps({"teacher": {"gguf": str(teacher_gguf)}}))
-    recipe = write_recipe(tmp_path, quality_examples=0, repetitions=2, warmup=0,
+    recipe = write_recipe(tmp_path, quality_examples=2, repetitions=2, warmup=0,
                           engines=["edgestill-runtime", "llama.cpp"])
     assert main([str(recipe), "--build-root", str(build_copy.parent), "--bundles", str(build_copy / "bundle-int8")]) == 0
     records = [json.loads(line) for line in (build_copy / "report" / "records.jsonl").read_text().splitlines()]
@@ -40,3 +40,6 @@ def test_llama_cpp_rows_for_student_and_teacher_beside_our_runtime(build_copy, t
     report = json.loads((build_copy / "report" / "report.json").read_text())
     line = next(n for n in report["notes"] if n.startswith("llama.cpp gguf-q8_0 vs our runtime int8"))
     assert "decodes" in line and "x faster" in line
+    got = student["quality"]  # its answers to the eval inputs in llama.cpp, scored as the bundles' are
+    assert 0 <= got["rouge_l_vs_teacher"] <= 1 and "top1_agreement_vs_fp32" in got
+    assert f"ROUGE-L vs the references: llama.cpp {got['rouge_l_vs_label']:.3f}" in line

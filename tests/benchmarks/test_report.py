@@ -161,7 +161,8 @@ def test_llama_cpp_gguf_is_set_against_our_bundle_of_the_same_width(records):
     assert q8.startswith("llama.cpp gguf-q8_0 vs our runtime int8 (bundle-int8): llama.cpp decodes 1.25x faster "
                          "(100.0 vs 80.0 tok/s)")
     assert half == ("llama.cpp gguf-f16 vs our runtime fp32 (bundle-fp32): our runtime decodes 1.33x faster "
-                    "(30.0 vs 40.0 tok/s); first token: llama.cpp 133.3 ms, ours 100.0 ms")
+                    "(30.0 vs 40.0 tok/s); first token: llama.cpp 133.3 ms, ours 100.0 ms; "
+                    "ROUGE-L vs the teacher: llama.cpp 0.600, ours 0.620")
     assert [m["label"] for m in report["peers"]] == ["x-gguf-f16 (llama.cpp)", "x-gguf-q8_0 (llama.cpp)"]
     assert q8 in section(report) and half in section(report)
 

@@ -151,3 +151,26 @@ def test_the_benchmark_runs_the_gguf_in_llama_cpp(tmp_path, tiny_llama_dir, refe
     bare = measure_bundle(out / "model.gguf", threads=1, prompt_tokens=8, gen_tokens=2, repetitions=1,
                           engine="llama.cpp", warmup=0, name="file", role="teacher")
     assert bare["precision"] == "gguf-q8_0" and bare["params"] > 0 and bare["role"] == "teacher"
+
+
+def test_label_answers_in_llama_cpp_match_our_runtime(tmp_path, tiny_llama_dir, reference, fp32_bundle):
+    """A label task's GGUF answers by the labels' likelihood (+ end token), as Generator.choose does on
+    the fp32 bundle; free text greedily, as Generator.generate."""
+    from edgestill.benchmarks.gguf_quality import gguf_outputs
+    from edgestill.runtime import Bundle, Generator
+
+    folder = tmp_path / "gguf-f16"
+    export_gguf(tiny_llama_dir, folder, "gguf-f16", settings(), reference, fp32_bundle)
+    records = [{"input": t} for t in TEXTS]
+    gen = Generator(Bundle.open(fp32_bundle), threads=2)
+    bundle_prompt = gen.bundle.format_prompt
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["prompt"]["template"].replace("{user}", f"{INSTRUCTION}\n\n{TEXTS[0]}") == bundle_prompt(TEXTS[0])
+    labels = gguf_outputs(folder, records, 8, 2)
+    assert labels == [gen.choose(t, choices=["positive", "negative"]).text for t in TEXTS]
+    free = dict(manifest, task={})
+    (folder / "manifest.json").write_text(json.dumps(free))
+    assert gguf_outputs(folder, records, 8, 2) == [gen.generate(t, max_new_tokens=8, temperature=0.0).strip()
+                                                   for t in TEXTS]
+    (folder / "manifest.json").write_text(json.dumps(dict(manifest, task={"fields": ["day"]})))
+    assert gguf_outputs(folder, records, 8, 2) is None  # JSON needs our runtime's constraint
