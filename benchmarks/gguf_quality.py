@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgestill.benchmarks.peers import gguf_file
+from edgestill.benchmarks.peers import gguf_file, llama_greedy_ids
 
 
 def prompt_text(manifest: dict, text: str, chat_template: str | None = None) -> str:
@@ -48,15 +48,7 @@ def continuation_logp(llm, ids: list[int], cont: list[int]) -> float:
 
 
 def greedy_text(llm, ids: list[int], max_new_tokens: int) -> str:
-    llm.reset()
-    llm.eval(ids)
-    out = []
-    for _ in range(max_new_tokens):
-        token = int(np.argmax(llm.scores[llm.n_tokens - 1]))
-        if token == llm.token_eos():
-            break
-        out.append(token)
-        llm.eval([token])
+    out = list(llama_greedy_ids(llm, ids, max_new_tokens, stop=llm.token_eos()))
     return llm.detokenize(out).decode("utf-8", errors="replace").strip()
 
 

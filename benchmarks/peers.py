@@ -87,16 +87,24 @@ class LlamaCppStreamer:
                          n_batch=n_ctx, verbose=False)
 
     def stream_ids(self, ids: list[int], max_new_tokens: int, ignore_eos: bool = True):
-        import numpy as np
+        return llama_greedy_ids(self.llm, ids, max_new_tokens)
 
-        llm = self.llm
-        llm.reset()
-        llm.eval(ids)  # the prefill runs here, so it counts in the time to the first id
-        for step in range(max_new_tokens):
-            token = int(np.argmax(llm.scores[llm.n_tokens - 1]))
-            yield token
-            if step + 1 < max_new_tokens:
-                llm.eval([token])
+
+def llama_greedy_ids(llm, ids: list[int], max_new_tokens: int, stop: int | None = None):
+    """Greedy ids (argmax over the logits) after `ids` in a llama-cpp-python `Llama`, up to
+    `max_new_tokens` or before `stop`; the prefill runs at the first `next()`, so it counts in the
+    time to the first id."""
+    import numpy as np
+
+    llm.reset()
+    llm.eval(ids)
+    for step in range(max_new_tokens):
+        token = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+        if token == stop:
+            return
+        yield token
+        if step + 1 < max_new_tokens:
+            llm.eval([token])
 
 
 class LlamaCppTokenizer:

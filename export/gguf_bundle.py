@@ -68,26 +68,25 @@ def modelfile(s: ExportSettings) -> str:
             f"FROM ./{MODEL_FILE}\nPARAMETER temperature 0\nPARAMETER num_ctx 2048\n")
 
 
-def prompt_ids(student: Path, s: ExportSettings) -> tuple[list[str], list[list[int]]]:
-    """The held-out prompts (instruction + input in the student's chat template) and their ids in the
-    student's tokenizer.json, as our runtime encodes them."""
+def student_tokenizers(student: Path):
+    """(transformers tokenizer for the chat template, tokenizers.Tokenizer as our runtime encodes)."""
     from tokenizers import Tokenizer
     from transformers import AutoTokenizer
 
-    hf, tok = AutoTokenizer.from_pretrained(student), Tokenizer.from_file(str(student / "tokenizer.json"))
+    return AutoTokenizer.from_pretrained(student), Tokenizer.from_file(str(student / "tokenizer.json"))
+
+
+def prompt_ids(hf, tok, s: ExportSettings) -> tuple[list[str], list[list[int]]]:
+    """The held-out prompts (instruction + input in the student's chat template) and their ids in the
+    student's tokenizer.json, as our runtime encodes them."""
     prompts = [chat_prompt(hf, user_message(s.instruction, text)) for text in s.eval_texts]
     return prompts, [tok.encode(p, add_special_tokens=False).ids for p in prompts]
 
 
-def answer_sequences(student: Path, s: ExportSettings) -> list[tuple[list[int], int]]:
+def answer_sequences(hf, tok, s: ExportSettings) -> list[tuple[list[int], int]]:
     """(prompt + teacher answer ids, where the answer starts) for up to 16 held-out pairs."""
-    from tokenizers import Tokenizer
-    from transformers import AutoTokenizer
-
-    pairs = list(s.quality_pairs)[:AGREEMENT_PAIRS]
-    hf, tok = AutoTokenizer.from_pretrained(student), Tokenizer.from_file(str(student / "tokenizer.json"))
     out = []
-    for text, answer, _ in pairs:
+    for text, answer, _ in list(s.quality_pairs)[:AGREEMENT_PAIRS]:
         prompt = tok.encode(chat_prompt(hf, user_message(s.instruction, text)), add_special_tokens=False).ids
         out.append((prompt + tok.encode(answer, add_special_tokens=False).ids, len(prompt)))
     return out
@@ -143,8 +142,9 @@ def validate_gguf(path: Path, student: Path, reference: Reference, s: ExportSett
         from llama_cpp import Llama
     except ImportError:
         return {"skipped": "llama-cpp-python is not installed (pip install 'edgestill[llama]'); the file was not run"}
-    prompts, all_ids = prompt_ids(student, s)
-    sequences = answer_sequences(student, s) or [(ids, 1) for ids in all_ids]
+    hf, tok = student_tokenizers(student)
+    prompts, all_ids = prompt_ids(hf, tok, s)
+    sequences = answer_sequences(hf, tok, s) or [(ids, 1) for ids in all_ids]
     n_ctx = max(max(len(i) for i in all_ids) + GREEDY_TOKENS, max(len(i) for i, _ in sequences)) + 8
     llm = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=s.threads or 2, logits_all=True, verbose=False)
     tokens_equal, max_diff, identical, answers_equal, prefixes = True, 0.0, True, True, []

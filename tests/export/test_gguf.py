@@ -73,8 +73,8 @@ def test_quantized_presets_carry_their_agreement(tmp_path, tiny_llama_dir, refer
     assert v["tokenizer_identical"] and 0 < v["top1_agreement_vs_fp32"] <= 1
     assert m["quality_floor"] == {"metric": "top1_agreement_vs_fp32", "floor": floor,  # no logit tolerance
                                   "value": v["top1_agreement_vs_fp32"], "passed": v["top1_agreement_vs_fp32"] >= floor}
-    f16 = (tmp_path / precision / "model.gguf").stat().st_size
-    assert m["gguf"]["tensor_types"].get(precision.removeprefix("gguf-").upper()) and f16 > 0
+    size = (tmp_path / precision / "model.gguf").stat().st_size
+    assert m["gguf"]["tensor_types"].get(precision.removeprefix("gguf-").upper()) and size > 0
 
 
 def test_trimmed_vocabulary_tokenizes_and_decodes_as_our_runtime(tmp_path, trimmed_dir):
