@@ -40,6 +40,7 @@ from edgestill.benchmarks.quality import (
     bundle_quality,
     carried_figures,
     eval_records,
+    field_figures,
     gains_note,
     gains_over,
     label_figures,
@@ -208,7 +209,7 @@ def score_all(bundles: list[Path], records: list[dict], recipe: Recipe, evals: l
 
 def gguf_scores(build_dir: Path, evals: list[dict], recipe: Recipe, threads: int) -> dict[str, dict]:
     """The task score of each exported GGUF in llama.cpp (benchmarks/gguf_quality.py), by manifest name,
-    beside its export figures; a fields task's GGUFs keep only the export figures."""
+    beside its export figures."""
     out = {}
     for folder in sorted(build_dir.glob("gguf-*")):
         if not (folder / "manifest.json").is_file():
@@ -221,9 +222,9 @@ def gguf_scores(build_dir: Path, evals: list[dict], recipe: Recipe, threads: int
         except Exception as err:  # a file llama.cpp cannot run: its speed rows already say why
             log.error("  %s: no quality figures (%s)", folder.name, " ".join(str(err).split())[:300])
             continue
-        if outputs is not None:
-            task = manifest.get("task") or {}
-            figures.update(score(outputs, evals), **label_figures(outputs, evals, task.get("labels")))
+        task = manifest.get("task") or {}
+        figures.update(score(outputs, evals), **label_figures(outputs, evals, task.get("labels")),
+                       **field_figures(outputs, evals, task.get("fields")))
         out[manifest.get("name") or folder.name] = figures
         log.info("  %s: %s", folder.name, figures)
     return out

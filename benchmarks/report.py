@@ -30,7 +30,7 @@ ROW_FIELDS = ("label", "name", "engine", "target", "threads", "prompt_tokens", "
               "peak_rss_mb", "others_cpu_pct", "noisy", "noise")
 OUR_ENGINE = "edgestill-runtime"
 SHIPPED_ENGINES = (OUR_ENGINE, "android-demo")  # what a user ships; the other engines are peers
-PRECISION_ORDER = {"fp32": 0, "fp16": 1, "int8": 2, "int4": 3, "gguf-f16": 1, "gguf-q8_0": 2, "gguf-q4_0": 3}
+PRECISION_ORDER = {"fp32": 0, "fp16": 1, "int8": 2, "int4": 3, "gguf-f32": 0, "gguf-f16": 1, "gguf-q8_0": 2, "gguf-q4_0": 3}
 
 
 def label(record: dict) -> str:
@@ -104,11 +104,11 @@ def ratios(models: list[dict]) -> dict:
 
 # our runtime's bundle precision that each GGUF type is compared with (same weight width)
 LIKE_FOR_LIKE = {"gguf-q8_0": ("int8", "int8-b32", "int8-b16"), "gguf-q4_0": ("int4", "int4-b64", "int4-gptq"),
-                 "gguf-f16": ("fp16", "fp32")}
+                 "gguf-f16": ("fp16", "fp32"), "gguf-f32": ("fp32",)}
 
 
-SCORES = (("accuracy_vs_label", "accuracy"), ("rouge_l_vs_label", "ROUGE-L vs the references"),
-          ("rouge_l_vs_teacher", "ROUGE-L vs the teacher"))
+SCORES = (("accuracy_vs_label", "accuracy"), ("field_f1_vs_label", "field F1"),
+          ("rouge_l_vs_label", "ROUGE-L vs the references"), ("rouge_l_vs_teacher", "ROUGE-L vs the teacher"))
 
 
 def task_score(gguf: dict, ours: dict) -> str:

@@ -38,7 +38,7 @@ BUNDLED_TEACHERS = ("smollm2-135m-instruct",)
 # file for llama.cpp; a test keeps the lists equal).
 Precision = Literal["fp32", "fp16", "int8", "int8-b32", "int4", "int4-b64", "int4-kquant", "int4-kquant-mixed",
                     "int4-mixed", "int4-qat", "int4-gptq", "int4-gptq-mixed", "int8-b16",
-                    "gguf-f16", "gguf-q8_0", "gguf-q4_0"]
+                    "gguf-f32", "gguf-f16", "gguf-q8_0", "gguf-q4_0"]
 PRECISIONS = typing.get_args(Precision)
 
 

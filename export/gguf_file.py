@@ -8,7 +8,7 @@ Written with the `gguf` package's writer and quantizers (no code from llama.cpp'
 - weights: the checkpoint's safetensors (never a pickle), renamed to llama.cpp's tensor names; the
   query and key projections are re-ordered per head from Hugging Face's rotate-half layout to the
   interleaved pairs llama.cpp's Llama rope rotates; norms stay F32, matrices take the preset's type
-  (`f16`, `q8_0`, `q4_0`; a matrix whose rows do not split into 32-value blocks stays F16; under
+  (`f32`, `f16`, `q8_0`, `q4_0`; a matrix whose rows do not split into 32-value blocks stays F16; under
   `q4_0` the embedding takes Q8_0, as it also serves as the output head);
 - tokenizer: the student's own tokenizer.json (a trimmed vocabulary included): tokens in id order,
   BPE merges, special tokens as control tokens, bos/eos/pad ids, and the pre-tokenizer llama.cpp
@@ -34,7 +34,7 @@ import numpy as np
 
 from edgestill.errors import UserError
 
-GGUF_TYPES = ("f16", "q8_0", "q4_0")
+GGUF_TYPES = ("f32", "f16", "q8_0", "q4_0")
 GGUF_MAGIC = b"GGUF"
 ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM")  # the same tensors and rope in llama.cpp's llama arch
 BLOCK = 32  # values per Q8_0 / Q4_0 block
@@ -51,7 +51,7 @@ LAYER_TENSORS = {  # Hugging Face name inside model.layers.N -> llama.cpp name i
 }
 TOP_TENSORS = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
                "lm_head.weight": "output.weight"}
-FILE_TYPE = {"f16": 1, "q8_0": 7, "q4_0": 2}  # llama.cpp's LLAMA_FTYPE_MOSTLY_*
+FILE_TYPE = {"f32": 0, "f16": 1, "q8_0": 7, "q4_0": 2}  # llama.cpp's LLAMA_FTYPE_MOSTLY_*
 
 
 def interleave_rope(w: np.ndarray, n_heads: int) -> np.ndarray:
@@ -135,7 +135,7 @@ def tensor_type(name: str, shape: tuple[int, ...], kind: str):
     """The GGML type a tensor is written in under preset `kind`."""
     import gguf
 
-    if len(shape) == 1:
+    if len(shape) == 1 or kind == "f32":
         return gguf.GGMLQuantizationType.F32
     if kind == "f16" or shape[-1] % BLOCK:
         return gguf.GGMLQuantizationType.F16

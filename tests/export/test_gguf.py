@@ -8,6 +8,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from edgestill.errors import UserError
@@ -113,7 +114,6 @@ def test_damaged_files_are_refused_with_one_line(tmp_path, tiny_llama_dir):
 
 def test_tensors_that_do_not_match_the_metadata_are_refused(tmp_path):
     import gguf
-    import numpy as np
 
     path = tmp_path / "mismatch.gguf"
     writer = gguf.GGUFWriter(str(path), "llama")
@@ -155,7 +155,7 @@ def test_the_benchmark_runs_the_gguf_in_llama_cpp(tmp_path, tiny_llama_dir, refe
 
 def test_label_answers_in_llama_cpp_match_our_runtime(tmp_path, tiny_llama_dir, reference, fp32_bundle):
     """A label task's GGUF answers by the labels' likelihood (+ end token), as Generator.choose does on
-    the fp32 bundle; free text greedily, as Generator.generate."""
+    the fp32 bundle; free text greedily, as Generator.generate; a fields task's JSON as Generator.extract."""
     from edgestill.benchmarks.gguf_quality import gguf_outputs
     from edgestill.runtime import Bundle, Generator
 
@@ -172,5 +172,70 @@ def test_label_answers_in_llama_cpp_match_our_runtime(tmp_path, tiny_llama_dir, 
     (folder / "manifest.json").write_text(json.dumps(free))
     assert gguf_outputs(folder, records, 8, 2) == [gen.generate(t, max_new_tokens=8, temperature=0.0).strip()
                                                    for t in TEXTS]
-    (folder / "manifest.json").write_text(json.dumps(dict(manifest, task={"fields": ["day"]})))
-    assert gguf_outputs(folder, records, 8, 2) is None  # JSON needs our runtime's constraint
+
+
+class Traced:
+    """A runtime-style model that records the logits of every step (`runtime.fields.decode`'s view)."""
+
+    def __init__(self, model):
+        self.model, self.logits, self.picked = model, [], []
+
+    def new_cache(self, batch, capacity):
+        self.cache = self.model.new_cache(batch, capacity)
+        return self
+
+    def prefill(self, row, ids):
+        self.logits.append(np.array(self.cache.prefill(row, ids)))
+        return self.logits[-1]
+
+    def step(self, tokens):
+        self.picked.append(int(tokens[0]))
+        out = self.cache.step(tokens)
+        self.logits.append(np.array(out[0]))
+        return out
+
+
+def test_fields_answers_in_llama_cpp_follow_our_runtime(tmp_path, tiny_llama_dir, reference, fp32_bundle):
+    """A fields task's GGUF answers with our JSON automaton over llama.cpp's logits: the token bytes are
+    the bundle's, every step's logits are our runtime's within engine noise, and llama.cpp's pick is
+    our pick or, where a random model's allowed tokens tie, one within that noise of it."""
+    from llama_cpp import Llama
+
+    from edgestill.benchmarks.gguf_quality import (
+        LlamaModel,
+        fields_guide,
+        gguf_outputs,
+        prompt_text,
+    )
+    from edgestill.runtime import Bundle, Generator
+    from edgestill.runtime.fields import decode, token_pieces
+
+    folder = tmp_path / "gguf-f32"
+    export_gguf(tiny_llama_dir, folder, "gguf-f32", settings(), reference, fp32_bundle)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["quality_floor"]["passed"]
+    gen = Generator(Bundle.open(fp32_bundle), threads=2)
+    llm = Llama(model_path=str(folder / "model.gguf"), n_ctx=512, logits_all=True, verbose=False)
+    guide = fields_guide(llm, ["day", "place"])
+    assert guide.table.pieces == token_pieces(gen.bundle.tokenizer)  # long tokens too (over 32 bytes)
+    ours_guide = gen.fields_guide(["day", "place"])
+    for text in TEXTS:
+        ids = llm.tokenize(prompt_text(manifest, text).encode(), add_bos=False, special=True)
+        assert ids == gen.encode(text)
+        ours, theirs = Traced(gen.model), Traced(LlamaModel(llm))
+        decode(ours, ids, ours_guide, 24)
+        decode(theirs, ids, guide, 24)
+        for a, b, x, y in zip(ours.picked, theirs.picked, ours.logits, theirs.logits):
+            assert np.abs(x - y).max() < 0.01  # the same position's logits
+            if a != b:  # the first divergence: a near-tie in our own logits
+                assert abs(x[a] - x[b]) < 0.01
+                break
+    llm.close()
+    records = [{"input": t} for t in TEXTS]
+    for verbatim in (False, True):
+        (folder / "manifest.json").write_text(json.dumps(dict(manifest, task={"fields": ["day", "place"],
+                                                                             "verbatim": verbatim})))
+        got = [json.loads(g) for g in gguf_outputs(folder, records, 24, 2)]
+        assert all(list(g) == ["day", "place"] for g in got)
+        if verbatim:
+            assert all(v is None or v in t for g, t in zip(got, TEXTS) for v in g.values())
