@@ -115,6 +115,23 @@ def baseline_note(build_dir: Path) -> list[str]:
             *gain_note(distill_report(build_dir))]
 
 
+def student_note(build_dir: Path) -> list[str]:
+    """One note on where the student came from (distill_report.json `student`): the teacher's layers,
+    random weights, or a pretrained base (named, with whether it shares the teacher's tokenizer)."""
+    s = distill_report(build_dir).get("student") or {}
+    if not s:
+        return []
+    size = f"student: {s['params'] / 1e6:.1f}M params, {len(s.get('layers') or [])} layers"
+    if s.get("init") == "base":
+        how = ("the teacher's tokenizer: top-k soft targets" if s.get("same_tokenizer_as_teacher")
+               else "its own tokenizer: sequence-level KD on the teacher's text")
+        return [f"{size} of the pretrained base {s.get('base')} ({s.get('base_architecture')}, "
+                f"{s.get('base_layers')} layers; {how}; chat template: {s.get('chat_template')})"]
+    if s.get("init") == "random":
+        return [f"{size}, random weights in the teacher's shape"]
+    return [f"{size}, copied from the teacher's layers {s.get('layers')}"]
+
+
 def gain_note(report: dict) -> list[str]:
     """The student's ROUGE-L with its 95% interval and its paired gain over each baseline (on the
     same eval inputs), from the distill report's `comparisons`; none for a report without them."""
@@ -281,7 +298,7 @@ def run(recipe: Recipe, build_root: str | Path = "build", bundles: list[str] | N
     evals = [] if limit == 0 else eval_records(build_dir / "data", limit)
     machine, run_id, notes = machine_info(), now_utc().replace(":", "").replace("-", ""), []
     records = measure_targets(paths, recipe, targets, build_dir, notes)
-    notes += baseline_note(build_dir)
+    notes += student_note(build_dir) + baseline_note(build_dir)
     rows_by_model = score_all(paths, records, recipe, evals, build_dir)
     for rec in records:
         rec["run_id"] = run_id

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from edgestill import __version__
 from edgestill.distill import alongside
+from edgestill.distill.base import base_tokenizer_check
 from edgestill.distill.data import teacher_data
 from edgestill.distill.device import process_state
 from edgestill.distill.evaluate import (
@@ -57,6 +58,8 @@ def run(recipe: Recipe, build_root: str = "build") -> dict:
     data_dir, student_dir = out / "data", out / "student"
     procs = process_state(recipe.device)  # one process unless started by `accelerate launch`; a wrong
     # device fails here, before any work
+    if recipe.student.init == "base":
+        base_tokenizer_check(recipe)  # a base of another vocabulary refuses soft targets here, before any work
     with procs.main_process_first():  # the others then find the data complete and only read it
         data = teacher_data(recipe, data_dir)
     train_recs = [r for r in data.records if r["split"] == "train"]
@@ -84,10 +87,15 @@ def run(recipe: Recipe, build_root: str = "build") -> dict:
     hidden = recipe.distill.loss.hidden_states > 0  # the teacher then runs at train time
     teacher_side = {"teacher": data.model, "teacher_pad_id": data.tokenizer.pad_token_id} if hidden else {}
     examples = build_examples(train_recs, tok, instruction, store, built.id_map, rationale=recipe.task.rationale,
+                              retokenize=built.retokenize,
                               teacher_tok=data.tokenizer if hidden else None,
                               all_positions=recipe.distill.loss.hidden_positions == "all",
                               labels=recipe.task.labels if recipe.distill.loss.labels > 0 else None)
-    eval_examples = build_examples(eval_recs, tok, instruction, store, built.id_map)
+    examples = [e for e in examples if len(e.input_ids) > e.n_prompt]  # an empty answer teaches nothing
+    if not examples:
+        raise UserError("distill: every teacher answer is empty in the student's tokens; check the teacher's "
+                        "answers in data/teacher.jsonl (task.instruction, task.max_output_tokens)")
+    eval_examples = build_examples(eval_recs, tok, instruction, store, built.id_map, retokenize=built.retokenize)
 
     def score(model, desc):
         model.eval()

@@ -308,6 +308,8 @@ def open_server_teacher(t: TeacherSource, recipe: Recipe):
     it has weights."""
     from transformers import AutoTokenizer
 
+    if not t.tokenizer:  # the student has a base of its own: answers in its tokens, text only
+        return _own_tokenizer_teacher(t, recipe)
     folder = Path(t.tokenizer) if Path(t.tokenizer).is_dir() else Path(teacher_dir(t.tokenizer))
     has_weights = (folder / "config.json").is_file() and any(folder.glob("*.safetensors"))
     model, tok = (load_teacher(str(folder), t.load_in, torch_device(recipe.device)) if has_weights
@@ -330,3 +332,26 @@ def open_server_teacher(t: TeacherSource, recipe: Recipe):
         return found
     return OpenTeacher(f"openai:{t.model}", tok, model, server_writer(client, workers),
                        server_answerer(client, tok, stop, top_logprobs, workers), targets, info)
+
+
+def _own_tokenizer_teacher(t: TeacherSource, recipe: Recipe):
+    """A served teacher without `teacher.tokenizer` (a student.base recipe): no local teacher weights
+    or vocabulary, so its answers are re-tokenized with the student base's tokenizer and the student
+    learns them as text (sequence-level KD, "targets": "sequence"); its log-probs are not asked."""
+    from transformers import AutoTokenizer
+
+    folder = Path(teacher_dir(recipe.student.base))
+    tok = AutoTokenizer.from_pretrained(folder)
+    client = ServerClient.from_teacher(t)
+    client.check()
+    log.info("server teacher %s at %s: sequence targets in the student base's tokens", t.model, client.base_url)
+    workers = getattr(t, "batch_size", MAX_WORKERS)
+
+    def info() -> dict:
+        if client.failed_requests:
+            log.warning("teacher server: %d requests failed (%s); their records are missing, run again to retry",
+                        client.failed_requests, dict(client.failures))
+        return {"source": "openai", **client.info(), "targets": "sequence", "top_logprobs": 0,
+                "tokenizer": f"the student base's ({folder.resolve()})"}
+    return OpenTeacher(f"openai:{t.model}", tok, None, server_writer(client, workers),
+                       server_answerer(client, tok, [tok.eos_token_id], 0, workers), "sequence", info)

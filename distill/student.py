@@ -1,9 +1,12 @@
-"""Student initialisation: a few of the teacher's layers (DistilBERT-style), or random weights.
+"""Student initialisation: a few of the teacher's layers (DistilBERT-style), random weights, or a
+separately pretrained base (`student.base`, distill/base.py).
 
 `make_student(teacher, layers, init)` returns a new model of the teacher's architecture with
 `len(layers)` decoder layers. With `init="teacher-layers"`, layer j is a copy of teacher layer
 `layers[j]`, and the embeddings, final norm and LM head are copied too; with `init="random"`
-only the shape comes from the teacher.
+only the shape comes from the teacher. With `init="base"` the same copy is made from the base's
+layers (all of them by default), and the student keeps the base's tokenizer and chat template.
+Width pruning and vocabulary trimming apply to every kind when the recipe asks.
 """
 
 from __future__ import annotations
@@ -25,15 +28,20 @@ class BuiltStudent:
     tokenizer: Any             # the student's tokenizer (its own chat template; trimmed vocab if asked)
     id_map: Any = None         # np.ndarray teacher id -> student id (-1: not kept), None when identical
     info: dict = field(default_factory=dict)  # what the report says about the initialisation
+    retokenize: bool = False   # the teacher's ids are not the student's: answers re-tokenized, hard targets only
 
 
 def build_student(recipe, teacher, teacher_tok, train_records: list[dict]) -> BuiltStudent:
     """The recipe's student: teacher layers (or random) and, if asked, a vocabulary trimmed to
     what the training data uses (chosen from training records only, so eval inputs stay unseen)."""
+    if recipe.student.init == "base":
+        return _from_base(recipe, teacher_tok, train_records)
     if teacher is None:
         raise UserError("student: the teacher is remote, so there are no teacher layers to copy; "
                         "set teacher.tokenizer to a local model folder with weights (the same model the server serves)")
     layers = recipe.student.layers
+    if layers is None:
+        layers = recipe.student.layers = list(range(teacher.config.num_hidden_layers))
     if isinstance(layers, int):  # random init: the first N layers' shapes (they are all alike)
         layers = list(range(layers))
     model = make_student(teacher, layers, recipe.student.init)
@@ -43,6 +51,43 @@ def build_student(recipe, teacher, teacher_tok, train_records: list[dict]) -> Bu
     if not recipe.student.trim_vocab:
         return BuiltStudent(model, tok, None, {"vocab_size": len(tok)})
     return _trimmed(model, tok, recipe.task.instruction, train_records)
+
+
+def _from_base(recipe, teacher_tok, train_records: list[dict]) -> BuiltStudent:
+    """The student from `student.base`: its layers (all, listed, or the N of highest block influence),
+    its own tokenizer and chat template; then pruning and trimming as for any student."""
+    from edgestill.distill.base import load_base, same_vocabulary
+
+    base, tok = load_base(recipe)
+    if not tok.chat_template:
+        tok.chat_template = STUDENT_CHAT_TEMPLATE
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    # the answers end with the tokenizer's eos (distill/train.py): first among the ids that stop generation
+    stops = base.generation_config.eos_token_id
+    stops = list(stops) if isinstance(stops, (list, tuple)) else [stops] if stops is not None else []
+    base.generation_config.eos_token_id = [tok.eos_token_id] + [i for i in stops if i != tok.eos_token_id]
+    same = same_vocabulary(tok, teacher_tok)
+    asked, selection = recipe.student.layers, None
+    if asked is None:
+        recipe.student.layers = list(range(base.config.num_hidden_layers))
+    elif isinstance(asked, int):
+        texts = [chat_prompt(tok, user_message(recipe.task.instruction, r["input"])) + r["output"]
+                 for r in train_records[:32]]
+        recipe.student.layers = select_layers(block_influence(base, tok, texts), asked)
+        selection = {"method": "block-influence", "asked": asked}
+    model = base if recipe.student.layers == list(range(base.config.num_hidden_layers)) \
+        else make_student(base, recipe.student.layers)
+    model = _pruned(model, tok, recipe, train_records)
+    info = {"base": recipe.student.base, "base_layers": base.config.num_hidden_layers,
+            "base_architecture": (base.config.architectures or [type(base).__name__])[0],
+            "same_tokenizer_as_teacher": same, "chat_template": "the base's own" if tok.chat_template
+            != STUDENT_CHAT_TEMPLATE else "the project's ChatML", **({"layer_selection": selection} if selection else {})}
+    if recipe.student.trim_vocab:
+        built = _trimmed(model, tok, recipe.task.instruction, train_records, teacher_ids=same)
+        return BuiltStudent(built.model, built.tokenizer, built.id_map if same else None, {**info, **built.info},
+                            not same)
+    return BuiltStudent(model, tok, None, {**info, "vocab_size": len(tok)}, not same)
 
 
 def resolve_layers(recipe, teacher, teacher_tok, train_records: list[dict]) -> dict | None:
@@ -77,10 +122,12 @@ def _pruned(model, tok, recipe, train_records: list[dict]):
     return prune.prune_width(model, prune.importance(model, prune.calibration_batches(tok, texts)), **sizes)
 
 
-def _trimmed(model, tok, instruction: str, train_records: list[dict]) -> BuiltStudent:
+def _trimmed(model, tok, instruction: str, train_records: list[dict], teacher_ids: bool = True) -> BuiltStudent:
+    """The vocabulary cut to the training text's tokens; `teacher_ids`: the records' target ids are in
+    `tok`'s vocabulary (kept too, and mapped by `id_map`)."""
     texts = [chat_prompt(tok, user_message(instruction, r["input"])) for r in train_records]
     texts += [r["output"] for r in train_records] + [r["rationale"] for r in train_records if r.get("rationale")]
-    extra = sorted({t for r in train_records for t in r["target_ids"]})
+    extra = sorted({t for r in train_records for t in r["target_ids"]}) if teacher_ids else []
     keep = vocab.plan_trim(tok, texts, extra_ids=extra)
     new_tok = vocab.trimmed_tokenizer(tok, keep)
     vocab.trim_model(model, keep)
@@ -113,7 +160,7 @@ def make_student(teacher, layers: list[int], init: str = "teacher-layers"):
     n = teacher.config.num_hidden_layers
     bad = [i for i in layers if not 0 <= i < n]
     if bad:
-        raise UserError(f"student.layers: {bad} out of range; the teacher has layers 0..{n - 1}")
+        raise UserError(f"student.layers: {bad} out of range; the model the student is cut from has layers 0..{n - 1}")
     import torch
 
     student = AutoModelForCausalLM.from_config(student_config(teacher.config, layers), dtype=torch.float32)

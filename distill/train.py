@@ -71,7 +71,8 @@ RATIONALE_PREFIX = "[rationale] "  # distilling step-by-step: the auxiliary task
 
 def build_examples(records: list[dict], tokenizer, instruction: str, store: TopkStore,
                    id_map: np.ndarray | None = None, rationale: bool = False,
-                   teacher_tok=None, all_positions: bool = False, labels: list[str] | None = None) -> list[Example]:
+                   teacher_tok=None, all_positions: bool = False, labels: list[str] | None = None,
+                   retokenize: bool = False) -> list[Example]:
     """Student-side examples from teacher records; `id_map` maps teacher ids to a trimmed student
     vocabulary (-1 for ids the student lacks: masked in the soft-target loss).
 
@@ -83,14 +84,18 @@ def build_examples(records: list[dict], tokenizer, instruction: str, store: Topk
     answer in teacher ids) for the hidden-state loss; with `all_positions`, that loss covers every
     student token whose teacher twin is found (`aligned_positions`), not only the answer. With
     `labels` (a label task's label set, for the label-set loss), each example carries the labels'
-    first tokens and the teacher's log-likelihood of each label.
+    first tokens and the teacher's log-likelihood of each label. With `retokenize` (a student whose
+    vocabulary is not the teacher's, distill/base.py), every answer is the teacher's text in the
+    student's own tokens with hard targets only.
     """
     first = label_first_ids(tokenizer, labels) if labels else None
     out = []
     for r, p_ids in zip(records, tokenized_prompts(tokenizer, instruction, [r["input"] for r in records])):
         ids, logp = store.read(r["topk_offset"], r["topk_len"])
         targets = list(r["target_ids"])
-        if id_map is not None:
+        if retokenize:
+            targets, ids, logp = _retokenized(tokenizer, r, ids.shape[1])
+        elif id_map is not None:
             targets = id_map[np.asarray(targets, dtype=np.int64)].tolist()
             ids = id_map[ids.astype(np.int64)]
             if min(targets, default=0) < 0:  # held-out answers may use tokens the training data did not:

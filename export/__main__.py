@@ -62,8 +62,13 @@ def read_student(recipe: Recipe, build: Path) -> tuple[Path, dict]:
     return student, json.loads(report_file.read_text())
 
 
-def teacher_folder(report: dict, student: Path) -> Path:
-    folder = Path((report.get("teacher") or {}).get("dir", ""))
+def teacher_folder(report: dict, student: Path) -> Path | None:
+    """The teacher's HF folder for its reference bundle; None for a served teacher with no local
+    weights (nothing to export: the report compares with its answers alone)."""
+    t = report.get("teacher") or {}
+    folder = Path(t.get("dir", ""))
+    if t.get("source") == "openai" and not ("dir" in t and list(folder.glob("*.safetensors"))):
+        return None
     if not (folder / "config.json").is_file():
         raise UserError(f"{student / 'distill_report.json'}: teacher.dir {str(folder)!r} is not a Hugging "
                         "Face folder; run `edgestill distill RECIPE` again to rewrite the report")
@@ -101,6 +106,9 @@ def export_recipe(recipe: Recipe, build_root: str | Path = "build", force: bool 
     for p in [p for p in recipe.export.precisions if p in GGUF_PRESETS]:  # after bundle-fp32, their greedy reference
         manifests.append(export_gguf(student, build / p, p, replace(settings, name=f"{recipe.name}-{p}"),
                                      reference, fp32))
+    if teacher is None:
+        log.info("the teacher is served with no local weights: no teacher bundle (the report compares its answers)")
+        return manifests
     manifests.append(export_bundle(teacher, build / "teacher-bundle-fp32", "fp32",
                                    replace(settings, role="teacher", name="teacher-fp32")))
     return manifests

@@ -18,15 +18,8 @@ from pathlib import Path
 
 from edgestill.errors import UserError
 from edgestill.files import sha256_file
+from edgestill.model_files import SUPPORTED_ARCHITECTURES, pickle_files
 
-# Decoder-only text models that onnxruntime-genai's builder (0.18) exports in the KV-cache
-# layout runtime/ runs. Tested here: LlamaForCausalLM (SmolLM2 and its students).
-SUPPORTED_ARCHITECTURES = (
-    "LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM",
-    "GemmaForCausalLM", "Gemma2ForCausalLM", "PhiForCausalLM", "Phi3ForCausalLM",
-    "GraniteForCausalLM", "OlmoForCausalLM", "SmolLM3ForCausalLM",
-)
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 REQUIRED_FILES = ("config.json", "tokenizer.json")
 
 
@@ -34,7 +27,7 @@ def check_model_dir(model_dir: Path) -> None:
     """Raise UserError unless `model_dir` is a safetensors HF folder of a supported architecture."""
     if not model_dir.is_dir():
         raise UserError(f"model folder not found: {model_dir}")
-    pickles = sorted(p.name for p in model_dir.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    pickles = pickle_files(model_dir)
     if pickles:
         raise UserError(f"{model_dir}: holds pickle weights ({', '.join(pickles)}); export reads safetensors "
                         "only (pickle files can run code). Re-save with model.save_pretrained(folder) "
