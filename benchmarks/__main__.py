@@ -123,8 +123,8 @@ def student_note(build_dir: Path) -> list[str]:
         return []
     size = f"student: {s['params'] / 1e6:.1f}M params, {len(s.get('layers') or [])} layers"
     if s.get("init") == "base":
-        how = ("the teacher's tokenizer: top-k soft targets" if s.get("same_tokenizer_as_teacher")
-               else "its own tokenizer: sequence-level KD on the teacher's text")
+        how = ("the teacher's vocabulary, so soft targets apply" if s.get("same_tokenizer_as_teacher")
+               else "a vocabulary of its own: the teacher's text re-tokenized, sequence-level KD")
         return [f"{size} of the pretrained base {s.get('base')} ({s.get('base_architecture')}, "
                 f"{s.get('base_layers')} layers; {how}; chat template: {s.get('chat_template')})"]
     if s.get("init") == "random":
