@@ -11,7 +11,7 @@ and the widths), e.g.
       - {name: l8, layers: [0, 1, 2, 3, 4, 5, 6, 7]}
       - {name: l8-ffn768, layers: [0, 1, 2, 3, 4, 5, 6, 7], intermediate_size: 768}
 
-Every size is checked against the teacher's shape before any work (more layers than it has, a
+Every size is checked against the teacher's shape (the student base's, with `student.base`) before any work (more layers than it has, a
 layer it does not have, widths larger than its own or heads that do not divide): one line, exit 2.
 Point i builds `build/<name>-<point name>/` through the stage commands (`edgestill distill`,
 `export --overwrite`, `bench`), as `make student` would; the first point's teacher data is copied
@@ -41,10 +41,12 @@ STUDENT_KEYS = ("layers", "hidden_size", "intermediate_size", "num_attention_hea
 
 
 def teacher_config(recipe: Recipe) -> dict:
-    """The teacher's config.json (the served teacher's tokenizer folder when it is served)."""
+    """The config.json of the model the students are cut from: the student base when there is one,
+    else the teacher (the served teacher's tokenizer folder when it is served)."""
     from edgestill.distill.teacher import teacher_dir
 
-    source = recipe.teacher.tokenizer if recipe.teacher.source == "openai" else recipe.teacher.source
+    source = recipe.student.base or (recipe.teacher.tokenizer if recipe.teacher.source == "openai"
+                                     else recipe.teacher.source)
     folder = teacher_dir(source)
     return json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
 
@@ -56,10 +58,10 @@ def point_name(point: SweepPoint, i: int) -> str:
 def check_point(point: SweepPoint, i: int, config: dict, recipe: Recipe) -> None:
     """UserError naming `sweep[i]` when the teacher cannot give this student."""
     where = f"{recipe.path}: sweep[{i}] ({point_name(point, i)})"
-    n_layers = config["num_hidden_layers"]
+    n_layers, whose = config["num_hidden_layers"], "the student base" if recipe.student.base else "the teacher"
     layers = point.layers if point.layers is not None else recipe.student.layers
     if isinstance(layers, int) and not 1 <= layers <= n_layers:
-        raise UserError(f"{where}: layers {layers}: the teacher has {n_layers} layers; ask for 1 to {n_layers}")
+        raise UserError(f"{where}: layers {layers}: {whose} has {n_layers} layers; ask for 1 to {n_layers}")
     if isinstance(layers, list):
         bad = [x for x in layers if not 0 <= x < n_layers]
         if bad or len(set(layers)) != len(layers) or not layers:
@@ -70,7 +72,7 @@ def check_point(point: SweepPoint, i: int, config: dict, recipe: Recipe) -> None
     for key, value in (("hidden_size", hidden), ("num_attention_heads", heads), ("num_key_value_heads", kv),
                        ("intermediate_size", point.intermediate_size or recipe.student.intermediate_size)):
         if value is not None and not 1 <= value <= config.get(key, value):
-            raise UserError(f"{where}: {key} {value}: the teacher's is {config.get(key)}; a student can only be "
+            raise UserError(f"{where}: {key} {value}: {whose}'s is {config.get(key)}; a student can only be "
                             "as wide or narrower")
     if hidden % heads or heads % kv:
         raise UserError(f"{where}: hidden_size {hidden} / {heads} attention heads / {kv} key-value heads: the hidden "

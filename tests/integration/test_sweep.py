@@ -49,6 +49,19 @@ def test_sizes_the_teacher_cannot_give_stop_before_any_work(tmp_path, teacher, p
     assert not (tmp_path / "build").exists()
 
 
+def test_sizes_are_checked_against_the_student_base_when_there_is_one(tmp_path, teacher, teacher_dir):
+    from edgestill.distill.sweep import check_point, teacher_config
+    from edgestill.recipe import SweepPoint, load_recipe
+
+    base = make_tiny_llama(tmp_path / "base", teacher_dir, num_layers=3, seed=2)
+    recipe = load_recipe(tiny_recipe(tmp_path, teacher, [{"layers": 3}]), [f"student.base={base}"])
+    config = teacher_config(recipe)
+    assert config["num_hidden_layers"] == 3
+    check_point(SweepPoint(layers=3), 0, config, recipe)  # the teacher has 2, the base 3
+    with pytest.raises(UserError, match=r"layers 4: the student base has 3 layers"):
+        check_point(SweepPoint(layers=4), 0, config, recipe)
+
+
 def test_two_sizes_on_the_same_data_then_resume(tmp_path, teacher):
     recipe = tiny_recipe(tmp_path, teacher, [{"name": "one", "layers": [1]}, {"name": "two", "layers": [0, 1]}])
     build = tmp_path / "build"
