@@ -7,7 +7,7 @@
 |---|---|---|---|
 | `accuracy_vs_label` | label task | `accuracy_vs_label` | `macro_f1_vs_label` |
 | `exact_match_vs_label` with `field_f1_vs_label` or `json_valid` | extraction (fields task) | `exact_match_vs_label` | `field_f1_vs_label`, `json_valid` |
-| `rouge_l_vs_label` | free text with references | `rouge_l_vs_label` | `rouge_l_vs_teacher` |
+| `rouge_l_vs_label` | free text with references | `rouge_l_vs_label` | `rouge_l_vs_teacher`, `novel_word_share` |
 | none of these (no labelled eval data) | any | `rouge_l_vs_teacher` (imitation) | – |
 
 Rows, in this order: the teacher zero-shot (its answers in data/teacher.jsonl, the ones distill
@@ -35,13 +35,14 @@ from pathlib import Path
 
 from edgestill.benchmarks.retention import retention
 from edgestill.intervals import interval
-from edgestill.metrics import rouge_l
+from edgestill.metrics import novel_word_share, rouge_l
 
 IMITATION = ("rouge_l_vs_teacher", "ROUGE-L vs teacher")
 LABEL = (("accuracy_vs_label", "accuracy"), (("macro_f1_vs_label", "macro-F1"),))
 EXTRACTION = (("exact_match_vs_label", "exact match"),
               (("field_f1_vs_label", "field F1"), ("json_valid", "valid JSON")))
-REFERENCES = (("rouge_l_vs_label", "ROUGE-L vs reference"), (IMITATION,))
+NOVEL = ("novel_word_share", "new words (in neither input nor reference)")  # words in neither the input nor the reference (lower is better)
+REFERENCES = (("rouge_l_vs_label", "ROUGE-L vs reference"), (IMITATION, NOVEL))
 SHAPES = (LABEL, EXTRACTION, REFERENCES)  # ((headline key, name), the columns after it)
 # distill's per_example name, where it differs: 0/1 per example for a label and for every field right
 PER_EXAMPLE = {"accuracy_vs_label": "correct_vs_label", "exact_match_vs_label": "correct_vs_label"}
@@ -112,6 +113,10 @@ def gold_scores(answers: list[str], records: list[dict], key: str,
         return [float(a == r[ref]) for a, r in zip(answers, records)]
     if key in ("rouge_l_vs_label", IMITATION[0]):
         return [round(rouge_l(a, r[ref]), 4) for a, r in zip(answers, records)]
+    if key == NOVEL[0]:
+        if any(r.get("input") is None for r in records):
+            return None
+        return [round(novel_word_share(a, r["input"], r[ref]), 4) for a, r in zip(answers, records)]
     if fields and key in (*FIELD_SCORES, "json_valid"):
         from edgestill.field_metrics import field_scores
 
@@ -131,8 +136,8 @@ def row_scores(rows: list[dict] | None, key: str, fields: list[str] | None = Non
     own = [number(r.get(PER_EXAMPLE.get(key, key))) for r in rows]
     if all(v is not None for v in own):
         return own
-    return gold_scores([r["output"] for r in rows], [{"label": r.get("label"), "output": r.get("teacher")}
-                                                     for r in rows], key, fields)
+    return gold_scores([r["output"] for r in rows], [{"label": r.get("label"), "output": r.get("teacher"),
+                                                      "input": r.get("input")} for r in rows], key, fields)
 
 
 def prefixed(quality: dict, prefix: str) -> dict:

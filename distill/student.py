@@ -50,7 +50,7 @@ def build_student(recipe, teacher, teacher_tok, train_records: list[dict]) -> Bu
     model = _pruned(model, tok, recipe, train_records)
     if not recipe.student.trim_vocab:
         return BuiltStudent(model, tok, None, {"vocab_size": len(tok)})
-    return _trimmed(model, tok, recipe.task.instruction, train_records)
+    return _trimmed(model, tok, recipe.task.instruction, train_records, common=recipe.student.keep_common_tokens)
 
 
 def _from_base(recipe, teacher_tok, train_records: list[dict]) -> BuiltStudent:
@@ -84,7 +84,8 @@ def _from_base(recipe, teacher_tok, train_records: list[dict]) -> BuiltStudent:
             "same_tokenizer_as_teacher": same, "chat_template": "the base's own" if tok.chat_template
             != STUDENT_CHAT_TEMPLATE else "the project's ChatML", **({"layer_selection": selection} if selection else {})}
     if recipe.student.trim_vocab:
-        built = _trimmed(model, tok, recipe.task.instruction, train_records, teacher_ids=same)
+        built = _trimmed(model, tok, recipe.task.instruction, train_records, teacher_ids=same,
+                         common=recipe.student.keep_common_tokens)
         return BuiltStudent(built.model, built.tokenizer, built.id_map if same else None, {**info, **built.info},
                             not same)
     return BuiltStudent(model, tok, None, {**info, "vocab_size": len(tok)}, not same)
@@ -122,13 +123,14 @@ def _pruned(model, tok, recipe, train_records: list[dict]):
     return prune.prune_width(model, prune.importance(model, prune.calibration_batches(tok, texts)), **sizes)
 
 
-def _trimmed(model, tok, instruction: str, train_records: list[dict], teacher_ids: bool = True) -> BuiltStudent:
-    """The vocabulary cut to the training text's tokens; `teacher_ids`: the records' target ids are in
-    `tok`'s vocabulary (kept too, and mapped by `id_map`)."""
+def _trimmed(model, tok, instruction: str, train_records: list[dict], teacher_ids: bool = True,
+             common: int = 0) -> BuiltStudent:
+    """The vocabulary cut to the training text's tokens (and the first `common` merges' tokens);
+    `teacher_ids`: the records' target ids are in `tok`'s vocabulary (kept too, and mapped by `id_map`)."""
     texts = [chat_prompt(tok, user_message(instruction, r["input"])) for r in train_records]
     texts += [r["output"] for r in train_records] + [r["rationale"] for r in train_records if r.get("rationale")]
     extra = sorted({t for r in train_records for t in r["target_ids"]}) if teacher_ids else []
-    keep = vocab.plan_trim(tok, texts, extra_ids=extra)
+    keep = vocab.plan_trim(tok, texts, extra_ids=extra, common=common)
     new_tok = vocab.trimmed_tokenizer(tok, keep)
     vocab.trim_model(model, keep)
     return BuiltStudent(model, new_tok, vocab.id_map(keep, len(tok)), {"vocab_size": len(keep), "teacher_vocab_size": len(tok)})

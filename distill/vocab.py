@@ -92,12 +92,13 @@ def _with_ancestors(tokens: set[str], merges: list[list[str]]) -> set[str]:
     return out
 
 
-def plan_trim(tokenizer, texts: Iterable[str], extra_ids: Iterable[int] = ()) -> list[int]:
+def plan_trim(tokenizer, texts: Iterable[str], extra_ids: Iterable[int] = (), common: int = 0) -> list[int]:
     """The old ids to keep, in new-id order (increasing old id).
 
     Keeps added/special tokens, the byte-level base tokens, every token of `texts` (encoded
     without added specials, chat-template markers included as they appear in the text),
-    `extra_ids`, and the BPE merge ancestors of all of them.
+    `extra_ids`, the tokens of the first `common` BPE merges (merges are listed most frequent
+    first), and the BPE merge ancestors of all of them.
     """
     spec = _model_spec(tokenizer)
     vocab = spec["model"]["vocab"]
@@ -111,6 +112,7 @@ def plan_trim(tokenizer, texts: Iterable[str], extra_ids: Iterable[int] = ()) ->
     if bad:
         raise UserError(f"student.trim_vocab: token ids {bad[:5]} are not in the tokenizer's vocabulary")
     tokens = {id_to_tok[i] for i in used if i in id_to_tok} | _base_tokens(spec)
+    tokens |= {a + b for a, b in spec["model"]["merges"][:common]} & vocab.keys()
     keep = {vocab[t] for t in _with_ancestors(tokens, spec["model"]["merges"])} | specials
     return sorted(keep)
 

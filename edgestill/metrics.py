@@ -1,4 +1,5 @@
-"""Text-agreement metrics shared by distill (eval vs teacher) and benchmarks (bundle quality).
+"""Text-agreement metrics shared by distill (eval vs teacher) and benchmarks (bundle quality), and
+the share of a free-text answer's words that neither the input nor the reference holds.
 
 ROUGE-L F1 on lower-cased word tokens, written here (about 20 lines) rather than pulling in
 `rouge-score`, which brings nltk and absl for the same number. Exact match compares the same
@@ -64,3 +65,14 @@ def mean_rouge_l(predictions: Sequence[str], references: Sequence[str]) -> float
 def _check_aligned(predictions: Sequence[str], references: Sequence[str]) -> None:
     if len(predictions) != len(references) or not predictions:
         raise ValueError("need the same, non-zero number of predictions and references")
+
+
+def novel_word_share(prediction: str, source: str, reference: str) -> float:
+    """The share of `prediction`'s words found in neither `source` (the input) nor `reference`:
+    words a summary brings from nowhere, invented content and broken word pieces alike (0 for an
+    empty prediction)."""
+    said = words(prediction)
+    if not said:
+        return 0.0
+    known = set(words(source)) | set(words(reference))
+    return sum(w not in known for w in said) / len(said)

@@ -116,6 +116,9 @@ class Student:
     num_attention_heads: Optional[int] = None
     num_key_value_heads: Optional[int] = None
     trim_vocab: bool = False  # keep only the tokens the training data uses (+ bytes, specials): a smaller, faster LM head
+    # with trim_vocab: also keep the tokens made by the tokenizer's first N BPE merges (its most frequent
+    # pieces), so common words outside the training text stay whole instead of being spelled in pieces
+    keep_common_tokens: int = 0
 
 
 @dataclass
@@ -475,6 +478,9 @@ def _check_base(recipe: Recipe, where: str, base: Path) -> None:
 
 
 def _check_widths(s: Student, where: str) -> None:
+    if s.keep_common_tokens < 0:
+        raise UserError(f"{where}: student.keep_common_tokens: a number of BPE merges >= 0 (0 keeps only the "
+                        f"training text's tokens), got {s.keep_common_tokens}")
     for key in ("hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads"):
         if getattr(s, key) is not None and getattr(s, key) < 1:
             raise UserError(f"{where}: student.{key}: must be >= 1 (or null to keep the teacher's)")

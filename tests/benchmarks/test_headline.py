@@ -222,6 +222,8 @@ def test_chart_labels_do_not_overlap():
 
 # ------------------------------------------------- free text with references
 
+NOVEL_NAME = "new words (in neither input nor reference)"
+
 def free_text_run():
     """4 examples with references: the teacher's ROUGE-L vs them 1, 1, 0.5, 0.5; the bundle's 1, 0.5, 0.5, 0."""
     refs = ["a b c d", "e f g h", "i j k l", "m n o p"]
@@ -247,8 +249,13 @@ def free_text_run():
 def test_free_text_headline_is_rouge_l_against_the_references():
     report = free_text_run()
     h = report["headline"]
-    assert (h["metric"], h["secondary"]) == ("rouge_l_vs_label", [["rouge_l_vs_teacher", "ROUGE-L vs teacher"]])
+    assert (h["metric"], h["secondary"]) == ("rouge_l_vs_label", [["rouge_l_vs_teacher", "ROUGE-L vs teacher"],
+                                                                   ["novel_word_share", NOVEL_NAME]])
     r = by_name(h)
+    # words in neither input nor reference: "x y" in two teacher answers, "x y", "x y", "x y z w" in the bundle's
+    assert r["teacher, zero-shot"]["secondary"]["novel_word_share"]["value"] == 0.25
+    assert r["tiny-int8"]["secondary"]["novel_word_share"]["value"] == 0.5
+    assert r["student (fp32, PyTorch)"]["secondary"]["novel_word_share"] is None  # not in the distill report
     assert list(r) == ["teacher, zero-shot", "teacher-fp32", "student (fp32, PyTorch)", "tiny-int8",
                        "SFT only (hard targets)", "the input as the answer"]
     assert r["teacher, zero-shot"]["score"]["value"] == 0.75 and r["tiny-int8"]["score"]["value"] == 0.5
@@ -264,8 +271,8 @@ def test_free_text_headline_is_rouge_l_against_the_references():
 def test_free_text_readme_keeps_rouge_l_vs_teacher_after_retention():
     text = section(free_text_run())
     header = next(line for line in text.splitlines() if line.startswith("| model |"))
-    assert header.startswith("| model | ROUGE-L vs reference (95% CI) | retention vs teacher (paired 95% CI) | "
-                             "ROUGE-L vs teacher | params |")
+    assert header.startswith(f"| model | ROUGE-L vs reference (95% CI) | {NOVEL_NAME} | retention vs teacher (paired "
+                             "95% CI) | ROUGE-L vs teacher | params |")
     teacher = next(line for line in text.splitlines() if line.startswith("| teacher, zero-shot |"))
     assert teacher.startswith("| teacher, zero-shot | 0.750 (") and "| – | reference |" in teacher
 

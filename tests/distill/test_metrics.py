@@ -7,6 +7,7 @@ from edgestill.metrics import (
     exact_match_rate,
     lcs_length,
     mean_rouge_l,
+    novel_word_share,
     rouge_l,
     words,
 )
@@ -42,3 +43,13 @@ def test_rates_refuse_misaligned_or_empty_lists():
         exact_match_rate([], [])
     with pytest.raises(ValueError):
         mean_rouge_l(["a"], ["a", "b"])
+
+
+def test_novel_word_share_counts_words_from_nowhere():
+    source = "Storms cancelled the ferry crossings to the island on Tuesday."
+    reference = "Ferries to the island were cancelled."
+    assert novel_word_share("The island ferry crossings were cancelled.", source, reference) == 0.0
+    invented = "A ferry is a powerful tool for better clarity."  # 'a' x2, is, powerful, tool, for, better, clarity
+    assert novel_word_share(invented, source, reference) == pytest.approx(8 / 9)
+    assert novel_word_share("The ferr cross cancelled", source, reference) == pytest.approx(2 / 4)  # broken words
+    assert novel_word_share("", source, reference) == 0.0

@@ -76,6 +76,21 @@ def test_keep_holds_specials_bytes_and_task_tokens_only(full_tok, texts, keep):
     assert plan_trim(full_tok, texts, extra_ids=[40000])[-1] >= 40000
 
 
+def test_common_merges_keep_frequent_words_whole(full_tok, texts, keep):
+    """`common`: the first N merges' tokens stay, so a common word outside the training text is
+    one token again, as in the teacher, while the text's own segmentation is unchanged."""
+    wider = plan_trim(full_tok, texts, common=4000)
+    assert set(keep) < set(wider) and len(wider) < len(full_tok) // 4
+    small = trimmed_tokenizer(full_tok, wider)
+    word = " weather"  # common English, absent from the training text
+    assert all(word not in t for t in texts) and len(full_tok(word, add_special_tokens=False)["input_ids"]) == 1
+    assert len(small(word, add_special_tokens=False)["input_ids"]) == 1
+    assert len(trimmed_tokenizer(full_tok, keep)(word, add_special_tokens=False)["input_ids"]) > 1
+    for text in texts:
+        old = full_tok(text, add_special_tokens=False)["input_ids"]
+        assert small(text, add_special_tokens=False)["input_ids"] == remap_ids(np.array(old), wider).tolist()
+
+
 def test_task_texts_segment_identically_and_round_trip(full_tok, small_tok, texts, keep):
     for text in texts:
         old = full_tok(text, add_special_tokens=False)["input_ids"]
