@@ -67,7 +67,8 @@ def _from_base(recipe, teacher_tok, train_records: list[dict]) -> BuiltStudent:
     stops = base.generation_config.eos_token_id
     stops = list(stops) if isinstance(stops, (list, tuple)) else [stops] if stops is not None else []
     base.generation_config.eos_token_id = [tok.eos_token_id] + [i for i in stops if i != tok.eos_token_id]
-    same = same_vocabulary(tok, teacher_tok)
+    same = same_vocabulary(tok, teacher_tok)  # a served teacher without a tokenizer: its text in these tokens
+    text_only = recipe.teacher.source == "openai" and not recipe.teacher.tokenizer
     asked, selection = recipe.student.layers, None
     if asked is None:
         recipe.student.layers = list(range(base.config.num_hidden_layers))
@@ -81,7 +82,7 @@ def _from_base(recipe, teacher_tok, train_records: list[dict]) -> BuiltStudent:
     model = _pruned(model, tok, recipe, train_records)
     info = {"base": recipe.student.base, "base_layers": base.config.num_hidden_layers,
             "base_architecture": (base.config.architectures or [type(base).__name__])[0],
-            "same_tokenizer_as_teacher": same, "chat_template": "the base's own" if tok.chat_template
+            "same_tokenizer_as_teacher": same and not text_only, "chat_template": "the base's own" if tok.chat_template
             != STUDENT_CHAT_TEMPLATE else "the project's ChatML", **({"layer_selection": selection} if selection else {})}
     if recipe.student.trim_vocab:
         built = _trimmed(model, tok, recipe.task.instruction, train_records, teacher_ids=same,

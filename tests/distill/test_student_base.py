@@ -130,6 +130,13 @@ def test_served_teacher_needs_no_local_weights_with_a_pretrained_student(tmp_pat
     assert {r["output"] for r in records} == {ANSWER}
     gen = Generator(Bundle.open(tmp_path / "build" / "based" / "bundle-fp32"), threads=2)
     assert gen.generate(TEXTS[11], max_new_tokens=32, temperature=0.0).strip() == ANSWER
+    assert not (tmp_path / "build" / "based" / "teacher-bundle-fp32").exists()  # no teacher weights to export
+    from edgestill.benchmarks.__main__ import main as bench_main
+
+    assert bench_main([str(recipe), "--build-root", str(tmp_path / "build")]) == 0
+    report = json.loads((tmp_path / "build" / "based" / "report" / "report.json").read_text())
+    assert {m["role"] for m in report["models"]} == {"student"}  # the served teacher is not measured here
+    assert any("pretrained base" in n and "a vocabulary of its own" in n for n in report["notes"])
     soft = base_recipe(tmp_path, "openai", models["foreign"], {"kind": "forward_kl", "alpha": 0.5},
                        teacher={"base_url": url, "model": "m"})
     with pytest.raises(UserError, match="teacher.tokenizer for soft targets"):
