@@ -50,8 +50,14 @@ def point_of(name: str, report_path: Path) -> tuple[dict, dict | None]:
              "request_ms": row["request_ms"], "score": (row.get("score") or {}).get("value"),
              "score_ci95": (row.get("score") or {}).get("ci95"),
              "retention": (row.get("retention") or {}).get("value"),
-             "retention_ci95": (row.get("retention") or {}).get("ci95"), "metric": headline.get("name")}
+             "retention_ci95": (row.get("retention") or {}).get("ci95"), "metric": headline.get("name"),
+             "novel_word_share": novel_share(row)}
     return point, bundle_row(headline, "teacher")
+
+
+def novel_share(row: dict | None) -> float | None:
+    """A free-text row's share of words in neither input nor reference (headline secondary), else None."""
+    return (((row or {}).get("secondary") or {}).get("novel_word_share") or {}).get("value")
 
 
 def front(points: list[dict], x: str) -> list[str]:
@@ -77,6 +83,7 @@ def summary(points: list[dict], teacher: dict | None) -> dict:
             "teacher": None if teacher is None else {
                 "name": teacher["name"], "score": (teacher.get("score") or {}).get("value"),
                 "request_ms": teacher["request_ms"], "params": teacher.get("params"),
+                "novel_word_share": novel_share(teacher),
                 "bundle_mb": round(teacher["file_bytes"] / 1e6, 1) if teacher.get("file_bytes") else None},
             "front_latency": front(points, "request_ms"), "front_size": front(points, "bundle_mb"),
             "smallest_keeping": smallest_keeping(points)}
@@ -89,25 +96,35 @@ def params_text(params: int | None) -> str:
 
 
 def markdown(s: dict) -> str:
+    novel = any(p.get("novel_word_share") is not None for p in s["points"])
     rows = [[p["name"], p["bundle"], params_text(p.get("params")),
              f"{p['bundle_mb']}", f"{p['request_ms']:.1f}",
              f"{p['score']:.3f}" + (f" ({p['score_ci95'][0]:.3f}-{p['score_ci95'][1]:.3f})" if p.get("score_ci95") else ""),
              "–" if p.get("retention") is None else f"{p['retention']:.3f}",
+             *([_share(p.get("novel_word_share"))] if novel else []),
              ("front" if p["name"] in s["front_latency"] else "") + (" ★" if p["name"] == s["smallest_keeping"] else "")]
             for p in s["points"]]
     t = s.get("teacher")
     lines = [f"# Sweep: {s['metric']} against per-request latency and bundle size", "",
              *table(["size", "bundle", "params", "bundle MB", "request ms", f"{s['metric']} (95% CI)", "retention",
-                     "Pareto (latency)"], rows), ""]
+                     *(["new words"] if novel else []), "Pareto (latency)"], rows), ""]
     if t:
         score = "the reference of the scores" if t["score"] is None else f"{t['score']:.3f}"
-        lines += [f"Teacher ({t['name']}): {score}, {t['request_ms']:.1f} ms per request, {t['bundle_mb']} MB.", ""]
+        words = f", new words {_share(t['novel_word_share'])}" if t.get("novel_word_share") is not None else ""
+        lines += [f"Teacher ({t['name']}): {score}, {t['request_ms']:.1f} ms per request, {t['bundle_mb']} MB{words}.", ""]
+    if novel:
+        lines += ["New words: the mean share of an answer's words found in neither its input nor its reference "
+                  "(invented content, broken words; lower is better).", ""]
     keep = s["smallest_keeping"]
     if all(p.get("retention") is None for p in s["points"]):
         return "\n".join([*lines, "No retention: the scores are against the teacher itself (no ground truth)."]) + "\n"
     lines.append(f"★ the smallest student keeping at least {KEEP:.2f} of the teacher's score: {keep}." if keep else
                  f"No student keeps {KEEP:.2f} of the teacher's score.")
     return "\n".join(lines) + "\n"
+
+
+def _share(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3f}"
 
 
 def chart(s: dict, path: Path) -> Path:
