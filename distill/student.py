@@ -63,33 +63,47 @@ def _from_base(recipe, teacher_tok, train_records: list[dict]) -> BuiltStudent:
         tok.chat_template = STUDENT_CHAT_TEMPLATE
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
-    # the answers end with the tokenizer's eos (distill/train.py): first among the ids that stop generation
-    stops = base.generation_config.eos_token_id
-    stops = list(stops) if isinstance(stops, (list, tuple)) else [stops] if stops is not None else []
-    base.generation_config.eos_token_id = [tok.eos_token_id] + [i for i in stops if i != tok.eos_token_id]
     same = same_vocabulary(tok, teacher_tok)  # a served teacher without a tokenizer: its text in these tokens
     text_only = recipe.teacher.source == "openai" and not recipe.teacher.tokenizer
-    asked, selection = recipe.student.layers, None
-    if asked is None:
-        recipe.student.layers = list(range(base.config.num_hidden_layers))
-    elif isinstance(asked, int):
-        texts = [chat_prompt(tok, user_message(recipe.task.instruction, r["input"])) + r["output"]
-                 for r in train_records[:32]]
-        recipe.student.layers = select_layers(block_influence(base, tok, texts), asked)
-        selection = {"method": "block-influence", "asked": asked}
+    selection = _base_layers(recipe, base, tok, train_records)
     model = base if recipe.student.layers == list(range(base.config.num_hidden_layers)) \
         else make_student(base, recipe.student.layers)
+    _stop_first_at_eos(model, tok)
     model = _pruned(model, tok, recipe, train_records)
     info = {"base": recipe.student.base, "base_layers": base.config.num_hidden_layers,
             "base_architecture": (base.config.architectures or [type(base).__name__])[0],
-            "same_tokenizer_as_teacher": same and not text_only, "chat_template": "the base's own" if tok.chat_template
-            != STUDENT_CHAT_TEMPLATE else "the project's ChatML", **({"layer_selection": selection} if selection else {})}
+            "same_tokenizer_as_teacher": same and not text_only,
+            "chat_template": "the project's ChatML" if tok.chat_template == STUDENT_CHAT_TEMPLATE else "the base's own",
+            **({"layer_selection": selection} if selection else {})}
     if recipe.student.trim_vocab:
         built = _trimmed(model, tok, recipe.task.instruction, train_records, teacher_ids=same,
                          common=recipe.student.keep_common_tokens)
         return BuiltStudent(built.model, built.tokenizer, built.id_map if same else None, {**info, **built.info},
                             not same)
     return BuiltStudent(model, tok, None, {**info, "vocab_size": len(tok)}, not same)
+
+
+def _base_layers(recipe, base, tok, train_records: list[dict]) -> dict | None:
+    """`student.layers` for a base, written back: all of them (null), as listed, or the N of highest
+    block influence on the training text (then what the report says about the choice)."""
+    asked = recipe.student.layers
+    if asked is None:
+        recipe.student.layers = list(range(base.config.num_hidden_layers))
+    if not isinstance(asked, int):
+        return None
+    texts = [chat_prompt(tok, user_message(recipe.task.instruction, r["input"])) + r["output"]
+             for r in train_records[:32]]
+    recipe.student.layers = select_layers(block_influence(base, tok, texts), asked)
+    return {"method": "block-influence", "asked": asked}
+
+
+def _stop_first_at_eos(model, tok) -> None:
+    """The student learns to end its answers with the tokenizer's eos (distill/train.py): that id goes
+    first among the generation config's stop ids, which the GGUF writer takes as its eos (the ONNX
+    builder adds the tokenizer's eos by itself)."""
+    stops = model.generation_config.eos_token_id
+    stops = list(stops) if isinstance(stops, (list, tuple)) else [stops] if stops is not None else []
+    model.generation_config.eos_token_id = [tok.eos_token_id] + [i for i in stops if i != tok.eos_token_id]
 
 
 def resolve_layers(recipe, teacher, teacher_tok, train_records: list[dict]) -> dict | None:

@@ -20,7 +20,8 @@ def same_tokenizer_base(out: Path, teacher_dir: Path) -> Path:
 
 def foreign_tokenizer_base(out: Path, vocab_size: int = 400) -> Path:
     """A random 2-layer Qwen2 with its own byte-level BPE (trained here on a small corpus), its own
-    ChatML-style template and eos <|im_end|>."""
+    ChatML-style template and eos <|im_end|>; its config names <|endoftext|> as eos, as pretrained
+    bases often do, so the student must put the tokenizer's eos first among its stop ids."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
@@ -35,7 +36,7 @@ def foreign_tokenizer_base(out: Path, vocab_size: int = 400) -> Path:
                                   bos_token=None, unk_token=None)
     tok.chat_template = FOREIGN_TEMPLATE
     cfg = Qwen2Config(**{k: v for k, v in TINY_CONFIG.items() if k != "head_dim"}, vocab_size=len(tok),
-                      eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=None)
+                      eos_token_id=tok.pad_token_id, pad_token_id=tok.pad_token_id, bos_token_id=None)
     torch.manual_seed(3)
     Qwen2ForCausalLM(cfg).eval().save_pretrained(out)
     tok.save_pretrained(out)

@@ -93,6 +93,9 @@ def test_foreign_tokenizer_base_learns_the_teachers_text(tmp_path, models):
     assert set(student_tok.get_vocab()) <= set(base_tok.get_vocab())  # the base's pieces, trimmed
     bundle = Bundle.open(out / "bundle-int8")
     assert bundle.manifest["prompt"]["template"] == "<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"
+    end = bundle.tokenizer.token_to_id("<|im_end|>")  # what the student learned to end its answers with
+    assert bundle.eos_token_ids[0] == end
+    assert json.loads((out / "student" / "generation_config.json").read_text())["eos_token_id"][0] == end
     gen = Generator(bundle, threads=2)
     assert gen.generate(TEXTS[10], max_new_tokens=32, temperature=0.0).strip() == ANSWER
 
