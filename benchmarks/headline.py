@@ -41,7 +41,7 @@ IMITATION = ("rouge_l_vs_teacher", "ROUGE-L vs teacher")
 LABEL = (("accuracy_vs_label", "accuracy"), (("macro_f1_vs_label", "macro-F1"),))
 EXTRACTION = (("exact_match_vs_label", "exact match"),
               (("field_f1_vs_label", "field F1"), ("json_valid", "valid JSON")))
-NOVEL = ("novel_word_share", "new words (in neither input nor reference)")  # words in neither the input nor the reference (lower is better)
+NOVEL = ("novel_word_share", "new words (in neither input nor reference)")  # lower is better
 REFERENCES = (("rouge_l_vs_label", "ROUGE-L vs reference"), (IMITATION, NOVEL))
 SHAPES = (LABEL, EXTRACTION, REFERENCES)  # ((headline key, name), the columns after it)
 # distill's per_example name, where it differs: 0/1 per example for a label and for every field right

@@ -19,7 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgestill.distill.open_teacher import soft_targets_asked
-from edgestill.distill.teacher import load_teacher, teacher_dir
+from edgestill.distill.teacher import load_teacher, teacher_dir, tokenizer_dir
 from edgestill.errors import UserError
 from edgestill.recipe import Recipe
 
@@ -33,8 +33,7 @@ def teacher_tokenizer_dir(recipe: Recipe) -> Path | None:
     """The folder of the teacher's tokenizer, None for a served teacher given without one."""
     t = recipe.teacher
     if t.source == "openai":
-        return (Path(t.tokenizer) if Path(t.tokenizer).is_dir() else Path(teacher_dir(t.tokenizer))) \
-            if t.tokenizer else None
+        return tokenizer_dir(t.tokenizer) if t.tokenizer else None
     return Path(teacher_dir(t.source))
 
 

@@ -40,15 +40,15 @@ import urllib.error
 import urllib.request
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
 
 from edgestill.distill.answers import eos_ids
+from edgestill.distill.base import base_dir
 from edgestill.distill.device import torch_device
 from edgestill.distill.open_teacher import OpenTeacher
 from edgestill.distill.student import count_params
-from edgestill.distill.teacher import load_teacher, teacher_dir
+from edgestill.distill.teacher import load_teacher, tokenizer_dir
 from edgestill.errors import UserError
 from edgestill.recipe import Recipe, TeacherSource
 
@@ -310,7 +310,7 @@ def open_server_teacher(t: TeacherSource, recipe: Recipe):
 
     if not t.tokenizer:  # the student has a base of its own: answers in its tokens, text only
         return _own_tokenizer_teacher(t, recipe)
-    folder = Path(t.tokenizer) if Path(t.tokenizer).is_dir() else Path(teacher_dir(t.tokenizer))
+    folder = tokenizer_dir(t.tokenizer)
     has_weights = (folder / "config.json").is_file() and any(folder.glob("*.safetensors"))
     model, tok = (load_teacher(str(folder), t.load_in, torch_device(recipe.device)) if has_weights
                   else (None, AutoTokenizer.from_pretrained(folder)))
@@ -322,9 +322,7 @@ def open_server_teacher(t: TeacherSource, recipe: Recipe):
     workers = getattr(t, "batch_size", MAX_WORKERS)
 
     def info() -> dict:
-        if client.failed_requests:
-            log.warning("teacher server: %d requests failed (%s); their records are missing, run again to retry",
-                        client.failed_requests, dict(client.failures))
+        warn_failures(client)
         found = {"source": "openai", **client.info(), "targets": targets, "top_logprobs": top_logprobs,
                  "dir": str(folder.resolve())}
         if model is not None:
@@ -334,13 +332,20 @@ def open_server_teacher(t: TeacherSource, recipe: Recipe):
                        server_answerer(client, tok, stop, top_logprobs, workers), targets, info)
 
 
+def warn_failures(client: ServerClient) -> None:
+    """Say, once the answers are done, how many requests failed for good (their records are missing)."""
+    if client.failed_requests:
+        log.warning("teacher server: %d requests failed (%s); their records are missing, run again to retry",
+                    client.failed_requests, dict(client.failures))
+
+
 def _own_tokenizer_teacher(t: TeacherSource, recipe: Recipe):
     """A served teacher without `teacher.tokenizer` (a student.base recipe): no local teacher weights
     or vocabulary, so its answers are re-tokenized with the student base's tokenizer and the student
     learns them as text (sequence-level KD, "targets": "sequence"); its log-probs are not asked."""
     from transformers import AutoTokenizer
 
-    folder = Path(teacher_dir(recipe.student.base))
+    folder = base_dir(recipe)
     tok = AutoTokenizer.from_pretrained(folder)
     client = ServerClient.from_teacher(t)
     client.check()
@@ -348,9 +353,7 @@ def _own_tokenizer_teacher(t: TeacherSource, recipe: Recipe):
     workers = getattr(t, "batch_size", MAX_WORKERS)
 
     def info() -> dict:
-        if client.failed_requests:
-            log.warning("teacher server: %d requests failed (%s); their records are missing, run again to retry",
-                        client.failed_requests, dict(client.failures))
+        warn_failures(client)
         return {"source": "openai", **client.info(), "targets": "sequence", "top_logprobs": 0,
                 "tokenizer": f"the student base's ({folder.resolve()})"}
     return OpenTeacher(f"openai:{t.model}", tok, None, server_writer(client, workers),

@@ -11,8 +11,9 @@ and the widths), e.g.
       - {name: l8, layers: [0, 1, 2, 3, 4, 5, 6, 7]}
       - {name: l8-ffn768, layers: [0, 1, 2, 3, 4, 5, 6, 7], intermediate_size: 768}
 
-Every size is checked against the teacher's shape (the student base's, with `student.base`) before any work (more layers than it has, a
-layer it does not have, widths larger than its own or heads that do not divide): one line, exit 2.
+Every size is checked against the teacher's shape (the student base's, with `student.base`) before
+any work (more layers than it has, a layer it does not have, widths larger than its own or heads
+that do not divide): one line, exit 2.
 Point i builds `build/<name>-<point name>/` through the stage commands (`edgestill distill`,
 `export --overwrite`, `bench`), as `make student` would; the first point's teacher data is copied
 (hard links) to the others, so they train on the same inputs and answers and the teacher runs once.

@@ -70,6 +70,12 @@ def teacher_dir(source: str) -> Path:
     return path
 
 
+def tokenizer_dir(source: str) -> Path:
+    """A folder holding `source`'s tokenizer: a local folder as it is (weights or not), else the
+    bundled model's or a .gguf file's converted folder."""
+    return Path(source) if Path(source).is_dir() else Path(teacher_dir(source))
+
+
 def convert_gguf(gguf: Path, out: Path) -> Path:
     """Dequantise a GGUF model to an fp32 safetensors HF folder at `out` (once; atomic)."""
     if (out / "config.json").is_file():
