@@ -65,10 +65,10 @@ def run(recipe: Recipe, build_root: str = "build") -> dict:
     train_recs = [r for r in data.records if r["split"] == "train"]
     dropped = None
     if recipe.task.fields:  # train only on valid JSON whose values are spans of the input
-        train_recs, dropped = valid_answers(train_recs, recipe.task.fields)
+        train_recs, dropped = valid_answers(train_recs, recipe.task.fields, recipe.task.distinct_values)
         log.info("fields task: %d teacher answers kept for training; dropped %d not valid JSON with the fields, "
-                 "%d with a value that is not in the input", len(train_recs), dropped["invalid_json"],
-                 dropped["not_in_input"])
+                 "%d with a value that is not in the input, %d with overlapping values", len(train_recs),
+                 dropped["invalid_json"], dropped["not_in_input"], dropped.get("overlapping_values", 0))
         if not train_recs:
             raise UserError("fields task: no teacher answer is valid JSON with task.fields copied from its input; "
                             "reword task.instruction, give clearer task.seed_examples, raise task.max_output_tokens "

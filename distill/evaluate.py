@@ -32,7 +32,7 @@ from edgestill.distill.train import AnswerLogits, collate
 from edgestill.field_metrics import field_scores, parse_fields
 from edgestill.intervals import interval, paired_gain, verdict
 from edgestill.label_metrics import label_scores
-from edgestill.metrics import exact_match_rate, mean_rouge_l, rouge_l
+from edgestill.metrics import exact_match_rate, mean_rouge_l, novel_word_share, rouge_l
 from edgestill.tensors import chat_prompt, user_message
 
 
@@ -112,6 +112,9 @@ def evaluate(model, tokenizer, eval_records: list[dict], eval_examples, task, de
         for prefix, answers in (("", [p for p, _ in labelled]), ("teacher_", [r["output"] for _, r in labelled])):
             quality[f"{prefix}rouge_l_vs_label"] = round(mean_rouge_l(answers, labels), 4)
             quality[f"{prefix}exact_match_vs_label"] = round(exact_match_rate(answers, labels), 4)
+            if not (task.labels or task.fields):  # free text: words from nowhere (invented or broken)
+                quality[f"{prefix}novel_word_share"] = round(sum(
+                    novel_word_share(a, r["input"], r["label"]) for a, (_, r) in zip(answers, labelled)) / len(labelled), 4)
     examples = [{"input": r["input"], "teacher": r["output"], "student": p}
                 for p, r in zip(predictions[:5], eval_records[:5])]
     per_example = {"rouge_l_vs_teacher": [round(x, 4) for x in scores], "agreeing_tokens": hits,

@@ -24,7 +24,7 @@ import torch
 
 from edgestill.distill.generate import decode
 from edgestill.distill.prompts import chat_messages_prompt, few_shot_messages
-from edgestill.field_metrics import parse_fields
+from edgestill.field_metrics import overlapping_values, parse_fields
 from edgestill.runtime.fields import FieldsFormat, FieldsGuide, TokenTable, token_pieces
 
 
@@ -114,19 +114,25 @@ def fields_answerer(model, tokenizer, task, eos_id: int):
     return answer
 
 
-def answer_problem(record: dict, fields: list[str]) -> str | None:
-    """Why a teacher record is unfit for training ("invalid_json", "not_in_input"), or None."""
+def answer_problem(record: dict, fields: list[str], distinct: bool = False) -> str | None:
+    """Why a teacher record is unfit for training ("invalid_json", "not_in_input", with `distinct`
+    "overlapping_values"), or None."""
     answer = parse_fields(record["output"], fields) if record.get("ended", True) else None
     if answer is None:
         return "invalid_json"
     if any(v is not None and v not in record["input"] for v in answer.values()):
         return "not_in_input"
+    if distinct and overlapping_values(answer):
+        return "overlapping_values"
     return None
 
 
-def valid_answers(records: list[dict], fields: list[str]) -> tuple[list[dict], dict]:
-    """(The records whose answer is valid JSON with the fields and copies its values from the input,
-    {"invalid_json": n, "not_in_input": n} dropped)."""
-    problems = [answer_problem(r, fields) for r in records]
+PROBLEMS = ("invalid_json", "not_in_input", "overlapping_values")
+
+
+def valid_answers(records: list[dict], fields: list[str], distinct: bool = False) -> tuple[list[dict], dict]:
+    """(The records whose answer is valid JSON with the fields and copies its values from the input
+    (with `distinct`, no two values overlapping: `task.distinct_values`), {problem: n} dropped)."""
+    problems = [answer_problem(r, fields, distinct) for r in records]
     kept = [r for r, p in zip(records, problems) if p is None]
-    return kept, {name: problems.count(name) for name in ("invalid_json", "not_in_input")}
+    return kept, {name: problems.count(name) for name in PROBLEMS if distinct or name != "overlapping_values"}

@@ -46,12 +46,15 @@ def input_generation_messages(task: Task, rng: random.Random, shown: list) -> li
     recipe with the bundled teacher: 95 of 96 sampled texts pass the filters, against about
     45% when the seeds were quoted inside one user message with the task instruction.
     The topic hint comes last, so requests showing the same seeds share their token prefix,
-    which `distill.generate` runs once per batch.
+    which `distill.generate` runs once per batch. With `task.input_request` the first request names
+    the kind of text instead (e.g. "a short message that invites someone to an event, with its day,
+    time and place"), as `task.label_request` does for a label task.
     """
+    first = (f"Write {task.input_request}." if task.input_request else
+             f"Write a short text like the ones this task takes as input: \"{task.instruction}\"")
     messages = []
     for i, ex in enumerate(shown):
-        ask = (f"Write a short text like the ones this task takes as input: \"{task.instruction}\"" if i == 0
-               else "Write another one, on a different subject.")
+        ask = first if i == 0 else "Write another one, on a different subject."
         messages += [{"role": "user", "content": ask}, {"role": "assistant", "content": ex.input}]
     topic = f"about {rng.choice(task.topics)}" if task.topics else "on a new subject"
     return messages + [{"role": "user", "content": f"Write another one, {topic}."}]

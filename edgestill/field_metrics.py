@@ -48,6 +48,13 @@ def parse_fields(text: str, fields: Sequence[str]) -> dict | None:
     return None if field_problem(text, fields) else json.loads(text)
 
 
+def overlapping_values(answer: dict) -> bool:
+    """Two non-null values of a fields answer are equal, or one lies inside the other (a value copied
+    into two fields, or a span that swallows another field's value)."""
+    values = [v for v in answer.values() if v]
+    return any(i != j and a in b for i, a in enumerate(values) for j, b in enumerate(values))
+
+
 def value_f1(prediction: str | None, gold: str | None) -> float:
     """Token-level F1 between two values (lower-cased word tokens; None counts as empty)."""
     p, g = words(prediction or ""), words(gold or "")

@@ -61,8 +61,15 @@ class Task:
     # a label task's teacher-written inputs: what to ask for, with {label}, e.g. "a short {label} customer
     # review" (distill/prompts.py label_generation_messages); empty: a generic request naming the answer
     label_request: str = ""
+    # any other task's teacher-written inputs: what to ask for, e.g. "a short message that invites someone
+    # to an event, with its day, time and place" (distill/prompts.py input_generation_messages); empty:
+    # "a short text like the ones this task takes as input" with the instruction quoted
+    input_request: str = ""
     fields: list[str] = field(default_factory=list)  # a fields task's JSON fields (answers are one JSON object of them)
     verbatim: bool = False  # a fields task's values are spans copied from the input (constrained decoding)
+    # a fields task's teacher answers are kept for training only when no two non-null values are equal or
+    # one inside the other (distill/fields.py answer_problem: "overlapping_values")
+    distinct_values: bool = False
     rationale: bool = False  # the teacher also explains each input step by step (teacher.jsonl "rationale")
     topics: list[str] = field(default_factory=list)  # optional topic hints that widen generated inputs
     max_input_tokens: int = 160

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 
 from edgestill.errors import UserError
-from edgestill.field_metrics import field_problem
+from edgestill.field_metrics import field_problem, overlapping_values
 
 
 def check_labels(task, where: str) -> None:
@@ -25,6 +25,10 @@ def check_labels(task, where: str) -> None:
                                or task.label_request.replace("{label}", "").count("{")):
         raise UserError(f"{where}: task.label_request: a request with {{label}} in it (e.g. \"a short {{label}} "
                         f"customer review\"), for a label task only; got {task.label_request!r}")
+    if task.input_request and (labels or "{" in task.input_request or "}" in task.input_request):
+        raise UserError(f"{where}: task.input_request: plain words naming the inputs to write (e.g. \"a short "
+                        f"message that invites someone to an event\"), for a task without labels (a label task "
+                        f"has task.label_request); got {task.input_request!r}")
     if not labels:
         return
     if len(labels) < 2:
@@ -62,9 +66,9 @@ def check_fields(task, where: str) -> None:
     a JSON object; not with labels, no rationales. `task.verbatim` only with fields, and then every
     seed's values are spans of its input."""
     fields = task.fields
-    if task.verbatim and not fields:
-        raise UserError(f"{where}: task.verbatim: only a fields task copies its values from the input; "
-                        "set task.fields or drop task.verbatim")
+    for key in ("verbatim", "distinct_values"):
+        if getattr(task, key) and not fields:
+            raise UserError(f"{where}: task.{key}: only a fields task takes this key; set task.fields or drop task.{key}")
     if not fields:
         return
     if any(not isinstance(f, str) or not f.strip() for f in fields):
@@ -87,6 +91,9 @@ def check_fields(task, where: str) -> None:
             if bad is not None:
                 raise UserError(f"{where}: task.seed_examples[{i}]: the value of {bad!r} is empty or not a span of the "
                                 "input; with task.verbatim: true copy each value from the input word for word (or null)")
+        if task.distinct_values and overlapping_values(json.loads(ex.output)):
+            raise UserError(f"{where}: task.seed_examples[{i}]: two values overlap (equal, or one inside the other); "
+                            "with task.distinct_values: true give each field its own part of the input, or drop the key")
 
 
 def check_field_file(fields: list[str], records: list[dict], where: str) -> None:

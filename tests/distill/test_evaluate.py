@@ -29,3 +29,10 @@ def test_exact_match_and_label_scores_normalise_case_and_punctuation(tiny):
     assert quality["exact_match_vs_label"] == pytest.approx(0.5)
     assert quality["teacher_exact_match_vs_label"] == pytest.approx(0.5)
     assert quality["rouge_l_vs_label"] == quality["teacher_rouge_l_vs_label"] < 1.0
+    # new words: the first two answers are their labels (none new); the others' words outside their
+    # input and "something else" count; the teacher's capitals and full stop change no word
+    from edgestill.metrics import words
+    outside = [0.0, 0.0] + [sum(w not in set(words(t)) | {"something", "else"} for w in words(a)) / len(words(a))
+                            for t, a in zip(TEXTS[2:], answers[2:])]
+    assert quality["novel_word_share"] == pytest.approx(sum(outside) / 4, abs=1e-4)
+    assert quality["teacher_novel_word_share"] == quality["novel_word_share"]

@@ -112,6 +112,19 @@ def test_the_training_filter_counts_what_it_drops():
     assert [r["id"] for r in kept] == [0, 4] and dropped == {"invalid_json": 2, "not_in_input": 1}
 
 
+def test_distinct_values_drops_answers_that_copy_one_span_into_two_fields():
+    text = "Dinner at Rosa's Cafe on Friday at 7 pm."
+    answers = ['{"day": "Friday", "time": "7 pm", "place": "Rosa\'s Cafe"}',
+               '{"day": "Friday", "time": "Friday", "place": "Rosa\'s Cafe"}',            # one span, two fields
+               '{"day": "Friday", "time": "7 pm", "place": "Rosa\'s Cafe on Friday"}',     # a span inside another
+               '{"day": null, "time": null, "place": "Rosa\'s Cafe"}']
+    records = [{"id": i, "input": text, "ended": True, "output": a} for i, a in enumerate(answers)]
+    kept, dropped = valid_answers(records, FIELDS, distinct=True)
+    assert [r["id"] for r in kept] == [0, 3]
+    assert dropped == {"invalid_json": 0, "not_in_input": 0, "overlapping_values": 2}
+    assert len(valid_answers(records, FIELDS)[0]) == 4  # the rule is the recipe's choice (task.distinct_values)
+
+
 def fields_recipe(tmp_path, teacher):
     eval_file = tmp_path / "events.jsonl"
     eval_file.write_text("".join(json.dumps({"input": f"Tea at {p} on {d} at {t}.", "output": json.dumps(

@@ -108,6 +108,22 @@ def test_verbatim_is_a_fields_task_key(tmp_path):
     assert events.task.verbatim is True and events.task.fields == ["day", "time", "place"]
 
 
+def test_bad_verbatim_keys_are_one_line_errors_too(tmp_path):
+    for text, words in [
+        (LABELLED + "  distinct_values: true\n", ["task.distinct_values", "only a fields task"]),
+        (FIELDED.replace('"time": "noon"', '"time": "Friday"') + "  distinct_values: true\n",
+         ["task.seed_examples[1]", "overlap"]),
+        (LABELLED + "  input_request: a short review\n", ["task.input_request", "task.label_request"]),
+        (FIELDED + "  input_request: a message about {topic}\n", ["task.input_request", "plain words"]),
+    ]:
+        with pytest.raises(UserError) as err:
+            load_recipe(write(tmp_path, text))
+        assert "\n" not in str(err.value)
+        for word in words:
+            assert word in str(err.value)
+    assert load_recipe(write(tmp_path, FIELDED + "  distinct_values: true\n")).task.distinct_values is True
+
+
 @pytest.mark.parametrize("text, words", [
     (FIELDED + "  verbatim: yes please\n", ["task.verbatim", "true/false", "'yes please'"]),
     (FIELDED + "  verbatim: 1\n", ["task.verbatim", "true/false"]),

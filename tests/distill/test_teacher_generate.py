@@ -119,6 +119,11 @@ def test_input_messages_show_seeds_as_assistant_turns_and_share_a_prefix(tiny):
     ids = [tok(chat_messages_prompt(tok, c), add_special_tokens=False)["input_ids"] for c in convs]
     shared = common_prefix_len(ids)
     assert shared >= len(tok(chat_messages_prompt(tok, convs[0][:-1]), add_special_tokens=False)["input_ids"]) - 2
+    assert convs[0][0]["content"].startswith("Write a short text like the ones this task takes as input")
+    task.input_request = "a short note about an outing, with its day and place"  # names the kind of text
+    asked = input_generation_messages(task, random.Random(0), shown)
+    assert asked[0]["content"] == "Write a short note about an outing, with its day and place."
+    assert [m["content"] for m in asked[1:-1]] == [m["content"] for m in convs[0][1:-1]]
 
 
 def test_rationale_pass_stores_text_ids_and_topk_rows(tiny, tmp_path, tiny_llama_dir):
