@@ -19,10 +19,12 @@ literal parts and `null`) the automaton has few states; each state's allowed set
 by looking its literal prefixes up in a dict of token bytes, and cached.
 
 Verbatim (`task.verbatim`, `FieldsGuide.verbatim(text)`, one guide per request): each value must
-be a span of the input text. Inside a value a byte is allowed only when the value so far plus that
-byte is a substring of the text (as UTF-8 bytes); a value starts and closes only on a whole
-character and, since an absent field is null, is never empty (without nulls an empty value stays
-allowed); a value opens only when the text holds a byte a value may hold. A value's first tokens
+be a span of whole words of the input text. Inside a value a byte is allowed only when the value so
+far plus that byte occurs in the text (as UTF-8 bytes) where a word starts, and the value closes
+only where such an occurrence ends a word (`word_edges`: "Rosa's Cafe" and "6:15 am", never "Ros",
+"15 am" or "Cafe "). A value starts and closes
+only on a whole character and, since an absent field is null, is never empty (without nulls an
+empty value stays allowed); a value opens only when the text holds a byte a value may hold. A value's first tokens
 are those whose bytes are a substring of the text, found by looking every substring up to the
 longest token's length up in the dict of token bytes (a few thousand lookups, no pass over the
 vocabulary); its later tokens are looked up after each place the value so far occurs; the
@@ -36,6 +38,7 @@ from __future__ import annotations
 
 import bisect
 import json
+import re
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -44,6 +47,7 @@ import numpy as np
 from edgestill.runtime.errors import PromptError
 
 MAX_VALUE_BYTES = 64
+_PUNCT = bytes(b for b in range(0x21, 0x7F) if not chr(b).isalnum())  # ASCII punctuation and symbols
 QUOTE, BACKSLASH = 0x22, 0x5C
 NULL = b"null"
 LIT, OPEN, STR, NUL, END = range(5)
@@ -81,6 +85,25 @@ def _last_char(data: bytes) -> tuple[int, int]:
     return 0, 0
 
 
+def word_edges(text: bytes) -> tuple[set[int], set[int]]:
+    """(Where a verbatim value may start, where it may end) in `text`, as byte offsets: at the edges
+    of each run of non-space bytes and anywhere inside its leading or trailing ASCII punctuation
+    ("(room 204)," gives "room 204", "(room 204)" and "(room 204),"; "6:15 am" never gives "15 am",
+    "8 a.m.," gives "8 a.m."), and at every character edge of a run with no ASCII letter or digit
+    (scripts written without spaces); the rest of `FieldsFormat` keeps values on whole characters."""
+    starts, ends = set(), set()
+    for m in re.finditer(rb"\S+", text):
+        a, b = m.span()
+        core = m.group().strip(_PUNCT)
+        lead = len(m.group()) - len(m.group().lstrip(_PUNCT))
+        starts.update(range(a, a + lead + 1) if core else range(a, b))
+        ends.update(range(a + lead + len(core), b + 1) if core else range(a + 1, b + 1))
+        if not any(chr(c).isalnum() for c in m.group() if c < 0x80):  # e.g. CJK: every character edge
+            starts.update(range(a, b))
+            ends.update(range(a + 1, b + 1))
+    return starts, ends
+
+
 def pending(data: bytes) -> int:
     """How many bytes the last UTF-8 character of `data` still lacks (0 when it is whole)."""
     have, need = _last_char(data)
@@ -96,6 +119,13 @@ class FieldsFormat:
         self.fields = list(fields)
         self.cap, self.nulls = max_value_bytes, nulls
         self.source = None if source is None else source.encode("utf-8")
+        if self.source is not None:  # where a value may start and end (`word_edges`)
+            self.starts, self.ends = word_edges(self.source)
+            self.end_list = sorted(e for e in self.ends if not pending(self.source[:e]))
+            # stop[p]: the first offset >= p holding a byte no value may hold (a value cannot run past it)
+            self.stop = [len(self.source)] * (len(self.source) + 1)
+            for p in range(len(self.source) - 1, -1, -1):
+                self.stop[p] = p if not value_byte(self.source[p]) else self.stop[p + 1]
         # verbatim with nulls: no empty value (an absent field is null); a value opens only when one can exist
         self.nonempty = self.source is not None and nulls
         self.opens = not self.nonempty or any(map(value_byte, self.source))
@@ -109,15 +139,15 @@ class FieldsFormat:
         kind, i, k = state
         if kind == STR:
             if b == QUOTE:
-                if self.source is not None and (pending(k) or (self.nonempty and not k)):
-                    return None
+                if self.source is not None and (pending(k) or (self.nonempty and not k)
+                                                or (k and not any(p + len(k) in self.ends for p in self.placed(k)))):
+                    return None  # inside a character, empty, or not ending a word
                 return (LIT, i + 1, 0)
             value = k + bytes((b,))
             if len(k) >= self.cap or not value_byte(b):
                 return None
-            if self.source is not None and ((not k and b & 0xC0 == 0x80) or value not in self.source
-                                            or len(value) + pending(value) > self.cap):
-                return None  # not a span, or it starts inside a character, or its last character would pass the cap
+            if self.source is not None and ((not k and b & 0xC0 == 0x80) or not self.closable(value)):
+                return None  # starts inside a character, or no word-ending span within the cap holds it
             return (STR, i, value)
         if kind == LIT:
             literal = self.literals[i]
@@ -133,6 +163,26 @@ class FieldsFormat:
         if kind == NUL and b == NULL[k]:
             return (NUL, i, k + 1) if k + 1 < len(NULL) else (LIT, i + 1, 0)
         return None
+
+    def placed(self, value: bytes) -> list[int]:
+        """Where `value` occurs in the source starting a word (verbatim)."""
+        src, at, found = self.source, self.source.find(value), []
+        while at >= 0:
+            if at in self.starts:
+                found.append(at)
+            at = src.find(value, at + 1)
+        return found
+
+    def closable(self, value: bytes) -> bool:
+        """`value` occurs at a word start and that occurrence can still end a word within the cap and
+        before any byte a value cannot hold (verbatim; an end inside a character is no end: `pending`)."""
+        ends = self.end_list
+        for at in self.placed(value):
+            here = at + len(value)
+            j = bisect.bisect_left(ends, here)
+            if j < len(ends) and ends[j] <= min(at + self.cap, self.stop[here]):
+                return True
+        return False
 
     def walk(self, state: State | None, data: bytes) -> State | None:
         """The state after all of `data`, or None when it breaks the format."""
@@ -338,10 +388,9 @@ class VerbatimGuide(FieldsGuide):
         self.base, self.fmt = base, FieldsFormat(f.fields, f.cap, f.nulls, source=text)
         self.table, self.vocab_size, self.eos_id = base.table, base.vocab_size, base.eos_id
         self.plain_len, self.closers, self.fixed = base.plain_len, base.closers, {}
-        src = self.fmt.source
-        # every plain token whose bytes are a span of the text: a value's possible first tokens
+        # every plain token whose bytes are a span of the text at a word start: a value's first tokens
         self.spans = np.zeros(self.vocab_size, dtype=bool)
-        self.spans[self._valid((STR, 0, b""), self._found(range(len(src) + 1)))] = True
+        self.spans[self._valid((STR, 0, b""), self._found(sorted(self.fmt.starts)))] = True
 
     def _found(self, starts) -> set[int]:
         """The plain tokens equal to a substring of the text that starts at one of `starts`."""
@@ -358,11 +407,8 @@ class VerbatimGuide(FieldsGuide):
         """bool [vocab_size]: the tokens that may come next in `state`."""
         kind, i, value = state
         if kind == STR:
-            if value:  # go on after any place the value occurs
-                src, at, ends = self.fmt.source, self.fmt.source.find(value), []
-                while at >= 0:
-                    ends.append(at + len(value))
-                    at = src.find(value, at + 1)
+            if value:  # go on after any place the value occurs starting a word
+                ends = [at + len(value) for at in self.fmt.placed(value)]
                 mask = np.zeros(self.vocab_size, dtype=bool)
                 mask[self._valid(state, self._found(ends))] = True
             else:

@@ -128,7 +128,7 @@ def test_verbatim_values_are_spans_of_the_input(table):
                 answer = json.loads(out.decode("utf-8"))  # strict: no character cut in two
                 assert spans_only(answer, text), (text, answer)
                 (long_values if hold else values).extend(x for x in answer.values() if x)
-    assert len(values) > 30 and len(long_values) > 30
+    assert len(values) > 30 and len(long_values) > 20
     assert max(len(x.encode()) for x in long_values) == 12 and any(not x.isascii() for x in long_values)
 
 
@@ -145,10 +145,11 @@ def test_verbatim_mask_is_exactly_the_tokens_that_keep_a_span(table):
         assert np.flatnonzero(v.allowed(state)).tolist() == want, state
     exact = {p: i for i, p in enumerate(table.pieces) if p}
     opened, fri, cafe = v.allowed((STR, 0, b"")), v.allowed((STR, 0, b"Fri")), v.allowed((STR, 2, b"Caf\xc3"))
-    assert opened[exact[b" Friday"]] and not opened[exact[b'"']] and not opened[exact[b" the"]]  # empty: no close
-    assert fri[exact[b"day"]] and fri[exact[b'"']] and not fri[exact[b"end"]] and not fri[exact[b'"}']]
+    assert opened[exact[b"Friday"]] and not opened[exact[b'"']] and not opened[exact[b" the"]]  # empty: no close
+    assert not opened[exact[b" Friday"]] and not opened[exact[b"day"]]  # a value starts a word, never a space
+    assert fri[exact[b"day"]] and not fri[exact[b'"']] and not fri[exact[b"end"]]  # "Fri" ends no word
     assert np.flatnonzero(cafe).tolist() == [exact[b"\xa9"]]  # the character's last byte, then it may close
-    assert v.allowed((STR, 2, b"Rosa"))[exact[b'"}']]
+    assert v.allowed((STR, 2, b"Rosa"))[exact[b'"}']] and v.allowed((STR, 0, b"Friday"))[exact[b'"']]
 
 
 def test_verbatim_refuses_empty_values_and_broken_characters():
@@ -168,6 +169,25 @@ def test_verbatim_refuses_empty_values_and_broken_characters():
     assert json.loads(cafe.close(b'{"day": "Caf\xc3', state)) == {"day": "Caf", "time": None, "place": None}
     tight = FieldsFormat(FIELDS, max_value_bytes=4, source="Café")
     assert tight.walk(tight.start, b'{"day": "Caf\xc3') is None  # its last character would pass the cap
+
+
+def test_verbatim_values_are_whole_words():
+    """A value starts and ends where a word does: not inside one, not on a space, and not where it
+    could never end a word before the cap or a byte no value may hold."""
+    fmt = FieldsFormat(FIELDS, source="Pick-up at 6:15 am (the Rosa's Cafe), 8 a.m., Zoë's \"loft\" ok")
+    ok = ['{"day": null, "time": "6:15 am", "place": "Rosa\'s Cafe"}', '{"day": "Pick-up", "time": "8 a.m.", "place": null}',
+          '{"day": null, "time": "8 a.m", "place": "(the Rosa\'s Cafe),"}', '{"day": "Zoë\'s", "time": null, "place": "loft"}']
+    for answer in ok:
+        assert fmt.walk(fmt.start, answer.encode()) == (END, 0, 0), answer
+    for head in ['{"day": "15 am"', '{"day": "Ros"', '{"day": "Rosa"', '{"day": "6:15 "', '{"day": " 6', '{"day": "up"',
+                 '{"day": "Zo"']:
+        assert fmt.walk(fmt.start, head.encode() + b'"') is None, head
+    assert fmt.walk(fmt.start, b'{"day": "Rosa') is not None  # goes on to "Rosa's"
+    assert fmt.walk(fmt.start, "{\"day\": \"Zoë's ".encode()) is None  # would run into the quote before a word ends
+    cjk = FieldsFormat(["place"], source="会议在东京举行")  # no spaces: any character edge
+    assert cjk.walk(cjk.start, '{"place": "东京"}'.encode()) == (END, 0, 0)
+    capped = FieldsFormat(FIELDS, max_value_bytes=6, source="Tuesday morning")
+    assert capped.walk(capped.start, b'{"day": "T') is None  # no word ends within 6 bytes of "T"
 
 
 def test_verbatim_answers_null_where_the_model_wants_empty(table):
