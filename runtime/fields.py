@@ -121,7 +121,7 @@ class FieldsFormat:
         self.source = None if source is None else source.encode("utf-8")
         if self.source is not None:  # where a value may start and end (`word_edges`)
             self.starts, self.ends = word_edges(self.source)
-            self.end_list = sorted(e for e in self.ends if not pending(self.source[:e]))
+            self.end_list = sorted(e for e in self.ends if not pending(self.source[max(0, e - 4):e]))
             # stop[p]: the first offset >= p holding a byte no value may hold (a value cannot run past it)
             self.stop = [len(self.source)] * (len(self.source) + 1)
             for p in range(len(self.source) - 1, -1, -1):
