@@ -20,16 +20,17 @@ by looking its literal prefixes up in a dict of token bytes, and cached.
 
 Verbatim (`task.verbatim`, `FieldsGuide.verbatim(text)`, one guide per request): each value must
 be a span of whole words of the input text. Inside a value a byte is allowed only when the value so
-far plus that byte occurs in the text (as UTF-8 bytes) where a word starts, and the value closes
-only where such an occurrence ends a word (`word_edges`: "Rosa's Cafe" and "6:15 am", never "Ros",
-"15 am" or "Cafe "). A value starts and closes
-only on a whole character and, since an absent field is null, is never empty (without nulls an
-empty value stays allowed); a value opens only when the text holds a byte a value may hold. A value's first tokens
-are those whose bytes are a substring of the text, found by looking every substring up to the
-longest token's length up in the dict of token bytes (a few thousand lookups, no pass over the
-vocabulary); its later tokens are looked up after each place the value so far occurs; the
-quote-holding tokens are walked as before. Outside values the shared guide's cached masks are
-filtered once per state and request. On the events messages and SmolLM2's 49k vocabulary: about
+far plus that byte occurs in the text (as UTF-8 bytes) where a word starts and that occurrence can
+still end a word within the value cap, before any byte a value cannot hold; the value closes only
+where such an occurrence ends a word (`word_edges`: "Rosa's Cafe" and "6:15 am", never "Ros",
+"15 am" or "Cafe "). A value starts and closes only on a whole character and, since an absent field
+is null, is never empty (without nulls an empty value stays allowed); a value opens only when the
+text holds a byte a value may hold. A value's first tokens are those whose bytes are a substring of
+the text at a word start, found by looking every such substring up to the longest token's length
+up in the dict of token bytes (a few thousand lookups, no pass over the vocabulary); its later
+tokens are looked up after each place the value so far occurs at a word start; the quote-holding
+tokens are walked as before. Outside values the shared guide's cached masks are filtered once per
+state and request. On the events messages and SmolLM2's 49k vocabulary: about
 3 ms to set up a request, 0.1 ms a step.
 Plain Python + numpy: distill's teacher uses the same automaton (docs/contracts.md).
 """
@@ -120,8 +121,9 @@ class FieldsFormat:
         self.cap, self.nulls = max_value_bytes, nulls
         self.source = None if source is None else source.encode("utf-8")
         if self.source is not None:  # where a value may start and end (`word_edges`)
-            self.starts, self.ends = word_edges(self.source)
-            self.end_list = sorted(e for e in self.ends if not pending(self.source[max(0, e - 4):e]))
+            self.starts, ends = word_edges(self.source)
+            self.ends = {e for e in ends if not pending(self.source[max(0, e - 4):e])}  # on whole characters
+            self.end_list = sorted(self.ends)
             # stop[p]: the first offset >= p holding a byte no value may hold (a value cannot run past it)
             self.stop = [len(self.source)] * (len(self.source) + 1)
             for p in range(len(self.source) - 1, -1, -1):
