@@ -5,7 +5,7 @@ A label task (`task.labels: [positive, negative]`) answers with exactly one labe
 its labelled eval file may hold no other answer. A fields task (`task.fields: [day, time, place]`)
 answers with one JSON object of exactly those fields, in order (values strings or null); so must
 its seeds and its labelled eval file. With `task.verbatim: true` each value is a span of the input,
-so each seed's values must be spans of its input. Checked when the recipe loads, before any work, each mistake
+so each seed's values must be spans of whole words of its input (`edgestill.spans`). Checked when the recipe loads, before any work, each mistake
 one line naming the key, file or record and what to do.
 """
 
@@ -15,6 +15,7 @@ import json
 
 from edgestill.errors import UserError
 from edgestill.field_metrics import field_problem, overlapping_values
+from edgestill.spans import is_word_span
 
 
 def check_labels(task, where: str) -> None:
@@ -86,11 +87,12 @@ def check_fields(task, where: str) -> None:
             raise UserError(f"{where}: task.seed_examples[{i}]: output {problem}; answer each seed with "
                             f"{_shape(fields)} (values strings or null)")
         if task.verbatim:
-            bad = next((k for k, v in json.loads(ex.output).items() if v is not None and (not v or v not in ex.input)),
+            bad = next((k for k, v in json.loads(ex.output).items() if v is not None and not is_word_span(v, ex.input)),
                        None)
             if bad is not None:
-                raise UserError(f"{where}: task.seed_examples[{i}]: the value of {bad!r} is empty or not a span of the "
-                                "input; with task.verbatim: true copy each value from the input word for word (or null)")
+                raise UserError(f"{where}: task.seed_examples[{i}]: the value of {bad!r} is empty or not a span of whole "
+                                "words of the input; with task.verbatim: true copy each value from the input word for word "
+                                "(or null)")
         if task.distinct_values and overlapping_values(json.loads(ex.output)):
             raise UserError(f"{where}: task.seed_examples[{i}]: two values overlap (equal, or one inside the other); "
                             "with task.distinct_values: true give each field its own part of the input, or drop the key")

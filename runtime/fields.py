@@ -39,16 +39,15 @@ from __future__ import annotations
 
 import bisect
 import json
-import re
 from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 
 from edgestill.runtime.errors import PromptError
+from edgestill.spans import word_edges
 
 MAX_VALUE_BYTES = 64
-_PUNCT = bytes(b for b in range(0x21, 0x7F) if not chr(b).isalnum())  # ASCII punctuation and symbols
 QUOTE, BACKSLASH = 0x22, 0x5C
 NULL = b"null"
 LIT, OPEN, STR, NUL, END = range(5)
@@ -84,25 +83,6 @@ def _last_char(data: bytes) -> tuple[int, int]:
         if b & 0xC0 != 0x80:  # the character's first byte
             return n, 1 if b < 0x80 else 2 if b < 0xE0 else 3 if b < 0xF0 else 4
     return 0, 0
-
-
-def word_edges(text: bytes) -> tuple[set[int], set[int]]:
-    """(Where a verbatim value may start, where it may end) in `text`, as byte offsets: at the edges
-    of each run of non-space bytes and anywhere inside its leading or trailing ASCII punctuation
-    ("(room 204)," gives "room 204", "(room 204)" and "(room 204),"; "6:15 am" never gives "15 am",
-    "8 a.m.," gives "8 a.m."), and at every character edge of a run with no ASCII letter or digit
-    (scripts written without spaces); the rest of `FieldsFormat` keeps values on whole characters."""
-    starts, ends = set(), set()
-    for m in re.finditer(rb"\S+", text):
-        a, b = m.span()
-        core = m.group().strip(_PUNCT)
-        lead = len(m.group()) - len(m.group().lstrip(_PUNCT))
-        starts.update(range(a, a + lead + 1) if core else range(a, b))
-        ends.update(range(a + lead + len(core), b + 1) if core else range(a + 1, b + 1))
-        if not any(chr(c).isalnum() for c in m.group() if c < 0x80):  # e.g. CJK: every character edge
-            starts.update(range(a, b))
-            ends.update(range(a + 1, b + 1))
-    return starts, ends
 
 
 def pending(data: bytes) -> int:

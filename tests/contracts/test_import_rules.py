@@ -14,7 +14,7 @@ FOLDERS = {"edgestill": "edgestill", "distill": "edgestill.distill", "export": "
            "runtime": "edgestill.runtime", "benchmarks": "edgestill.benchmarks"}
 STAGES = ("edgestill.distill", "edgestill.export", "edgestill.runtime", "edgestill.benchmarks")
 # what the runtime may import from edgestill core (stdlib-only modules)
-RUNTIME_CORE = {"edgestill", "edgestill.errors", "edgestill.files"}
+RUNTIME_CORE = {"edgestill", "edgestill.errors", "edgestill.files", "edgestill.spans"}
 RUNTIME_THIRD_PARTY = {"numpy", "onnxruntime", "tokenizers", "jinja2"}
 
 

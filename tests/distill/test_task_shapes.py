@@ -129,7 +129,9 @@ def test_bad_verbatim_keys_are_one_line_errors_too(tmp_path):
     (FIELDED + "  verbatim: 1\n", ["task.verbatim", "true/false"]),
     (LABELLED + "  verbatim: true\n", ["task.verbatim", "only a fields task"]),
     (FIELDED.replace('"time": "later"', '"time": "Later"') + "  verbatim: true\n",
-     ["task.seed_examples[2]", "'time'", "not a span of the input"]),
+     ["task.seed_examples[2]", "'time'", "not a span of whole words of the input"]),
+    (FIELDED.replace('"time": "noon"', '"time": "noo"') + "  verbatim: true\n",  # inside a word
+     ["task.seed_examples[1]", "'time'", "whole words"]),
     (FIELDED.replace('"day": null', '"day": ""') + "  verbatim: true\n", ["task.seed_examples[2]", "'day'", "empty"]),
 ])
 def test_bad_verbatim_keys_are_one_line_errors(tmp_path, text, words):
