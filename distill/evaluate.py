@@ -36,18 +36,43 @@ from edgestill.metrics import exact_match_rate, mean_rouge_l, novel_word_share, 
 from edgestill.tensors import chat_prompt, user_message
 
 
+def copy_token_ids(tokenizer, text: str) -> list[int]:
+    """The ids the copy bias favours for input `text`: its tokens, also after a space, never a special
+    token (the runtime's `Generator.copy_ids`)."""
+    ids = set(tokenizer(text, add_special_tokens=False)["input_ids"])
+    ids |= set(tokenizer(" " + text, add_special_tokens=False)["input_ids"])
+    return sorted(ids - set(tokenizer.all_special_ids))
+
+
+class CopyBias:
+    """A transformers logits processor: `bias` added to each row's favoured token ids."""
+
+    def __init__(self, rows: list[list[int]], bias: float):
+        self.rows, self.bias = rows, bias
+
+    def __call__(self, input_ids, scores):
+        for row, ids in enumerate(self.rows):
+            scores[row, ids] += self.bias
+        return scores
+
+
 def greedy_answers(model, tokenizer, texts: list[str], instruction: str, max_new_tokens: int,
-                   batch_size: int = 16, desc: str = "student") -> list[str]:
-    """Greedy answers of `model` to `texts` with its own chat template."""
+                   batch_size: int = 16, desc: str = "student", copy_bias: float = 0.0) -> list[str]:
+    """Greedy answers of `model` to `texts` with its own chat template; with `copy_bias` (`task.copy_bias`)
+    each text's own tokens get that logit bonus, as in the runtime."""
     import torch
+    from transformers import LogitsProcessorList
 
     tokenizer.padding_side = "left"
     out = []
     for start in tqdm(range(0, len(texts), batch_size), desc=f"{desc} answers eval", unit="batch"):
-        prompts = [chat_prompt(tokenizer, user_message(instruction, t)) for t in texts[start:start + batch_size]]
+        batch = texts[start:start + batch_size]
+        prompts = [chat_prompt(tokenizer, user_message(instruction, t)) for t in batch]
         enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+        bias = [CopyBias([copy_token_ids(tokenizer, t) for t in batch], copy_bias)] if copy_bias else []
         with torch.inference_mode():
             gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                                 logits_processor=LogitsProcessorList(bias),
                                  pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
         out += [s.strip() for s in tokenizer.batch_decode(gen[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)]
     return out
@@ -95,7 +120,8 @@ def evaluate(model, tokenizer, eval_records: list[dict], eval_examples, task, de
         predictions = extract(model, tokenizer, messages, task.fields, task.max_output_tokens,
                               sources=texts if getattr(task, "verbatim", False) else None)
     else:
-        predictions = greedy_answers(model, tokenizer, texts, task.instruction, task.max_output_tokens, desc=desc)
+        predictions = greedy_answers(model, tokenizer, texts, task.instruction, task.max_output_tokens, desc=desc,
+                                     copy_bias=getattr(task, "copy_bias", 0.0))
     teacher = [r["output"] for r in eval_records]
     scores = [rouge_l(p, t) for p, t in zip(predictions, teacher)]
     hits, totals = agreement_counts(model, eval_examples, tokenizer.pad_token_id)

@@ -70,6 +70,9 @@ class Task:
     # a fields task's teacher answers are kept for training only when no two non-null values are equal or
     # one inside the other (distill/fields.py answer_problem: "overlapping_values")
     distinct_values: bool = False
+    # a free-text task's answers favour the input's own tokens: this logit bonus, carried in the bundle's
+    # manifest ("task": {"copy_bias"}) and used by the runtime and the distill evaluation (0: off)
+    copy_bias: float = 0.0
     rationale: bool = False  # the teacher also explains each input step by step (teacher.jsonl "rationale")
     topics: list[str] = field(default_factory=list)  # optional topic hints that widen generated inputs
     max_input_tokens: int = 160

@@ -30,6 +30,7 @@ def check_labels(task, where: str) -> None:
         raise UserError(f"{where}: task.input_request: plain words naming the inputs to write (e.g. \"a short "
                         f"message that invites someone to an event\"), for a task without labels (a label task "
                         f"has task.label_request); got {task.input_request!r}")
+    check_copy_bias(task, where)
     if not labels:
         return
     if len(labels) < 2:
@@ -60,6 +61,16 @@ def check_label_file(labels: list[str], records: list[dict], where: str) -> None
 
 def _shape(fields: list[str]) -> str:
     return json.dumps(dict.fromkeys(fields, "..."))
+
+
+def check_copy_bias(task, where: str) -> None:
+    """`task.copy_bias`: a number from 0 to 20, for a free-text task (label and fields answers are constrained)."""
+    bias = task.copy_bias
+    if isinstance(bias, bool) or not isinstance(bias, (int, float)) or not 0 <= bias <= 20:
+        raise UserError(f"{where}: task.copy_bias: a number from 0 (off) to 20, e.g. 2.0; got {bias!r}")
+    if bias and (task.labels or task.fields):
+        raise UserError(f"{where}: task.copy_bias: only a free-text task takes this key (label and fields answers "
+                        "are constrained already); drop it")
 
 
 def check_fields(task, where: str) -> None:

@@ -91,7 +91,8 @@ def export_recipe(recipe: Recipe, build_root: str | Path = "build", force: bool 
                               calibration=build / "data" / "teacher.jsonl", mixed_budget=recipe.export.mixed_budget,
                               labels=tuple((report.get("task") or {}).get("labels") or recipe.task.labels),
                               fields=tuple((report.get("task") or {}).get("fields") or recipe.task.fields),
-                              verbatim=bool((report.get("task") or {}).get("verbatim", recipe.task.verbatim)))
+                              verbatim=bool((report.get("task") or {}).get("verbatim", recipe.task.verbatim)),
+                              copy_bias=float(recipe.task.copy_bias))
     reference = _LazyReference(student)
     manifests = []
     for stale in build.glob(".calibrated-*"):  # left by a killed run

@@ -125,6 +125,7 @@ class ExportSettings:
     labels: tuple[str, ...] = ()  # a label task's labels, carried in the manifest ("task": {"labels"})
     fields: tuple[str, ...] = ()  # a fields task's JSON fields, carried in the manifest ("task": {"fields"})
     verbatim: bool = False  # a fields task's values are spans of the input ("task": {"fields", "verbatim"})
+    copy_bias: float = 0.0  # a free-text task's logit bonus for the input's tokens ("task": {"copy_bias"})
 
 
 def build_model(model_dir: Path, bundle_dir: Path, chosen: Preset, log_file: Path, calibration: Path | None = None,
@@ -182,10 +183,11 @@ def export_bundle(model_dir, out_dir, precision: str, settings: ExportSettings, 
 
 
 def task_shape(s: ExportSettings) -> dict:
-    """The manifest's "task": a label task's labels or a fields task's fields and verbatim flag ({} for
-    free text)."""
+    """The manifest's "task": a label task's labels, a fields task's fields and verbatim flag, a free-text
+    task's copy bias when it has one ({} otherwise)."""
     return {**({"labels": list(s.labels)} if s.labels else {}),
-            **({"fields": list(s.fields), "verbatim": s.verbatim} if s.fields else {})}
+            **({"fields": list(s.fields), "verbatim": s.verbatim} if s.fields else {}),
+            **({"copy_bias": float(s.copy_bias)} if s.copy_bias else {})}
 
 
 def manifest_fields(model_dir: Path, bundle_dir: Path, precision: str, s: ExportSettings, quantization: dict | None,

@@ -61,6 +61,8 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--seed", type=int, default=None)
         p.add_argument("--prompt-lookup", type=int, default=0, metavar="N",
                        help="greedy only: draft up to N tokens a run from text already seen (2-4 suit summaries)")
+        p.add_argument("--copy-bias", type=float, default=None, metavar="B",
+                       help="add B to the logits of the input's tokens (default: the bundle's task.copy_bias, else 0)")
         p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
         p.add_argument("--truncate", choices=["left"], default=None, help="drop the oldest prompt tokens if too long")
         p.add_argument("--threads", type=int, default=None)
@@ -72,12 +74,15 @@ def _parser() -> argparse.ArgumentParser:
 def _settings(args: argparse.Namespace) -> dict:
     return dict(max_new_tokens=args.max_new_tokens, stop=args.stop, truncate=args.truncate,
                 temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                repetition_penalty=args.repetition_penalty, seed=args.seed, prompt_lookup=args.prompt_lookup)
+                repetition_penalty=args.repetition_penalty, seed=args.seed, prompt_lookup=args.prompt_lookup,
+                copy_bias=args.copy_bias)
 
 
-def _answer(gen: Generator, prompt_text: str, args: argparse.Namespace) -> str:
-    """Stream (or, with --json, collect and print as JSON) the answer to an already formatted prompt."""
+def _answer(gen: Generator, prompt_text: str, args: argparse.Namespace, source: str | None = None) -> str:
+    """Stream (or, with --json, collect and print as JSON) the answer to an already formatted prompt;
+    the copy bias favours the tokens of `source` (default: the whole prompt)."""
     settings, start, pieces, tokens = _settings(args), time.perf_counter(), [], []
+    settings["copy_ids"] = None if source is None else gen.copy_ids(source)
     stop = settings.pop("stop")
     prompt_ids = gen.encode(prompt_text, raw=True)
 
@@ -153,7 +158,8 @@ def main(argv: list[str]) -> int:
     elif args.command == "generate" and (args.choice or args.labels):
         _choose(gen, args)
     elif args.command == "generate":
-        _answer(gen, gen.bundle.format_prompt(clean_text(args.prompt), raw=args.raw), args)
+        text = clean_text(args.prompt)
+        _answer(gen, gen.bundle.format_prompt(text, raw=args.raw), args, None if args.raw else text)
     else:
         _chat(gen, args)
     return 0

@@ -171,6 +171,11 @@ class Bundle:
         return (self.manifest.get("task") or {}).get("fields")
 
     @property
+    def copy_bias(self) -> float:
+        """The logit bonus free-text answers give the input's tokens (manifest "task": {"copy_bias"}; 0 when absent)."""
+        return float((self.manifest.get("task") or {}).get("copy_bias", 0.0))
+
+    @property
     def verbatim(self) -> bool:
         """Whether a fields task's values are spans copied from the input (manifest "task": {"verbatim": true})."""
         return bool((self.manifest.get("task") or {}).get("verbatim", False))

@@ -44,7 +44,7 @@ from edgestill.runtime.fields import (
     token_pieces,
 )
 from edgestill.runtime.lookup import MAX_DRAFT, lookup_steps
-from edgestill.runtime.sampling import Sampling, penalize, pick
+from edgestill.runtime.sampling import Sampling, boost, penalize, pick
 
 TRUNCATE = (None, "left")
 
@@ -96,6 +96,8 @@ class Generator:
         self.model = Model(bundle, threads, providers)
         self.eos = frozenset(bundle.eos_token_ids)
         self.vocab_size = self.model.vocab_size
+        special = {i for i, t in bundle.tokenizer.get_added_tokens_decoder().items() if t.special}
+        self._special = np.asarray(sorted(special | self.eos), dtype=np.int64)  # never copy-biased
         self.context_length = bundle.context_length
         self._guides: dict[tuple[str, ...], FieldsGuide] = {}  # per field list, built at the first extract
         self._guides_lock = threading.Lock()
@@ -134,13 +136,27 @@ class Generator:
 
     # ------------------------------------------------------------------ token level
 
-    def _chooser(self, sampling: Sampling, prompt: list[int]) -> Callable[[np.ndarray], int]:
+    def copy_ids(self, text: str) -> list[int]:
+        """The token ids the copy bias favours for an input `text`: its tokens, also as they read
+        after a space (so its first word counts inside the answer too)."""
+        encode = self.bundle.tokenizer.encode
+        return encode(text, add_special_tokens=False).ids + encode(" " + text, add_special_tokens=False).ids
+
+    def _chooser(self, sampling: Sampling, prompt: list[int],
+                 copy: Sequence[int] | None = None) -> Callable[[np.ndarray], int]:
+        """The step's token choice; the copy bias favours `copy` (default: the prompt's tokens), never a
+        special or end token."""
         rng = np.random.default_rng(sampling.seed)
         seen = np.zeros(self.vocab_size, dtype=bool)
         seen[prompt] = True
-        penalty = sampling.repetition_penalty
+        penalty, bias = sampling.repetition_penalty, sampling.copy_bias
+        favoured = np.empty(0, dtype=np.int64)
+        if bias:
+            favoured = np.setdiff1d(np.asarray(prompt if copy is None else copy, dtype=np.int64), self._special)
+            favoured = favoured[(favoured >= 0) & (favoured < self.vocab_size)]
 
         def choose(logits: np.ndarray) -> int:
+            logits = boost(logits, favoured, bias)
             if penalty != 1.0:
                 logits = penalize(logits, np.flatnonzero(seen), penalty)
             token = int(np.argmax(logits)) if sampling.greedy else \
@@ -150,11 +166,12 @@ class Generator:
         return choose
 
     def _steps(self, rows: list[list[int]], max_new: int, sampling: Sampling, ignore_eos: bool,
-               done: np.ndarray) -> Iterator[np.ndarray]:
+               done: np.ndarray, copies: Sequence | None = None) -> Iterator[np.ndarray]:
         """Yield, per decode step, one token id per row (-1 for a finished row). The caller may set
-        `done[row]` to finish a row early; a row also finishes at eos (not yielded)."""
+        `done[row]` to finish a row early; a row also finishes at eos (not yielded). `copies`: per
+        row, the ids the copy bias favours (default: the row's prompt)."""
         cache = self.model.new_cache(len(rows), max(map(len, rows)) + max_new)
-        choosers = [self._chooser(sampling, row) for row in rows]
+        choosers = [self._chooser(sampling, row, copies[b] if copies else None) for b, row in enumerate(rows)]
         logits = np.stack([cache.prefill(b, row) for b, row in enumerate(rows)])
         eos = frozenset() if ignore_eos else self.eos
         pad = min(self.eos) if self.eos else 0
@@ -175,27 +192,32 @@ class Generator:
     def stream_ids(self, prompt_ids: Sequence[int], max_new_tokens: int, temperature: float = 0.0,
                    top_k: int = 0, top_p: float = 1.0, seed: int | None = None, ignore_eos: bool = False,
                    repetition_penalty: float = 1.0, truncate: str | None = None,
-                   prompt_lookup: int = 0) -> Iterator[int]:
+                   prompt_lookup: int = 0, copy_bias: float | None = None,
+                   copy_ids: Sequence[int] | None = None) -> Iterator[int]:
         """Yield up to `max_new_tokens` new token ids; the first right after prefill.
 
         Stops before yielding an eos id unless `ignore_eos` (then exactly `max_new_tokens`).
         `prompt_lookup` > 0 (greedy only) drafts up to that many tokens a run from n-grams already
         in the text (runtime/lookup.py): the same tokens up to rounding, fewer runs where the answer
-        copies (graphs without a shared KV buffer decode plainly).
+        copies (graphs without a shared KV buffer decode plainly). `copy_bias` (default: the bundle's,
+        manifest "task": {"copy_bias"}, else 0) is added to the logits of `copy_ids` (default: the
+        prompt's tokens; `stream` passes the input text's), never to a special or end token.
         Arguments are checked now, before the first token.
         """
         max_new = self._max_new(max_new_tokens)
-        sampling = Sampling(temperature, top_k, top_p, repetition_penalty, seed).checked(self.vocab_size)
+        bias = self.bundle.copy_bias if copy_bias is None else copy_bias
+        sampling = Sampling(temperature, top_k, top_p, repetition_penalty, seed, bias).checked(self.vocab_size)
         lookup = _lookup_size(prompt_lookup, sampling)
         ids = self.check_ids(prompt_ids, max_new, truncate)
         if lookup and self.model.share_buffer:
             cache = self.model.new_cache(1, len(ids) + max_new)
             eos = frozenset() if ignore_eos else self.eos
-            return lookup_steps(cache, self._chooser(sampling, ids), ids, max_new, lookup, eos)
-        return self._stream_one(ids, max_new, sampling, ignore_eos)
+            return lookup_steps(cache, self._chooser(sampling, ids, copy_ids), ids, max_new, lookup, eos)
+        return self._stream_one(ids, max_new, sampling, ignore_eos, copy_ids)
 
-    def _stream_one(self, ids, max_new, sampling, ignore_eos) -> Iterator[int]:
-        for tokens in self._steps([ids], max_new, sampling, ignore_eos, np.zeros(1, dtype=bool)):
+    def _stream_one(self, ids, max_new, sampling, ignore_eos, copy_ids=None) -> Iterator[int]:
+        copies = None if copy_ids is None else [copy_ids]
+        for tokens in self._steps([ids], max_new, sampling, ignore_eos, np.zeros(1, dtype=bool), copies):
             if tokens[0] < 0:
                 return
             yield int(tokens[0])
@@ -205,17 +227,20 @@ class Generator:
         """New token ids for each prompt, decoded together as one batch (same ids as one by one)."""
         return [answer for answer, _ in self._batch(prompts_ids, max_new_tokens, (), ignore_eos, truncate, sampling)]
 
-    def _batch(self, prompts_ids, max_new_tokens, stop, ignore_eos, truncate, sampling) -> list[tuple[list, Answer]]:
+    def _batch(self, prompts_ids, max_new_tokens, stop, ignore_eos, truncate, sampling,
+               copies=None) -> list[tuple[list, Answer]]:
         if not isinstance(prompts_ids, (list, tuple)) or not prompts_ids:
             raise PromptError("give a non-empty list of prompts")
         max_new = self._max_new(max_new_tokens)
         if sampling.pop("prompt_lookup", 0):
             raise SamplingError("prompt_lookup drafts for one prompt at a time; drop it for batches")
+        if sampling.get("copy_bias") is None:
+            sampling["copy_bias"] = self.bundle.copy_bias
         settings = Sampling(**sampling).checked(self.vocab_size)
         rows = [self.check_ids(ids, max_new, truncate) for ids in prompts_ids]
         out = [([], Answer(self.bundle.tokenizer, stop)) for _ in rows]
         done = np.zeros(len(rows), dtype=bool)
-        for tokens in self._steps(rows, max_new, settings, ignore_eos, done):
+        for tokens in self._steps(rows, max_new, settings, ignore_eos, done, copies):
             for b, token in enumerate(tokens):
                 if token >= 0:
                     out[b][0].append(int(token))
@@ -279,12 +304,13 @@ class Generator:
                truncate: str | None = None, **sampling) -> Iterator[str]:
         """Yield text pieces of the answer to `text` (prompted with the bundle's template unless `raw`).
 
-        `sampling`: temperature, top_k, top_p, repetition_penalty, seed, ignore_eos, prompt_lookup
-        (see `stream_ids`). Generation ends
+        `sampling`: temperature, top_k, top_p, repetition_penalty, seed, ignore_eos, prompt_lookup,
+        copy_bias (see `stream_ids`; here the copy bias favours the tokens of `text`). Generation ends
         at eos, after `max_new_tokens`, or at the first `stop` string (which is not yielded). Pieces
         never split a character.
         """
-        ids = self.stream_ids(self.encode(text, raw), max_new_tokens, truncate=truncate, **sampling)
+        copy = None if raw else self.copy_ids(clean_text(text))
+        ids = self.stream_ids(self.encode(text, raw), max_new_tokens, truncate=truncate, copy_ids=copy, **sampling)
         return self.pieces(ids, stop)
 
     def pieces(self, ids: Iterator[int], stop: Sequence[str] = ()) -> Iterator[str]:
@@ -312,7 +338,8 @@ class Generator:
         if not isinstance(texts, (list, tuple)) or not texts:
             raise PromptError("generate_batch needs a non-empty list of prompts")
         rows = [self.encode(text, raw) for text in texts]
-        out = self._batch(rows, max_new_tokens, _stops(stop), ignore_eos, truncate, sampling)
+        copies = None if raw else [self.copy_ids(clean_text(text)) for text in texts]
+        out = self._batch(rows, max_new_tokens, _stops(stop), ignore_eos, truncate, sampling, copies)
         return ["".join(answer.pieces) for _, answer in out]
 
     def chat_prompt(self, messages: list[dict], add_generation_prompt: bool = True) -> str:

@@ -1,5 +1,5 @@
 """Choosing the next token from one row of logits, in numpy: greedy, temperature, top-k, top-p,
-repetition penalty; and the checked settings for them.
+repetition penalty, copy bias; and the checked settings for them.
 
 `Sampling(...).checked(vocab_size)` validates the settings (SamplingError names the bad one);
 `pick(logits, temperature, top_k, top_p, rng)` is what `Generator` calls each step;
@@ -7,7 +7,9 @@ repetition penalty; and the checked settings for them.
 with `rng` (a `numpy.random.Generator`, seeded by the caller for reproducible output).
 `penalize(logits, seen, penalty)` is the CTRL / transformers repetition penalty: the logit of
 every token already in the prompt or the answer is divided by `penalty` if positive, multiplied
-if negative.
+if negative. `boost(logits, ids, bias)` is the copy bias: `bias` added to the logit of every
+token of the input text, so an answer keeps the input's words (extractive summaries) instead of
+inventing its own.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from edgestill.runtime.errors import SamplingError
 
 MAX_TEMPERATURE = 100.0
 MIN_REPETITION_PENALTY, MAX_REPETITION_PENALTY = 0.01, 100.0  # keeps penalized float32 logits finite
+MAX_COPY_BIAS = 20.0
 
 
 def _number(name: str, value, low: float, high: float, low_open: bool = False) -> float:
@@ -50,6 +53,7 @@ class Sampling:
     top_p: float = 1.0
     repetition_penalty: float = 1.0
     seed: int | None = None
+    copy_bias: float = 0.0
 
     def checked(self, vocab_size: int) -> "Sampling":
         """The same settings as plain Python numbers; SamplingError names any out-of-range value."""
@@ -59,7 +63,7 @@ class Sampling:
                         top_p=_number("top_p", self.top_p, 0.0, 1.0, low_open=True),
                         repetition_penalty=_number("repetition_penalty", self.repetition_penalty,
                                                    MIN_REPETITION_PENALTY, MAX_REPETITION_PENALTY),
-                        seed=seed)
+                        seed=seed, copy_bias=_number("copy_bias", self.copy_bias, 0.0, MAX_COPY_BIAS))
 
     @property
     def greedy(self) -> bool:
@@ -74,6 +78,15 @@ def penalize(logits: np.ndarray, seen: np.ndarray, penalty: float) -> np.ndarray
     ids = np.unique(seen)
     row = out[ids]
     out[ids] = np.where(row > 0, row / penalty, row * penalty)
+    return out
+
+
+def boost(logits: np.ndarray, ids: np.ndarray, bias: float) -> np.ndarray:
+    """`logits` [vocab] with `bias` added at the token ids `ids` (a copy; `logits` itself when none)."""
+    if bias == 0.0 or ids.size == 0:
+        return logits
+    out = logits.astype(np.float32, copy=True)
+    out[ids] += bias
     return out
 
 

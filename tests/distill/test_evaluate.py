@@ -36,3 +36,35 @@ def test_exact_match_and_label_scores_normalise_case_and_punctuation(tiny):
                             for t, a in zip(TEXTS[2:], answers[2:])]
     assert quality["novel_word_share"] == pytest.approx(sum(outside) / 4, abs=1e-4)
     assert quality["teacher_novel_word_share"] == quality["novel_word_share"]
+
+
+def test_copy_bias_keeps_answers_to_the_inputs_tokens(tiny):
+    """`task.copy_bias` in the distill evaluation: a large bias keeps every answer token among the
+    input's own tokens (as the runtime does); 0 leaves the answers as they were."""
+    import torch
+    from transformers import LogitsProcessorList
+
+    from edgestill.distill.evaluate import CopyBias, copy_token_ids
+    from edgestill.tensors import chat_prompt, user_message
+
+    model, tok = tiny
+    plain = greedy_answers(model, tok, TEXTS, INSTRUCTION, max_new_tokens=8)
+    assert greedy_answers(model, tok, TEXTS, INSTRUCTION, max_new_tokens=8, copy_bias=0.0) == plain
+    biased = greedy_answers(model, tok, TEXTS, INSTRUCTION, max_new_tokens=8, copy_bias=50.0)
+    assert biased != plain
+    favoured = copy_token_ids(tok, TEXTS[0])
+    assert favoured and not set(favoured) & set(tok.all_special_ids)
+    ids = tok(chat_prompt(tok, user_message(INSTRUCTION, TEXTS[0])), return_tensors="pt", add_special_tokens=False)
+    with torch.inference_mode():
+        out = model.generate(**ids, max_new_tokens=8, do_sample=False, pad_token_id=tok.pad_token_id,
+                             eos_token_id=tok.eos_token_id, logits_processor=LogitsProcessorList([CopyBias([favoured], 50.0)]))
+    new = out[0, ids["input_ids"].shape[1]:].tolist()
+    assert set(new) - {tok.eos_token_id} <= set(favoured)
+    assert tok.decode(new, skip_special_tokens=True).strip() == biased[0]
+
+
+def test_task_shape_carries_the_copy_bias():
+    from edgestill.export.bundle import ExportSettings, task_shape
+
+    assert task_shape(ExportSettings("Summarize.", ("a",))) == {}
+    assert task_shape(ExportSettings("Summarize.", ("a",), copy_bias=2.0)) == {"copy_bias": 2.0}

@@ -115,6 +115,10 @@ def test_bad_verbatim_keys_are_one_line_errors_too(tmp_path):
          ["task.seed_examples[1]", "overlap"]),
         (LABELLED + "  input_request: a short review\n", ["task.input_request", "task.label_request"]),
         (FIELDED + "  input_request: a message about {topic}\n", ["task.input_request", "plain words"]),
+        (LABELLED + "  copy_bias: 2.0\n", ["task.copy_bias", "only a free-text task"]),
+        (FIELDED + "  copy_bias: 1\n", ["task.copy_bias", "only a free-text task"]),
+        (LABELLED + "  copy_bias: -1\n", ["task.copy_bias", "from 0", "-1"]),
+        (LABELLED + "  copy_bias: lots\n", ["task.copy_bias"]),
     ]:
         with pytest.raises(UserError) as err:
             load_recipe(write(tmp_path, text))

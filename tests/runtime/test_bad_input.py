@@ -71,6 +71,8 @@ def test_utf8_bytes_are_accepted(gen):
     ("repetition_penalty", 1e-300, "repetition_penalty=1e-300 is out of range"),
     ("repetition_penalty", float("inf"), "repetition_penalty=inf"),
     ("seed", -1, "seed=-1 is out of range"),
+    ("copy_bias", -1.0, "copy_bias=-1.0 is out of range"),
+    ("copy_bias", "much", "copy_bias must be a number"),
     ("truncate", "right", "truncate='right'"),
     ("prompt_lookup", -1, "prompt_lookup=-1: use an integer from 0"),
     ("prompt_lookup", 33, "prompt_lookup=33"),

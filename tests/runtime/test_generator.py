@@ -222,3 +222,32 @@ def test_prompt_lookup_edges_match_plain_decoding(gen):
     cache.prefill(0, ids)
     with pytest.raises(IndexError, match="room for 3 more tokens"):
         cache.extend([1, 2, 3])
+
+
+def test_copy_bias_favours_the_input_tokens(gen, fp32_bundle, tmp_path):
+    """A large copy bias keeps every answer token among the input's own tokens; none leaves the
+    answer as it was; the bundle's manifest value is the default."""
+    import json
+    import shutil
+
+    text = TEXTS[0]
+    favoured = set(gen.copy_ids(text))
+    plain = list(gen.stream_ids(gen.encode(text), 16, ignore_eos=True))
+    assert list(gen.stream_ids(gen.encode(text), 16, ignore_eos=True, copy_bias=0.0)) == plain
+    biased = list(gen.stream_ids(gen.encode(text), 16, ignore_eos=True, copy_bias=20.0, copy_ids=gen.copy_ids(text)))
+    assert set(biased) <= favoured and not set(plain) <= favoured  # the bias changed the choice
+    assert gen.generate(text, max_new_tokens=16, ignore_eos=True, copy_bias=20.0) == gen.bundle.tokenizer.decode(biased)
+    # a bundle whose manifest carries task.copy_bias uses it unless told otherwise
+    folder = tmp_path / "bundle"
+    shutil.copytree(fp32_bundle, folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["task"] = {"copy_bias": 20.0}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    biased_bundle = Generator(Bundle.open(folder), threads=2)
+    assert biased_bundle.bundle.copy_bias == 20.0
+    answer = biased_bundle.generate(text, max_new_tokens=16, ignore_eos=True)
+    assert answer == gen.generate(text, max_new_tokens=16, ignore_eos=True, copy_bias=20.0)
+    assert biased_bundle.generate(text, max_new_tokens=16, ignore_eos=True, copy_bias=0.0) == \
+        gen.generate(text, max_new_tokens=16, ignore_eos=True)
+    batch = biased_bundle.generate_batch([text, TEXTS[1]], max_new_tokens=16, ignore_eos=True)
+    assert batch[0] == answer
