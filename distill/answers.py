@@ -19,11 +19,12 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from edgestill.distill.copy_bias import copy_token_ids
 from edgestill.distill.generate import greedy_topk
 from edgestill.distill.topk import TopkStore
 from edgestill.files import JsonlAppender, read_jsonl
 from edgestill.recipe import Recipe
-from edgestill.tensors import chat_prompt, user_message
+from edgestill.tensors import chat_prompt, input_of, user_message
 
 log = logging.getLogger(__name__)
 RATIONALE_TOKENS_PER_ANSWER_TOKEN = 2  # a rationale may run to twice `task.max_output_tokens`
@@ -36,15 +37,17 @@ def eos_ids(model, tokenizer) -> list[int]:
     return sorted(set(ids) | {tokenizer.eos_token_id})
 
 
-def answer_batch(model, tokenizer, prompts: list[str], max_new_tokens: int, k: int) -> list[dict]:
-    """Greedy answers to chat prompts with per-token top-k log-probs (T=1).
+def answer_batch(model, tokenizer, prompts: list[str], max_new_tokens: int, k: int,
+                 copies: list[list[int]] | None = None, copy_bias: float = 0.0) -> list[dict]:
+    """Greedy answers to chat prompts with per-token top-k log-probs (T=1); with `copy_bias` each
+    prompt's `copies` ids get that logit bonus (`task.copy_bias`).
 
     Returns one dict per prompt: output (str), target_ids (list[int]), ended (bool),
     topk_ids (int64 [n, k]), topk_logp (float32 [n, k]) with n = len(target_ids).
     Runs through `distill.generate` (shared prompt prefix once, finished rows dropped).
     """
     stop = set(eos_ids(model, tokenizer))
-    answers = greedy_topk(model, tokenizer, prompts, max_new_tokens, k, stop)
+    answers = greedy_topk(model, tokenizer, prompts, max_new_tokens, k, stop, copies, copy_bias)
     return [_one_answer(tokenizer, a, stop) for a in answers]
 
 
@@ -93,11 +96,15 @@ def prepare_answers(recipe: Recipe, data_dir: Path, inputs: list[dict], model, t
     return sorted(records, key=lambda r: r["id"])
 
 
-def local_answerer(model, tokenizer):
-    """`answer(user_messages, max_new_tokens, k)` on the local torch teacher (`answer_batch`)."""
+def local_answerer(model, tokenizer, task=None):
+    """`answer(user_messages, max_new_tokens, k)` on the local torch teacher (`answer_batch`); a
+    free-text `task` with `copy_bias` has the teacher favour each input's own tokens, as the bundles do."""
+    bias = float(getattr(task, "copy_bias", 0.0) or 0.0)
+
     def answer(messages: list[str], max_new_tokens: int, k: int) -> list[dict]:
         prompts = [chat_prompt(tokenizer, m) for m in messages]
-        return answer_batch(model, tokenizer, prompts, max_new_tokens, k)
+        copies = [copy_token_ids(tokenizer, input_of(task, m)) for m in messages] if bias else None
+        return answer_batch(model, tokenizer, prompts, max_new_tokens, k, copies, bias)
     return answer
 
 

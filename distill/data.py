@@ -50,6 +50,9 @@ def open_teacher(t: TeacherSource, recipe: Recipe) -> OpenTeacher:
         if recipe.task.fields:
             raise UserError("task.fields: a served teacher cannot be held to the JSON format yet (it needs its logits "
                             "at every step); use a local teacher (teacher.source) for a fields task")
+        if recipe.task.copy_bias:
+            log.warning("task.copy_bias: a served teacher answers without it (the student and the bundles still "
+                        "use it)")
         return open_server_teacher(t, recipe)
 
     device = torch_device(recipe.device)
@@ -61,7 +64,7 @@ def open_teacher(t: TeacherSource, recipe: Recipe) -> OpenTeacher:
     write = input_writer(t, model, tok, device)
     answer = (label_answerer(model, tok, recipe.task.labels, eos_ids(model, tok)) if recipe.task.labels
               else fields_answerer(model, tok, recipe.task, eos_ids(model, tok)[0]) if recipe.task.fields
-              else local_answerer(model, tok))
+              else local_answerer(model, tok, recipe.task))
     return OpenTeacher(t.source, tok, model, write, answer, info=lambda: info)
 
 

@@ -25,6 +25,7 @@ import json
 
 from tqdm import tqdm
 
+from edgestill.distill.copy_bias import CopyBias, copy_token_ids
 from edgestill.distill.device import to_device
 from edgestill.distill.fields import extract
 from edgestill.distill.labels import choose
@@ -34,26 +35,6 @@ from edgestill.intervals import interval, paired_gain, verdict
 from edgestill.label_metrics import label_scores
 from edgestill.metrics import exact_match_rate, mean_rouge_l, novel_word_share, rouge_l
 from edgestill.tensors import chat_prompt, user_message
-
-
-def copy_token_ids(tokenizer, text: str) -> list[int]:
-    """The ids the copy bias favours for input `text`: its tokens, also after a space, never a special
-    token (the runtime's `Generator.copy_ids`)."""
-    ids = set(tokenizer(text, add_special_tokens=False)["input_ids"])
-    ids |= set(tokenizer(" " + text, add_special_tokens=False)["input_ids"])
-    return sorted(ids - set(tokenizer.all_special_ids))
-
-
-class CopyBias:
-    """A transformers logits processor: `bias` added to each row's favoured token ids."""
-
-    def __init__(self, rows: list[list[int]], bias: float):
-        self.rows, self.bias = rows, bias
-
-    def __call__(self, input_ids, scores):
-        for row, ids in enumerate(self.rows):
-            scores[row, ids] += self.bias
-        return scores
 
 
 def greedy_answers(model, tokenizer, texts: list[str], instruction: str, max_new_tokens: int,

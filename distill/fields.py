@@ -26,6 +26,7 @@ from edgestill.distill.generate import decode
 from edgestill.distill.prompts import chat_messages_prompt, few_shot_messages
 from edgestill.field_metrics import overlapping_values, parse_fields
 from edgestill.runtime.fields import FieldsFormat, FieldsGuide, TokenTable, token_pieces
+from edgestill.tensors import input_of
 
 
 def fields_guide(model, tokenizer, fields: list[str], eos_id: int) -> FieldsGuide:
@@ -90,12 +91,6 @@ def extract(model, tokenizer, messages: list[str], fields: list[str], max_new_to
     return [a["closed"] for start in range(0, len(prompts), BATCH)
             for a in constrained(model, tokenizer, prompts[start:start + BATCH], guides[start:start + BATCH],
                                  max_new_tokens)]
-
-
-def input_of(task, message: str) -> str:
-    """The input inside a user message (the instruction, a blank line, the input: tensors.user_message)."""
-    head = f"{task.instruction}\n\n" if task.instruction else ""
-    return message[len(head):] if message.startswith(head) else message
 
 
 def fields_answerer(model, tokenizer, task, eos_id: int):

@@ -21,6 +21,8 @@ import functools
 
 import torch
 
+from edgestill.distill.copy_bias import add_copy_bias
+
 TEMPERATURE, TOP_P, TOP_K = 0.9, 0.95, 50
 COMPACT_SHARE = 0.25  # see decode()
 
@@ -213,8 +215,11 @@ def sample(model, tokenizer, prompts: list[str], max_new_tokens: int, seed: int,
     return tokenizer.batch_decode(out, skip_special_tokens=True)
 
 
-def greedy_topk(model, tokenizer, prompts: list[str], max_new_tokens: int, k: int, stop_ids: set[int]) -> list[dict]:
-    """Greedy answers with the top-k log-probs (T=1) of every answer token.
+def greedy_topk(model, tokenizer, prompts: list[str], max_new_tokens: int, k: int, stop_ids: set[int],
+                copies: list[list[int]] | None = None, copy_bias: float = 0.0) -> list[dict]:
+    """Greedy answers with the top-k log-probs (T=1) of every answer token; with `copy_bias`, each
+    prompt's `copies` ids get that logit bonus first (distill/copy_bias.py), so the answer and its
+    log-probs are those of the biased distribution.
 
     Returns per prompt: tokens (list[int], the end token included when the row stopped by itself),
     topk_ids (int64 [n, k]) and topk_logp (float32 [n, k]), n = len(tokens).
@@ -223,6 +228,8 @@ def greedy_topk(model, tokenizer, prompts: list[str], max_new_tokens: int, k: in
     rows_logp: list[list[torch.Tensor]] = [[] for _ in prompts]
 
     def choose(logits, rows):
+        if copy_bias:
+            logits = add_copy_bias(logits.clone(), [copies[row] for row in rows], copy_bias)
         top = torch.log_softmax(logits, dim=-1).topk(k, dim=-1)
         indices, values = top.indices.cpu(), top.values.cpu()
         for j, row in enumerate(rows):

@@ -23,6 +23,12 @@ def user_message(instruction: str, text: str) -> str:
     return f"{instruction}\n\n{text}" if instruction else text
 
 
+def input_of(task, message: str) -> str:
+    """The input inside a user message (`user_message`'s inverse, with `task.instruction`)."""
+    head = f"{task.instruction}\n\n" if task.instruction else ""
+    return message[len(head):] if message.startswith(head) else message
+
+
 def chat_prompt(tokenizer, message: str) -> str:
     """`message` as one user turn in the tokenizer's chat template, ready for the answer."""
     return tokenizer.apply_chat_template([{"role": "user", "content": message}],

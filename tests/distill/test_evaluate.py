@@ -44,7 +44,7 @@ def test_copy_bias_keeps_answers_to_the_inputs_tokens(tiny):
     import torch
     from transformers import LogitsProcessorList
 
-    from edgestill.distill.evaluate import CopyBias, copy_token_ids
+    from edgestill.distill.copy_bias import CopyBias, copy_token_ids
     from edgestill.tensors import chat_prompt, user_message
 
     model, tok = tiny

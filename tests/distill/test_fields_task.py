@@ -13,11 +13,12 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from edgestill.distill.fields import extract, fields_answerer, input_of, valid_answers
+from edgestill.distill.fields import extract, fields_answerer, valid_answers
 from edgestill.distill.sensitivity import teacher_noise
 from edgestill.errors import UserError
 from edgestill.files import read_jsonl
 from edgestill.recipe import Example
+from edgestill.tensors import input_of
 from tests.conftest import write_tiny_recipe
 
 FIELDS = ["day", "time", "place"]

@@ -87,6 +87,31 @@ def test_greedy_topk_matches_one_prompt_at_a_time(tiny):
         assert abs(answer["topk_logp"] - ref).max() < 1e-4
 
 
+def test_teacher_copy_bias_answers_from_the_input(tiny):
+    """`task.copy_bias` on the teacher: a large bonus keeps every answer token among the input's own
+    tokens, the greedy token stays the top-1 of the stored (biased) log-probs, and the local answerer
+    applies it only when the task asks for it."""
+    from types import SimpleNamespace
+
+    from edgestill.distill.answers import local_answerer
+    from edgestill.distill.copy_bias import copy_token_ids
+
+    model, tok = tiny
+    prompts = [chat_prompt(tok, user_message("Summarize in one sentence.", t)) for t in TEXTS]
+    copies = [copy_token_ids(tok, t) for t in TEXTS]
+    plain = greedy_topk(model, tok, prompts, 7, 5, {tok.eos_token_id})
+    biased = greedy_topk(model, tok, prompts, 7, 5, {tok.eos_token_id}, copies, 50.0)
+    assert [a["tokens"] for a in biased] != [a["tokens"] for a in plain]
+    for answer, ids in zip(biased, copies):
+        assert set(answer["tokens"]) - {tok.eos_token_id} <= set(ids)
+        assert answer["topk_ids"][:, 0].tolist() == answer["tokens"]
+    task = SimpleNamespace(instruction="Summarize in one sentence.", copy_bias=50.0)
+    messages = [user_message(task.instruction, t) for t in TEXTS]
+    assert [a["target_ids"] for a in local_answerer(model, tok, task)(messages, 7, 5)] == \
+        [a["tokens"] for a in biased]
+    assert [a["target_ids"] for a in local_answerer(model, tok)(messages, 7, 5)] == [a["tokens"] for a in plain]
+
+
 def test_sample_is_seeded_and_varies(tiny):
     model, tok = tiny
     prompts = [chat_prompt(tok, "Write a text about " + t) for t in ("cats", "dogs", "birds")]
