@@ -120,12 +120,12 @@ def test_full_install_from_the_wheel_prints_records_as_csv(tmp_path, wheel):
 
 @pytest.mark.slow
 def test_runtime_copied_into_an_app_folder_runs(tmp_path, fp32_bundle):
-    """runtime/ as edgestill/runtime/ + edgestill/{__init__,errors,files}.py on the app's path."""
+    """runtime/ as edgestill/runtime/ + edgestill/{__init__,errors,files,spans}.py on the app's path."""
     python, site = _install_empty(tmp_path / "venv")
     _link_dependencies(site)
     app = tmp_path / "app"
     shutil.copytree(ROOT / "runtime", app / "edgestill" / "runtime", ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("__init__.py", "errors.py", "files.py"):
+    for name in ("__init__.py", "errors.py", "files.py", "spans.py"):
         shutil.copy(ROOT / "edgestill" / name, app / "edgestill" / name)
     run = subprocess.run([python, "-c", CODE, str(fp32_bundle)], capture_output=True, text=True, cwd=tmp_path,
                          env={"PYTHONPATH": str(app), "PATH": "/usr/bin:/bin"})
