@@ -16,7 +16,8 @@ any work (more layers than it has, a layer it does not have, widths larger than 
 that do not divide): one line, exit 2.
 Point i builds `build/<name>-<point name>/` through the stage commands (`edgestill distill`,
 `export --overwrite`, `bench`), as `make student` would; the first point's teacher data is copied
-(hard links) to the others, so they train on the same inputs and answers and the teacher runs once.
+(hard links) to the others, so they train on the same inputs and answers and the teacher runs once;
+so is its teacher bundle, which `export` then finds up to date instead of building it again.
 A point whose `report/report.json` exists is skipped, so a killed sweep resumes where it stopped.
 Then `python -m edgestill.benchmarks.sweep_chart` writes `build/<name>-sweep/` (sweep.json,
 sweep.md, sweep.png) from the points' reports.
@@ -98,6 +99,15 @@ def share_data(first: Path, build: Path) -> None:
     shutil.copytree(first / "data", build / "data", copy_function=_link_or_copy, dirs_exist_ok=True)
 
 
+def share_teacher_bundle(first: Path, build: Path) -> None:
+    """Point `build`'s teacher bundle at the first point's (hard links; export checks it is up to date)."""
+    source, target = first / "teacher-bundle-fp32", build / "teacher-bundle-fp32"
+    if target.exists() or not (source / "manifest.json").is_file():
+        return
+    build.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(source, target, copy_function=_link_or_copy)
+
+
 def _link_or_copy(src: str, dst: str) -> None:
     try:
         os.link(src, dst)
@@ -147,6 +157,7 @@ def sweep(recipe: Recipe, build_root: str | Path = "build", extra: list[str] = (
     for i, point in enumerate(recipe.sweep):
         if i:
             share_data(first, build_root / f"{recipe.name}-{names[i]}")
+            share_teacher_bundle(first, build_root / f"{recipe.name}-{names[i]}")
         reports.append(run_point(recipe, point, i, build_root, list(extra)))
     out = build_root / f"{recipe.name}-sweep"
     code = subprocess.run([sys.executable, "-m", "edgestill.benchmarks.sweep_chart", "--out", str(out),

@@ -70,6 +70,9 @@ def test_two_sizes_on_the_same_data_then_resume(tmp_path, teacher):
     assert first.returncode == 0, first.stderr[-3000:]
     one, two = build / "tiny-one", build / "tiny-two"
     assert (one / "data" / "teacher.jsonl").read_bytes() == (two / "data" / "teacher.jsonl").read_bytes()
+    teacher_onnx = [p.name for p in (one / "teacher-bundle-fp32").glob("*.onnx")]
+    assert teacher_onnx and all((two / "teacher-bundle-fp32" / n).samefile(one / "teacher-bundle-fp32" / n)
+                                for n in teacher_onnx)  # built once, shared (export found it up to date)
     params = [json.loads((b / "student" / "distill_report.json").read_text())["student"]["params"] for b in (one, two)]
     assert params[0] < params[1]
     s = json.loads((build / "tiny-sweep" / "sweep.json").read_text())
