@@ -136,6 +136,11 @@ class Generator:
 
     # ------------------------------------------------------------------ token level
 
+    def _with_copy_bias(self, sampling: dict) -> dict:
+        """`sampling` with the bundle's copy bias where the caller gave none (text-level calls)."""
+        bias = sampling.get("copy_bias")
+        return {**sampling, "copy_bias": self.bundle.copy_bias if bias is None else bias}
+
     def copy_ids(self, text: str) -> list[int]:
         """The token ids the copy bias favours for an input `text`: its tokens, also as they read
         after a space (so its first word counts inside the answer too)."""
@@ -192,21 +197,20 @@ class Generator:
     def stream_ids(self, prompt_ids: Sequence[int], max_new_tokens: int, temperature: float = 0.0,
                    top_k: int = 0, top_p: float = 1.0, seed: int | None = None, ignore_eos: bool = False,
                    repetition_penalty: float = 1.0, truncate: str | None = None,
-                   prompt_lookup: int = 0, copy_bias: float | None = None,
+                   prompt_lookup: int = 0, copy_bias: float = 0.0,
                    copy_ids: Sequence[int] | None = None) -> Iterator[int]:
         """Yield up to `max_new_tokens` new token ids; the first right after prefill.
 
         Stops before yielding an eos id unless `ignore_eos` (then exactly `max_new_tokens`).
         `prompt_lookup` > 0 (greedy only) drafts up to that many tokens a run from n-grams already
         in the text (runtime/lookup.py): the same tokens up to rounding, fewer runs where the answer
-        copies (graphs without a shared KV buffer decode plainly). `copy_bias` (default: the bundle's,
-        manifest "task": {"copy_bias"}, else 0) is added to the logits of `copy_ids` (default: the
-        prompt's tokens; `stream` passes the input text's), never to a special or end token.
+        copies (graphs without a shared KV buffer decode plainly). `copy_bias` is added to the logits
+        of `copy_ids` (default: the prompt's tokens), never to a special or end token; at this token
+        level it is off unless given (the text-level calls default to the bundle's).
         Arguments are checked now, before the first token.
         """
         max_new = self._max_new(max_new_tokens)
-        bias = self.bundle.copy_bias if copy_bias is None else copy_bias
-        sampling = Sampling(temperature, top_k, top_p, repetition_penalty, seed, bias).checked(self.vocab_size)
+        sampling = Sampling(temperature, top_k, top_p, repetition_penalty, seed, copy_bias).checked(self.vocab_size)
         lookup = _lookup_size(prompt_lookup, sampling)
         ids = self.check_ids(prompt_ids, max_new, truncate)
         if lookup and self.model.share_buffer:
@@ -234,8 +238,6 @@ class Generator:
         max_new = self._max_new(max_new_tokens)
         if sampling.pop("prompt_lookup", 0):
             raise SamplingError("prompt_lookup drafts for one prompt at a time; drop it for batches")
-        if sampling.get("copy_bias") is None:
-            sampling["copy_bias"] = self.bundle.copy_bias
         settings = Sampling(**sampling).checked(self.vocab_size)
         rows = [self.check_ids(ids, max_new, truncate) for ids in prompts_ids]
         out = [([], Answer(self.bundle.tokenizer, stop)) for _ in rows]
@@ -305,12 +307,14 @@ class Generator:
         """Yield text pieces of the answer to `text` (prompted with the bundle's template unless `raw`).
 
         `sampling`: temperature, top_k, top_p, repetition_penalty, seed, ignore_eos, prompt_lookup,
-        copy_bias (see `stream_ids`; here the copy bias favours the tokens of `text`). Generation ends
+        copy_bias (see `stream_ids`; here the copy bias favours the tokens of `text` and defaults to
+        the bundle's, manifest "task": {"copy_bias"}, else 0). Generation ends
         at eos, after `max_new_tokens`, or at the first `stop` string (which is not yielded). Pieces
         never split a character.
         """
         copy = None if raw else self.copy_ids(clean_text(text))
-        ids = self.stream_ids(self.encode(text, raw), max_new_tokens, truncate=truncate, copy_ids=copy, **sampling)
+        ids = self.stream_ids(self.encode(text, raw), max_new_tokens, truncate=truncate, copy_ids=copy,
+                              **self._with_copy_bias(sampling))
         return self.pieces(ids, stop)
 
     def pieces(self, ids: Iterator[int], stop: Sequence[str] = ()) -> Iterator[str]:
@@ -339,7 +343,8 @@ class Generator:
             raise PromptError("generate_batch needs a non-empty list of prompts")
         rows = [self.encode(text, raw) for text in texts]
         copies = None if raw else [self.copy_ids(clean_text(text)) for text in texts]
-        out = self._batch(rows, max_new_tokens, _stops(stop), ignore_eos, truncate, sampling, copies)
+        out = self._batch(rows, max_new_tokens, _stops(stop), ignore_eos, truncate, self._with_copy_bias(sampling),
+                          copies)
         return ["".join(answer.pieces) for _, answer in out]
 
     def chat_prompt(self, messages: list[dict], add_generation_prompt: bool = True) -> str:

@@ -87,6 +87,21 @@ def test_finished_bundle_is_skipped_and_damaged_one_refused_unless_overwrite(tmp
     assert not list(tmp_path.glob(".*tmp"))
 
 
+def test_a_copy_biased_bundle_passes_fp32_validation(tmp_path, tiny_llama_dir):
+    """A free-text bundle with task.copy_bias: validation compares plain greedy decoding with PyTorch
+    (the bias is the text-level default only), and the manifest carries the bias."""
+    from edgestill.export import ExportSettings, export_bundle
+    from edgestill.runtime import Generator
+    from tests.export.tiny_bundles import INSTRUCTION, TEXTS
+
+    out = tmp_path / "bundle-fp32"
+    manifest = export_bundle(tiny_llama_dir, out, "fp32", ExportSettings(INSTRUCTION, tuple(TEXTS), copy_bias=20.0))
+    assert manifest["task"] == {"copy_bias": 20.0} and manifest["validation"]["greedy_tokens_identical"]
+    gen = Generator(Bundle.open(out), threads=2)
+    assert gen.generate(TEXTS[0], max_new_tokens=8, ignore_eos=True) != \
+        gen.generate(TEXTS[0], max_new_tokens=8, ignore_eos=True, copy_bias=0.0)
+
+
 def test_cli_without_student_says_to_run_distill(tmp_path):
     from edgestill.export.__main__ import main
 

@@ -245,6 +245,8 @@ def test_copy_bias_favours_the_input_tokens(gen, fp32_bundle, tmp_path):
     (folder / "manifest.json").write_text(json.dumps(manifest))
     biased_bundle = Generator(Bundle.open(folder), threads=2)
     assert biased_bundle.bundle.copy_bias == 20.0
+    ids = gen.encode(text)  # the token level stays plain unless asked (export validation compares it)
+    assert list(biased_bundle.stream_ids(ids, 16, ignore_eos=True)) == plain
     answer = biased_bundle.generate(text, max_new_tokens=16, ignore_eos=True)
     assert answer == gen.generate(text, max_new_tokens=16, ignore_eos=True, copy_bias=20.0)
     assert biased_bundle.generate(text, max_new_tokens=16, ignore_eos=True, copy_bias=0.0) == \
