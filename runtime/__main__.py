@@ -81,10 +81,8 @@ def _settings(args: argparse.Namespace) -> dict:
 def _answer(gen: Generator, prompt_text: str, args: argparse.Namespace, source: str | None = None) -> str:
     """Stream (or, with --json, collect and print as JSON) the answer to an already formatted prompt;
     the copy bias favours the tokens of `source` (default: the whole prompt)."""
-    settings, start, pieces, tokens = _settings(args), time.perf_counter(), [], []
+    settings, start, pieces, tokens = gen.with_copy_bias(_settings(args)), time.perf_counter(), [], []
     settings["copy_ids"] = None if source is None else gen.copy_ids(source)
-    if settings["copy_bias"] is None:  # the bundle's task.copy_bias, as gen.generate would use
-        settings["copy_bias"] = gen.bundle.copy_bias
     stop = settings.pop("stop")
     prompt_ids = gen.encode(prompt_text, raw=True)
 

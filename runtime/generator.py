@@ -136,7 +136,7 @@ class Generator:
 
     # ------------------------------------------------------------------ token level
 
-    def _with_copy_bias(self, sampling: dict) -> dict:
+    def with_copy_bias(self, sampling: dict) -> dict:
         """`sampling` with the bundle's copy bias where the caller gave none (text-level calls)."""
         bias = sampling.get("copy_bias")
         return {**sampling, "copy_bias": self.bundle.copy_bias if bias is None else bias}
@@ -314,7 +314,7 @@ class Generator:
         """
         copy = None if raw else self.copy_ids(clean_text(text))
         ids = self.stream_ids(self.encode(text, raw), max_new_tokens, truncate=truncate, copy_ids=copy,
-                              **self._with_copy_bias(sampling))
+                              **self.with_copy_bias(sampling))
         return self.pieces(ids, stop)
 
     def pieces(self, ids: Iterator[int], stop: Sequence[str] = ()) -> Iterator[str]:
@@ -343,7 +343,7 @@ class Generator:
             raise PromptError("generate_batch needs a non-empty list of prompts")
         rows = [self.encode(text, raw) for text in texts]
         copies = None if raw else [self.copy_ids(clean_text(text)) for text in texts]
-        out = self._batch(rows, max_new_tokens, _stops(stop), ignore_eos, truncate, self._with_copy_bias(sampling),
+        out = self._batch(rows, max_new_tokens, _stops(stop), ignore_eos, truncate, self.with_copy_bias(sampling),
                           copies)
         return ["".join(answer.pieces) for _, answer in out]
 
